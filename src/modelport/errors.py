@@ -1,0 +1,134 @@
+"""One error tree, mapped to the OpenAI error envelope in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class ModelportError(Exception):
+    """Base of every error modelport raises on purpose."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return error_envelope(self.message, self.type, self.param, self.code)
+
+
+class ConfigError(ModelportError):
+    """The configuration is invalid; raised at start-up, never per request."""
+
+    type = "config_error"
+
+
+class InvalidRequestError(ModelportError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    code = "context_length_exceeded"
+
+
+class AuthenticationError(ModelportError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(ModelportError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLargeError(ModelportError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class RateLimitError(ModelportError):
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class UpstreamError(ModelportError):
+    """The worker or online API failed; `status` is what the upstream said, or 502."""
+
+    status = 502
+    type = "upstream_error"
+
+    def __init__(self, message: str, *, status: int = 502, type: str | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.status = status
+        if type:
+            self.type = type
+
+
+class UpstreamTimeoutError(UpstreamError):
+    def __init__(self, message: str, **kw: Any):
+        super().__init__(message, status=504, type="timeout_error", **kw)
+
+
+class ModelNotReadyError(ModelportError):
+    status = 503
+    type = "service_unavailable"
+    code = "model_not_ready"
+
+
+def error_envelope(
+    message: str, type: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def envelope_bytes(error: ModelportError) -> bytes:
+    return orjson.dumps(error.envelope())
+
+
+def normalize_upstream_error(status: int, body: bytes) -> UpstreamError | InvalidRequestError:
+    """Turn an upstream error body (OpenAI, llama.cpp or plain text) into our error tree."""
+    message, kind, param, code = f"upstream answered HTTP {status}", None, None, None
+    try:
+        data = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        detail = data.get("error", data)
+        if isinstance(detail, dict):
+            message = str(detail.get("message") or detail.get("detail") or message)
+            kind = detail.get("type")
+            param = detail.get("param")
+            raw_code = detail.get("code")
+            code = raw_code if isinstance(raw_code, str) else None
+        elif isinstance(detail, str):
+            message = detail
+    elif body:
+        message = body[:500].decode("utf-8", "replace").strip() or message
+    if kind == "exceed_context_size_error":
+        return ContextLengthError(message, param="messages")
+    if status == 400 or status == 422:
+        err = InvalidRequestError(message, param=param, code=code)
+        return err
+    return UpstreamError(message, status=status, type=kind if isinstance(kind, str) else None,
+                         param=param, code=code)
