@@ -1,0 +1,28 @@
+"""Explicit gateway state handed to the app factory (no module-level globals)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from modelport.config import Config
+from modelport.routing.registry import ModelRegistry
+from modelport.upstream import UpstreamClient
+
+
+class Lifecycle(Protocol):
+    """Something started with the app and stopped with it (the worker supervisor)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class GatewayState:
+    config: Config
+    registry: ModelRegistry
+    clients: dict[str, UpstreamClient]
+    lifecycle: Lifecycle | None = None
+    started_at: float = field(default_factory=time.time)

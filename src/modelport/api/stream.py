@@ -1,0 +1,141 @@
+"""Relaying an upstream SSE stream to the client as it arrives.
+
+Bytes are forwarded event by event without re-encoding; only a usage event the client
+did not ask for is held back (it is requested upstream for accounting), and the model
+name is rewritten when the upstream calls the model something else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import orjson
+
+from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event
+from modelport.errors import UpstreamError, UpstreamTimeoutError
+
+_USAGE_MARKERS = (b'"choices":[]', b'"choices": []')
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """Complete SSE events (each ending in a blank line) from a chunked byte stream."""
+    pending = b""
+    async for chunk in response.content.iter_any():
+        pending += chunk
+        if b"\n\n" not in pending:
+            if b"\r\n\r\n" not in pending:
+                continue
+            pending = pending.replace(b"\r\n", b"\n")
+        *events, pending = pending.split(b"\n\n")
+        for event in events:
+            if event:
+                yield event + b"\n\n"
+    if pending.strip():
+        yield pending + b"\n\n"
+
+
+class StreamAccounting:
+    """What accounting needs from a stream: the usage event, if one passed by."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, int] | None = None
+        self.finished = False
+
+    def observe_usage(self, event: bytes) -> None:
+        try:
+            payload = orjson.loads(event[event.index(b"{"):])
+        except (ValueError, orjson.JSONDecodeError):
+            return
+        usage = payload.get("usage") if isinstance(payload, dict) else None
+        if isinstance(usage, dict):
+            self.usage = usage
+
+
+async def relay_events(
+    response: aiohttp.ClientResponse,
+    *,
+    forward_usage: bool,
+    model_rewrite: tuple[bytes, bytes] | None,
+    accounting: StreamAccounting,
+    label: str,
+) -> AsyncIterator[bytes]:
+    try:
+        async for event in sse_events(response):
+            if event.startswith(b"data: [DONE]"):
+                accounting.finished = True
+                yield DONE
+                return
+            if b'"usage"' in event and any(m in event for m in _USAGE_MARKERS):
+                accounting.observe_usage(event)
+                if not forward_usage:
+                    continue
+            if model_rewrite is not None:
+                event = event.replace(*model_rewrite)
+            yield event
+    except asyncio.TimeoutError:
+        yield error_event(UpstreamTimeoutError(f"{label}: upstream stopped sending"))
+        yield DONE
+        return
+    except aiohttp.ClientError as error:
+        yield error_event(UpstreamError(f"{label}: upstream stream broke ({type(error).__name__})"))
+        yield DONE
+        return
+    # The upstream closed without [DONE]: tell the client the answer may be cut short.
+    yield error_event(UpstreamError(f"{label}: upstream closed the stream before it finished"))
+    yield DONE
+
+
+class RelayStreamResponse:
+    """An ASGI response that streams `events` and stops the upstream when the client leaves.
+
+    The disconnect watcher runs beside the pump so a client that goes away while the
+    upstream is still thinking (no bytes yet) is noticed at once, and `on_close` always
+    runs, which closes the upstream connection and frees the model's slot.
+    """
+
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        on_close: Callable[[bool], Awaitable[None]],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._events = events
+        self._on_close = on_close
+        raw = {"content-type": SSE_MEDIA_TYPE, **{k.lower(): v for k, v in SSE_HEADERS.items()}}
+        raw.update({k.lower(): v for k, v in (headers or {}).items()})
+        self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 (ASGI)
+        disconnected = False
+        pump = asyncio.ensure_future(self._pump(send))
+        watcher = asyncio.ensure_future(self._watch(receive))
+        try:
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            disconnected = watcher in done
+            if disconnected:
+                pump.cancel()
+            else:
+                watcher.cancel()
+            await asyncio.gather(pump, watcher, return_exceptions=True)
+            if pump.done() and not pump.cancelled() and isinstance(pump.exception(), OSError):
+                disconnected = True
+        finally:
+            for task in (pump, watcher):
+                if not task.done():
+                    task.cancel()
+            await self._on_close(disconnected)
+
+    async def _pump(self, send) -> None:  # noqa: ANN001
+        await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        async for event in self._events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    @staticmethod
+    async def _watch(receive) -> None:  # noqa: ANN001
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return

@@ -1,0 +1,284 @@
+"""The `modelport` command: serve | worker | check | models | chat | import-config | pull."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modelport.errors import ConfigError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Self-hosted OpenAI-compatible server for local and online models.")
+console = Console(stderr=True)
+
+ConfigOption = typer.Option(None, "--config", "-c", help="Path to modelport.yaml "
+                            "(default: $MODELPORT_CONFIG, ./modelport.yaml, else built-in models).")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S", stream=sys.stderr,
+    )
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@app.command()
+def serve(
+    config: Optional[str] = ConfigOption,
+    model: list[str] = typer.Option(None, "--model", "-m", help="Serve only this model (repeatable)."),
+    host: Optional[str] = typer.Option(None, help="Override server.host."),
+    port: Optional[int] = typer.Option(None, help="Override server.port."),
+    allow_public: bool = typer.Option(False, "--allow-public",
+                                      help="Allow a non-loopback host without API keys."),
+    log_level: str = typer.Option("info", help="debug shows worker output and request bodies."),
+) -> None:
+    """Start the gateway and a worker for each local model."""
+    import uvicorn
+
+    from modelport.api.app import build_app
+    from modelport.defaults import find_config
+    from modelport.gateway import build_state, check_bind_allowed, check_model_files, select_models
+
+    _setup_logging(log_level)
+    try:
+        cfg = find_config(config)
+        if host:
+            cfg.server.host = host
+        if port:
+            cfg.server.port = port
+        check_bind_allowed(cfg, allow_public)
+        check_model_files(cfg, select_models(cfg, model or None))
+        if not _port_free(cfg.server.host, cfg.server.port):
+            raise ConfigError(f"port {cfg.server.port} on {cfg.server.host} is already in use; "
+                              "stop the other server or pass --port")
+        state = build_state(cfg, model or None)
+    except ConfigError as error:
+        _fail(error)
+        return
+    names = ", ".join(d.name for d in state.registry)
+    logging.getLogger("modelport").info(
+        "serving %s on http://%s:%d/v1", names, cfg.server.host, cfg.server.port)
+    uvicorn.run(build_app(state), host=cfg.server.host, port=cfg.server.port,
+                log_level="warning", access_log=False, loop="uvloop", http="httptools",
+                timeout_graceful_shutdown=5, lifespan="on")
+
+
+@app.command()
+def worker(
+    name: str = typer.Argument(..., help="Model name from the config."),
+    config: Optional[str] = ConfigOption,
+    host: Optional[str] = typer.Option(None, help="Bind address (default: the model's host)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: the model's port)."),
+) -> None:
+    """Run one model's OpenAI-compatible worker in the foreground."""
+    from modelport.config import parse_config
+    from modelport.defaults import find_config
+    from modelport.workers.runner import run_worker
+    from modelport.workers.supervisor import WORKER_SPEC_ENV
+
+    _setup_logging("info")
+    try:
+        spec = os.environ.get(WORKER_SPEC_ENV)
+        if spec and not config:
+            import orjson
+
+            data = orjson.loads(spec)
+            cfg = parse_config({"server": data["server"], "models": data["models"]},
+                               "worker spec", base_dir=data["base_dir"])
+        else:
+            cfg = find_config(config)
+        run_worker(cfg, name, host, port)
+    except ConfigError as error:
+        _fail(error)
+
+
+@app.command()
+def check(config: Optional[str] = ConfigOption) -> None:
+    """Validate the config and show each model's engine, resolved location and port."""
+    from modelport.config import OpenAIUpstreamModel
+    from modelport.defaults import find_config
+    from modelport.locations import resolve_location
+
+    try:
+        cfg = find_config(config)
+    except ConfigError as error:
+        _fail(error)
+        return
+    table = Table(title=f"modelport: {len(cfg.models)} model(s), gateway "
+                        f"http://{cfg.server.host}:{cfg.server.port}/v1")
+    for column in ("model", "aliases", "engine", "location", "worker", "autostart"):
+        table.add_column(column, overflow="fold")
+    problems = []
+    for model in cfg.models:
+        if isinstance(model, OpenAIUpstreamModel):
+            location = f"{model.base_url} ({model.upstream_model or model.name})"
+            where = "online"
+        else:
+            try:
+                location = str(resolve_location(model.path, cfg.models_dir_path(), model.name))
+            except ConfigError as error:
+                problems.append(str(error))
+                location = f"[red]NOT FOUND[/] {model.path}"
+            where = f"{model.host}:{model.port or 'auto'}"
+        table.add_row(model.name, ", ".join(model.aliases), model.engine, location, where,
+                      "yes" if model.autostart else "no")
+    Console().print(table)
+    if cfg.server.api_keys:
+        Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
+    if problems:
+        for problem in problems:
+            console.print(f"[bold red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(1)
+    Console().print("[green]config OK[/]")
+
+
+def _api_key_option() -> Optional[str]:
+    return typer.Option(None, "--api-key", envvar="MODELPORT_API_KEY", help="Bearer key, if set.")
+
+
+@app.command()
+def models(
+    url: str = typer.Option("http://127.0.0.1:8888", help="The running gateway."),
+    api_key: Optional[str] = _api_key_option(),
+) -> None:
+    """Show the models of a running server and their live status."""
+    from modelport.client import GatewayClient
+
+    try:
+        listing, health = GatewayClient(url, api_key).models_and_health()
+    except ConnectionError as error:
+        _fail(error)
+        return
+    table = Table(title=f"models at {url}")
+    for column in ("model", "kind", "engine", "status", "in flight", "restarts"):
+        table.add_column(column)
+    states = health.get("models", {})
+    for card in listing:
+        live = states.get(card["id"], {})
+        table.add_row(card["id"], card.get("kind", "?"), card.get("engine", "?"),
+                      live.get("status", card.get("status", "?")),
+                      str(live.get("in_flight", "")), str(live.get("restarts", "")))
+    Console().print(table)
+
+
+@app.command()
+def chat(
+    model: Optional[str] = typer.Argument(None, help="Model to chat with (default: first chat model)."),
+    url: str = typer.Option("http://127.0.0.1:8888", help="The running gateway."),
+    api_key: Optional[str] = _api_key_option(),
+    message: Optional[str] = typer.Option(None, "--message", "-m", help="Send one message and exit."),
+    max_tokens: int = typer.Option(512, help="Longest answer."),
+) -> None:
+    """Interactive streaming chat against a running server (type /exit to leave)."""
+    from modelport.client import GatewayClient
+
+    client = GatewayClient(url, api_key)
+    try:
+        model = model or client.first_chat_model()
+    except ConnectionError as error:
+        _fail(error)
+        return
+    history: list[dict[str, str]] = []
+    out = Console(highlight=False)
+    if message is None:
+        out.print(f"[dim]chatting with {model} at {url}; /exit or Ctrl-D to leave[/]")
+    while True:
+        if message is not None:
+            text = message
+        else:
+            try:
+                text = out.input("[bold cyan]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                out.print()
+                return
+        if text.strip() in ("/exit", "/quit"):
+            return
+        history.append({"role": "user", "content": text})
+        answer = []
+        try:
+            for piece in client.stream_chat(model, history, max_tokens):
+                answer.append(piece)
+                out.print(piece, end="", markup=False)
+        except ConnectionError as error:
+            _fail(error)
+        out.print()
+        history.append({"role": "assistant", "content": "".join(answer)})
+        if message is not None:
+            return
+
+
+@app.command("import-config")
+def import_config(
+    model_config: Path = typer.Argument(..., help="The old model_config.py."),
+    server_config: Optional[Path] = typer.Argument(None, help="The old server_config.py."),
+    output: Path = typer.Option(Path("modelport.yaml"), "-o", "--output", help="File to write."),
+) -> None:
+    """Convert the old system's Python config files (never executed) to modelport.yaml."""
+    from modelport.importer import import_old_config
+
+    try:
+        result = import_old_config(model_config, server_config)
+    except (ConfigError, OSError, SyntaxError) as error:
+        _fail(error)
+        return
+    output.write_text(result.yaml_text, encoding="utf-8")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    Console().print(f"[green]wrote {output}[/]")
+    if result.env_vars:
+        Console().print("API keys were moved out of the file; set these variables:")
+        for name, purpose in result.env_vars.items():
+            Console().print(f"  export {name}=...   # {purpose}", highlight=False)
+
+
+@app.command()
+def pull(
+    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct."),
+    file: Optional[str] = typer.Option(None, "--file", help="Download only this file (e.g. a GGUF)."),
+    revision: Optional[str] = typer.Option(None, help="Branch, tag or commit."),
+    config: Optional[str] = ConfigOption,
+) -> None:
+    """Download a model into models_dir (needs network access)."""
+    from modelport.defaults import find_config
+    from modelport.pull import pull as pull_model
+
+    try:
+        cfg = find_config(config)
+        target = pull_model(repo, cfg.models_dir_path(), filename=file, revision=revision)
+    except ConfigError as error:
+        _fail(error)
+        return
+    Console().print(f"[green]downloaded to {target}[/]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

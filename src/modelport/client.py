@@ -1,0 +1,56 @@
+"""A small synchronous client of a running gateway, for the `models` and `chat` commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import orjson
+
+
+class GatewayClient:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers,
+                                  timeout=httpx.Timeout(10.0, read=600.0))
+
+    def _get(self, path: str) -> dict:
+        try:
+            response = self._http.get(path)
+        except httpx.HTTPError as error:
+            raise ConnectionError(f"cannot reach modelport at {self.url}: {error}") from None
+        data = response.json()
+        if response.status_code >= 400:
+            message = data.get("error", {}).get("message", response.text)
+            raise ConnectionError(f"{self.url}{path}: HTTP {response.status_code}: {message}")
+        return data
+
+    def models_and_health(self) -> tuple[list[dict], dict]:
+        return self._get("/v1/models")["data"], self._get("/health")
+
+    def first_chat_model(self) -> str:
+        for card in self._get("/v1/models")["data"]:
+            if card.get("kind", "chat") == "chat":
+                return card["id"]
+        raise ConnectionError(f"no chat model is served at {self.url}")
+
+    def stream_chat(self, model: str, messages: list[dict], max_tokens: int) -> Iterator[str]:
+        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True}
+        try:
+            with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    error = orjson.loads(response.read()).get("error", {})
+                    raise ConnectionError(f"HTTP {response.status_code}: {error.get('message')}")
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = orjson.loads(line[6:])
+                    if "error" in event:
+                        raise ConnectionError(event["error"].get("message", "stream failed"))
+                    for choice in event.get("choices", []):
+                        piece = (choice.get("delta") or {}).get("content")
+                        if piece:
+                            yield piece
+        except httpx.HTTPError as error:
+            raise ConnectionError(f"cannot reach modelport at {self.url}: {error}") from None

@@ -1,0 +1,54 @@
+"""The old system's online-API worker classes and the OpenAI-compatible endpoint of each vendor.
+
+The old system reached every vendor through a hand-written worker class; almost every
+vendor now offers an OpenAI-compatible endpoint, which modelport calls directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Vendor:
+    label: str
+    base_url: str | None  # the vendor's documented OpenAI-compatible base URL, if any
+    credentials_note: str | None = None  # when the old credentials do not carry over as-is
+
+
+OPENAI = Vendor("OpenAI", "https://api.openai.com/v1")
+ZHIPU = Vendor("Zhipu AI", "https://open.bigmodel.cn/api/paas/v4")
+
+OLD_PROVIDERS: dict[str, Vendor] = {
+    "OpenAIWorker": OPENAI,
+    # Azure's base URL contains the resource name; see convert.azure_base_url
+    "AzureWorker": Vendor("Azure OpenAI", None),
+    "ChatGLMWorker": ZHIPU,
+    "ZhipuWorker": ZHIPU,
+    "QwenWorker": Vendor("Alibaba DashScope (Qwen)",
+                         "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+    "QianFanWorker": Vendor(
+        "Baidu Qianfan", "https://qianfan.baidubce.com/v2",
+        "Qianfan's OpenAI-compatible v2 API takes one API key from the Qianfan console "
+        "(not the old api_key/secret_key pair), and model ids such as ernie-4.0-8k",
+    ),
+    "MiniMaxWorker": Vendor("MiniMax", "https://api.minimax.chat/v1"),
+    "XingHuoWorker": Vendor(
+        "iFlytek Spark", "https://spark-api-open.xf-yun.com/v1",
+        "Spark's OpenAI-compatible API takes the APIPassword shown in the Spark console "
+        "(not the old APPID/APISecret/api_key), and model ids such as generalv3.5",
+    ),
+    "BaiChuanWorker": Vendor("Baichuan", "https://api.baichuan-ai.com/v1"),
+    "FangZhouWorker": Vendor(
+        "Volcengine Ark (Fangzhou)", "https://ark.cn-beijing.volces.com/api/v3",
+        "Ark's OpenAI-compatible API takes an Ark API key (not the old access/secret key "
+        "pair) and the endpoint or model id as the model",
+    ),
+    "GeminiWorker": Vendor("Google Gemini",
+                           "https://generativelanguage.googleapis.com/v1beta/openai"),
+    "TianGongWorker": Vendor("Kunlun Tiangong (SkyWork)", None),
+}
+
+
+def old_provider(class_name: str | None) -> Vendor | None:
+    return OLD_PROVIDERS.get(class_name) if class_name else None

@@ -1,0 +1,92 @@
+"""Per-model serving state: where requests go, whether they may go, and how many are in flight."""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel
+from modelport.errors import ModelNotReadyError, RateLimitError
+
+
+class DeploymentStatus(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class Deployment:
+    """One configured model as the gateway sees it.
+
+    `base_url` is the OpenAI-compatible address requests are forwarded to: a worker on
+    loopback or an online API. `limit` bounds requests in flight (running + queued);
+    past it the gateway answers 429 at once instead of letting requests pile up.
+    """
+
+    config: ModelConfig
+    base_url: str
+    limit: int
+    status: DeploymentStatus = DeploymentStatus.STARTING
+    in_flight: int = 0
+    detail: str = ""
+    restarts: int = 0
+    ready_since: float | None = None
+    pid: int | None = None
+    retry_after_s: int = 5
+    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "rejected": 0})
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def engine(self) -> str:
+        return self.config.engine
+
+    @property
+    def is_embedding(self) -> bool:
+        return self.config.engine in EMBEDDING_ENGINES
+
+    @property
+    def upstream_model(self) -> str:
+        if isinstance(self.config, OpenAIUpstreamModel):
+            return self.config.upstream_model or self.config.name
+        return self.config.name
+
+    def set_status(self, status: DeploymentStatus, detail: str = "") -> None:
+        self.status = status
+        self.detail = detail
+        self.ready_since = time.monotonic() if status is DeploymentStatus.READY else None
+
+    def acquire(self) -> None:
+        """Take a place for one request, or refuse it with 503/429 right away."""
+        if self.status is not DeploymentStatus.READY:
+            why = f" ({self.detail})" if self.detail else ""
+            raise ModelNotReadyError(
+                f"model '{self.name}' is {self.status.value}{why}; retry shortly",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        if self.in_flight >= self.limit:
+            self.stats["rejected"] += 1
+            raise RateLimitError(
+                f"model '{self.name}' has {self.in_flight} requests in flight, its limit; "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.in_flight += 1
+        self.stats["requests"] += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
+def request_limit(config: ModelConfig) -> int:
+    """Running plus queued requests a model accepts before answering 429."""
+    if isinstance(config, OpenAIUpstreamModel):
+        return config.max_concurrency + config.max_queue
+    running = getattr(config, "parallel", None) or getattr(config, "batch_size", None) or 1
+    return running + config.max_queue

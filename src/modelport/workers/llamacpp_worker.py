@@ -1,0 +1,57 @@
+"""A GGUF worker: llama.cpp's own OpenAI server, hosted in this process by xllamacpp.
+
+llama.cpp's C++ server loop does the continuous batching (`parallel` slots decoded
+together), grammar-constrained output for response_format, and cancels a generation
+when its HTTP client disconnects, so the worker adds nothing per request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from modelport.config import LlamaCppModel
+from modelport.workers.lifetime import wait_for_stop_signal
+
+
+def build_params(model: LlamaCppModel, path: Path, host: str, port: int):  # noqa: ANN201
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.hostnames = [host]
+    params.port = port
+    params.model_alias = {model.name}
+    params.n_parallel = model.parallel
+    # Each slot gets the full per-request context; llama.cpp splits n_ctx across slots.
+    params.n_ctx = model.context_length * model.parallel
+    params.cont_batching = True
+    params.ctx_shift = False  # an over-long prompt is an error, never silently shifted away
+    params.endpoint_slots = True
+    params.endpoint_metrics = True
+    params.offline = True
+    params.use_jinja = True
+    threads = model.threads or os.cpu_count() or 1
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.n_threads_http = max(4, model.parallel + 2)
+    params.timeout_read = 3600
+    params.timeout_write = 3600
+    gpu_layers = model.gpu_layers
+    if model.device == "cpu":
+        gpu_layers = 0
+    params.n_gpu_layers = 999 if gpu_layers == -1 else gpu_layers
+    if model.chat_template:
+        params.chat_template = model.chat_template
+    return params
+
+
+def run(model: LlamaCppModel, path: Path, host: str, port: int) -> None:
+    import xllamacpp
+
+    server = xllamacpp.Server(build_params(model, path, host, port))
+    print(f"modelport worker '{model.name}': llama.cpp serving on {server.listening_address}",
+          flush=True)
+    wait_for_stop_signal()
+    # llama.cpp's teardown can block on in-flight HTTP threads; the process is ending anyway.
+    os._exit(0)

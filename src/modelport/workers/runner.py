@@ -1,0 +1,81 @@
+"""`modelport worker NAME`: run one model's OpenAI server in this process, in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from modelport.config import (
+    AutoModel,
+    Config,
+    LlamaCppModel,
+    ModelConfig,
+    OpenAIUpstreamModel,
+    SentenceTransformersModel,
+    TransformersModel,
+    VllmModel,
+)
+from modelport.errors import ConfigError
+from modelport.locations import resolve_location
+
+logger = logging.getLogger("modelport.worker")
+
+
+def concrete_model(model: ModelConfig, path: Path) -> ModelConfig:
+    """For `engine: auto`, the config of the engine chosen for these files and this machine."""
+    if not isinstance(model, AutoModel):
+        return model
+    from modelport.engines.selection import choose_engine, gpu_available, vllm_available
+
+    engine, warning = choose_engine(model, path, has_vllm=vllm_available(), has_gpu=gpu_available())
+    if warning:
+        logger.warning("model '%s': %s", model.name, warning)
+    fields = model.model_dump(exclude={"engine", "options", "context_length", "parallel"})
+    fields.update(model.options)
+    fields["engine"] = engine
+    if engine == "llamacpp":
+        fields["parallel"] = model.parallel
+        if model.context_length:
+            fields["context_length"] = model.context_length
+    elif engine == "transformers":
+        fields["parallel"] = model.parallel
+        fields["context_length"] = model.context_length
+    elif engine == "vllm" and model.context_length:
+        fields["max_model_len"] = model.context_length
+    classes = {"llamacpp": LlamaCppModel, "transformers": TransformersModel, "vllm": VllmModel}
+    return classes[engine].model_validate(fields)
+
+
+def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None) -> None:
+    model = config.model(name)
+    if isinstance(model, OpenAIUpstreamModel):
+        raise ConfigError(f"model '{model.name}' is an online API (engine: openai); it has no worker")
+    path = resolve_location(model.path, config.models_dir_path(), model.name)
+    host = host or model.host
+    port = port or model.port
+    if port is None:
+        raise ConfigError(f"model '{model.name}' has no `port`; pass --port or set it in the config")
+    model = concrete_model(model, path)
+    if isinstance(model, LlamaCppModel):
+        from modelport.workers import llamacpp_worker
+
+        llamacpp_worker.run(model, path, host, port)
+    elif isinstance(model, SentenceTransformersModel):
+        from modelport.workers import embedding_worker
+
+        embedding_worker.run(model, path, host, port)
+    elif isinstance(model, TransformersModel):
+        from modelport.workers import transformers_worker
+
+        transformers_worker.run(model, path, host, port)
+    elif isinstance(model, VllmModel):
+        from modelport.engines.selection import check_vllm_requested, gpu_available, vllm_available
+        from modelport.engines.vllm_command import vllm_command, vllm_env
+
+        check_vllm_requested(vllm_available(), gpu_available())
+        argv = vllm_command(model, path, host, port)
+        # Replace this process so the supervisor's PID is vLLM's own server.
+        os.execvpe(argv[0], argv, {**os.environ, **vllm_env(model)})
+    else:  # pragma: no cover - the config union is exhaustive
+        raise ConfigError(f"model '{model.name}': engine {model.engine} has no worker")

@@ -1,0 +1,192 @@
+"""Starts one worker process per local model, waits for readiness, restarts the dead.
+
+A worker that dies is restarted with exponential backoff while every other model keeps
+serving; requests to the dead one get 503 with Retry-After meanwhile (its deployment is
+not READY). Workers live in their own process group (Ctrl-C reaches only the gateway,
+which stops them in order) and are asked by the kernel to exit if the gateway dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+import time
+
+import aiohttp
+import orjson
+
+from modelport.config import Config
+from modelport.routing.deployments import Deployment, DeploymentStatus
+from modelport.workers.lifetime import die_with_parent
+
+logger = logging.getLogger("modelport.supervisor")
+
+WORKER_SPEC_ENV = "MODELPORT_WORKER_SPEC"
+_BACKOFF_START_S = 1.0
+_BACKOFF_MAX_S = 30.0
+_STABLE_AFTER_S = 60.0
+_STOP_GRACE_S = 10.0
+
+
+def worker_spec(config: Config, deployment: Deployment) -> str:
+    """The one-model config a spawned worker runs with (already interpolated and resolved)."""
+    return orjson.dumps({
+        "server": {"models_dir": str(config.models_dir_path())},
+        "models": [deployment.config.model_dump(mode="json")],
+        "base_dir": config.base_dir,
+    }).decode()
+
+
+class WorkerProcess:
+    """One running worker: its process, the tail of its output, how long it has been up."""
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        self.started = time.monotonic()
+        self.output_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._reader = asyncio.create_task(self._read_output())
+
+    async def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            if line:
+                self.output_tail.append(line)
+                logger.debug("[%s] %s", self.name, line)
+
+    async def wait(self) -> int:
+        code = await self.process.wait()
+        try:
+            await asyncio.wait_for(self._reader, 2)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        return code
+
+
+class WorkerSupervisor:
+    def __init__(self, config: Config, deployments: list[Deployment], ports: dict[str, int]):
+        self.config = config
+        self.deployments = deployments
+        self.ports = ports
+        self._tasks: list[asyncio.Task] = []
+        self._running: dict[str, WorkerProcess] = {}
+        self._stopping = False
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        for deployment in self.deployments:
+            self._tasks.append(asyncio.create_task(self._keep_running(deployment)))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        workers = list(self._running.values())
+        for worker in workers:
+            _signal_group(worker.process, signal.SIGTERM)
+        deadline = time.monotonic() + _STOP_GRACE_S
+        for worker in workers:
+            try:
+                await asyncio.wait_for(worker.process.wait(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                _signal_group(worker.process, signal.SIGKILL)
+                await worker.process.wait()
+        for deployment in self.deployments:
+            deployment.set_status(DeploymentStatus.STOPPED)
+        if self._session is not None:
+            await self._session.close()
+
+    def worker_pid(self, name: str) -> int | None:
+        worker = self._running.get(name)
+        return worker.process.pid if worker else None
+
+    async def _spawn(self, deployment: Deployment) -> WorkerProcess:
+        port = self.ports[deployment.name]
+        argv = [sys.executable, "-m", "modelport", "worker", deployment.name,
+                "--host", deployment.config.host, "--port", str(port)]  # type: ignore[union-attr]
+        env = {**os.environ, WORKER_SPEC_ENV: worker_spec(self.config, deployment),
+               "PYTHONUNBUFFERED": "1"}
+        process = await asyncio.create_subprocess_exec(
+            *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+        deployment.pid = process.pid
+        worker = WorkerProcess(process, deployment.name)
+        self._running[deployment.name] = worker
+        return worker
+
+    async def _wait_ready(self, deployment: Deployment, worker: WorkerProcess) -> bool:
+        url = deployment.base_url.removesuffix("/v1") + "/health"
+        timeout = self.config.server.worker_start_timeout
+        started = time.monotonic()
+        next_report = started + 10
+        while time.monotonic() - started < timeout:
+            if worker.process.returncode is not None:
+                return False
+            try:
+                assert self._session is not None
+                async with self._session.get(url) as response:
+                    if response.status == 200:
+                        return True
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > next_report:
+                logger.info("model '%s': still loading (%.0f s)", deployment.name,
+                            time.monotonic() - started)
+                next_report += 10
+            await asyncio.sleep(0.1)
+        logger.error("model '%s': not ready after %.0f s (server.worker_start_timeout); "
+                     "stopping its worker", deployment.name, timeout)
+        _signal_group(worker.process, signal.SIGKILL)
+        return False
+
+    async def _keep_running(self, deployment: Deployment) -> None:
+        delay = _BACKOFF_START_S
+        while not self._stopping:
+            logger.info("model '%s': starting %s worker on port %d", deployment.name,
+                        deployment.engine, self.ports[deployment.name])
+            try:
+                worker = await self._spawn(deployment)
+            except OSError as error:
+                deployment.set_status(DeploymentStatus.FAILED, f"cannot start worker: {error}")
+                logger.error("model '%s': cannot start worker: %s", deployment.name, error)
+                return
+            if await self._wait_ready(deployment, worker):
+                deployment.set_status(DeploymentStatus.READY)
+                logger.info("model '%s': ready in %.1f s (pid %d)", deployment.name,
+                            time.monotonic() - worker.started, worker.process.pid)
+            code = await worker.wait()
+            if self._stopping:
+                return
+            uptime = time.monotonic() - worker.started
+            if uptime > _STABLE_AFTER_S:
+                delay = _BACKOFF_START_S
+            tail = "\n    ".join(list(worker.output_tail)[-15:])
+            logger.warning("model '%s': worker exited with code %s after %.1f s; restarting in "
+                           "%.0f s. Last output:\n    %s", deployment.name, code, uptime, delay, tail)
+            deployment.restarts += 1
+            deployment.set_status(
+                DeploymentStatus.RESTARTING, f"worker exited with code {code}; restarting"
+            )
+            deployment.retry_after_s = max(1, int(delay) + 2)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
+    if process.returncode is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            process.send_signal(sig)
+        except ProcessLookupError:
+            pass
