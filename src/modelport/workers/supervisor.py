@@ -99,6 +99,7 @@ class WorkerSupervisor:
                 await worker.process.wait()
         for deployment in self.deployments:
             deployment.set_status(DeploymentStatus.STOPPED)
+        logger.info("all workers stopped")
         if self._session is not None:
             await self._session.close()
 

@@ -1,0 +1,413 @@
+"""Map the values of the old config files to modelport's `server:` and `models:` entries.
+
+The old system's rules, kept here (MISSION.md, "The system it replaces"):
+- `llm_model_dict` / `MODEL_PATH["llm_model"]` are local models; their paths stay as
+  written, so relative ones resolve against models_dir exactly as before;
+- a model also in `VLLM_MODEL_DICT` is served by vLLM (vLLM wins);
+- `ONLINE_LLM_MODEL` (and llm_model_dict entries pointing at a remote API) are online
+  models, reached through the vendor's OpenAI-compatible endpoint;
+- `LLM_MODEL(s)` / `EMBEDDING_MODEL` name what starts; the rest get `autostart: false`;
+- `FSCHAT_MODEL_WORKERS` gives each local model its host, port and options.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelport.importer.pysource import EnvRef, ModuleValues
+from modelport.importer.secrets import KeyVault, is_placeholder_key
+from modelport.importer.vendors import OPENAI, old_provider
+from modelport.importer.workers import DEVICES, wants_vllm, worker_settings
+
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "::"}
+OLD_API_PORT = 8888
+_MODELS_DIR_NAMES = ("MODEL_ROOT_PATH", "MODELS_ROOT_PATH", "MODEL_ROOT", "MODELS_DIR",
+                     "MODEL_DIR")
+_GATEWAY_NAMES = ("FSCHAT_OPENAI_API", "OPENAI_API")
+_STARTER_NAMES = ("LLM_MODELs", "LLM_MODELS", "LLM_MODEL")
+# Fields of an online entry that are read below; any other non-empty field is reported.
+_ONLINE_FIELDS = {"model_name", "version", "api_base_url", "api_key", "openai_proxy",
+                  "provider", "local_model_path", "deployment_name", "resource_name",
+                  "api_version"}
+_ONLINE_SECRETS = {"secret_key", "APISecret", "api_secret", "secret"}
+# Entry keys in output order; anything else follows.
+_KEY_ORDER = ("name", "aliases", "engine", "path", "base_url", "upstream_model", "api_key",
+              "proxy", "host", "port", "device", "autostart", "context_length", "parallel",
+              "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
+              "quantization", "dtype", "trust_remote_code", "options", "extra_args")
+
+
+@dataclass
+class ImportedModel:
+    """One `models:` entry and the comment lines written above it."""
+
+    entry: dict[str, Any]
+    comments: list[str] = field(default_factory=list)
+    kind: str = "llm"  # llm | embedding
+    old_name: str = ""  # the name in the old config, when it had to change
+
+    @property
+    def name(self) -> str:
+        return self.entry["name"]
+
+
+@dataclass
+class Conversion:
+    server: dict[str, Any]
+    models: list[ImportedModel]
+    warnings: list[str]
+    env_vars: dict[str, str]
+
+
+def convert(model_config: ModuleValues, server_config: ModuleValues | None) -> Conversion:
+    return _Converter(model_config, server_config).run()
+
+
+def azure_base_url(resource_name: str) -> str:
+    """Azure OpenAI's v1 endpoint takes the standard OpenAI client (deployment as model)."""
+    return f"https://{resource_name}.openai.azure.com/openai/v1"
+
+
+def env_text(ref: EnvRef) -> str:
+    return f"${{{ref.var}:-{ref.default}}}" if ref.default is not None else f"${{{ref.var}}}"
+
+
+class _Converter:
+    def __init__(self, model_config: ModuleValues, server_config: ModuleValues | None) -> None:
+        self.files = [f for f in (server_config, model_config) if f is not None]
+        self.warnings: list[str] = []
+        self.vault = KeyVault()
+        self.models: dict[str, ImportedModel] = {}
+        self.old_api_port = OLD_API_PORT
+
+    # -- reading the old values ---------------------------------------------------------
+
+    def value(self, name: str) -> Any:
+        for values in self.files:
+            if name in values.values:
+                return values.values[name]
+        return None
+
+    def where(self, name: str) -> str:
+        for values in self.files:
+            if name in values.values:
+                return values.where(name)
+        return "the old config"
+
+    def mapping(self, name: str) -> dict[str, Any]:
+        value = self.value(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.warn(f"{self.where(name)}: {name} is not a dict; ignored")
+            return {}
+        return value
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    # -- the conversion -----------------------------------------------------------------
+
+    def run(self) -> Conversion:
+        server = self.server()
+        self.local_llms()
+        self.vllm_models()
+        self.online_models()
+        self.embedding_models()
+        self.apply_workers()
+        self.apply_autostart()
+        self.check_ports(server.get("port", OLD_API_PORT))
+        models = [self.ordered(model) for model in self.models.values()]
+        return Conversion(server, models, self.warnings, self.vault.env_vars)
+
+    def server(self) -> dict[str, Any]:
+        server: dict[str, Any] = {}
+        for name in _MODELS_DIR_NAMES:
+            root = self.value(name)
+            if isinstance(root, EnvRef):
+                root = env_text(root)
+            if isinstance(root, str) and root:
+                server["models_dir"] = root
+                break
+        gateway = next((self.mapping(n) for n in _GATEWAY_NAMES if self.value(n)), {})
+        port = gateway.get("port", self.value("openai_api_port"))
+        if isinstance(port, int) and 1 <= port <= 65535:
+            server["port"] = port
+            self.old_api_port = port
+        host = gateway.get("host")
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost"):
+            self.warn(f"the old OpenAI API bound {host}; modelport binds 127.0.0.1 unless "
+                      "server.host is set, and a public host needs server.api_keys")
+        return server
+
+    def local_llms(self) -> None:
+        for name, entry in self.mapping("llm_model_dict").items():
+            origin = f"llm_model_dict ({self.where('llm_model_dict')})"
+            if isinstance(entry, str):
+                self.add_local(name, entry, origin)
+            elif isinstance(entry, dict):
+                self.llm_dict_entry(str(name), entry, origin)
+            else:
+                self.warn(f"{origin}: entry {name!r} is not a dict; skipped")
+        model_path = self.mapping("MODEL_PATH")
+        for name, path in _dict(model_path.get("llm_model")).items():
+            self.add_local(str(name), path, f"MODEL_PATH['llm_model'] ({self.where('MODEL_PATH')})")
+        if model_path.get("reranker"):
+            self.warn(f"{self.where('MODEL_PATH')}: MODEL_PATH['reranker'] models are not "
+                      "imported (no reranker engine in modelport yet)")
+
+    def llm_dict_entry(self, name: str, entry: dict[str, Any], origin: str) -> None:
+        path = entry.get("local_model_path")
+        url = entry.get("api_base_url")
+        remote = isinstance(url, str) and bool(url) and not self.is_old_gateway(url)
+        if entry.get("provider") or remote:
+            if path and isinstance(path, str) and path not in (name, entry.get("model_name")):
+                self.warn(f"{origin}: {name!r} sends its requests to {url or 'an online API'}; "
+                          "its local_model_path is not used")
+            self.add_online(name, entry, origin)
+        elif path:
+            if not is_placeholder_key(entry.get("api_key")):
+                self.warn(f"{origin}: the api_key of local model {name!r} was dropped; "
+                          "modelport protects its gateway with server.api_keys")
+            self.add_local(name, path, origin)
+        else:
+            self.warn(f"{origin}: {name!r} has neither a local_model_path nor an online "
+                      "api_base_url; skipped")
+
+    def is_old_gateway(self, url: str) -> bool:
+        """The old system's own OpenAI API (localhost:8888): the model was served locally."""
+        try:
+            parts = urlsplit(url)
+            return parts.hostname in _LOOPBACK_HOSTS and parts.port == self.old_api_port
+        except ValueError:
+            return False
+
+    def add_local(self, name: str, path: Any, origin: str, engine: str | None = None) -> None:
+        if isinstance(path, EnvRef):
+            path = env_text(path)
+        if not isinstance(path, str) or not path:
+            self.warn(f"{origin}: {name!r} has no usable path; skipped")
+            return
+        if engine is None:
+            engine = "llamacpp" if path.lower().endswith(".gguf") else "auto"
+        self.add(ImportedModel({"name": name, "engine": engine, "path": path},
+                               [f"from {origin}"]), origin)
+
+    def vllm_models(self) -> None:
+        origin = f"VLLM_MODEL_DICT ({self.where('VLLM_MODEL_DICT')})"
+        for name, path in self.mapping("VLLM_MODEL_DICT").items():
+            model = self.find(str(name))
+            if model is None:
+                self.add_local(str(name), path, origin, engine="vllm")
+                continue
+            model.entry["engine"] = "vllm"
+            if isinstance(path, str) and path:
+                model.entry["path"] = path
+            model.comments.append(f"also in {origin}: served with vLLM, which takes precedence")
+
+    def online_models(self) -> None:
+        origin = f"ONLINE_LLM_MODEL ({self.where('ONLINE_LLM_MODEL')})"
+        for name, entry in self.mapping("ONLINE_LLM_MODEL").items():
+            if isinstance(entry, dict):
+                self.add_online(str(name), entry, origin)
+            else:
+                self.warn(f"{origin}: entry {name!r} is not a dict; skipped")
+
+    def add_online(self, name: str, entry: dict[str, Any], origin: str) -> None:
+        provider = entry.get("provider")
+        vendor = old_provider(provider)
+        label = f"{origin}: {name!r}"
+        url = entry.get("api_base_url")
+        url = url if isinstance(url, str) and url and not self.is_old_gateway(url) else None
+        upstream = entry.get("model_name") or entry.get("version")
+        if provider == "AzureWorker" and not url and entry.get("resource_name"):
+            url = azure_base_url(str(entry["resource_name"]))
+            upstream = entry.get("deployment_name") or upstream
+        if not url and vendor is not None:
+            url = vendor.base_url
+        if not url and provider is None and name.lower().startswith("openai"):
+            vendor, url = OPENAI, OPENAI.base_url
+        if not url:
+            known = f"{vendor.label} ({provider})" if vendor else f"provider {provider!r}"
+            self.warn(f"{label}: no OpenAI-compatible endpoint is known for {known}; not "
+                      "imported (add it by hand with engine: openai and the vendor's base_url)")
+            return
+        if not re.match(r"^https?://", url):
+            self.warn(f"{label}: api_base_url {url!r} is not an http(s) URL; not imported")
+            return
+        model: dict[str, Any] = {"name": name, "engine": "openai", "base_url": url}
+        if isinstance(upstream, str) and upstream and upstream != name:
+            model["upstream_model"] = upstream
+        api_key, key_warning = self.vault.reference(name, entry.get("api_key"), origin)
+        model["api_key"] = api_key
+        if key_warning:
+            self.warn(key_warning)
+        proxy = entry.get("openai_proxy")
+        if isinstance(proxy, str) and proxy:
+            model["proxy"] = proxy
+        self.report_online_fields(label, entry, vendor)
+        comments = [f"from {origin}"]
+        if provider:
+            comments.append(f"old provider: {provider}"
+                            + (f" ({vendor.label})" if vendor else " (unknown to modelport)"))
+        self.add(ImportedModel(model, comments), origin)
+
+    def report_online_fields(self, label: str, entry: dict[str, Any], vendor: Any) -> None:
+        # Field names only, never values: some of them are secrets.
+        for key, value in entry.items():
+            if value in (None, "", False) or key in _ONLINE_FIELDS:
+                continue
+            if key in _ONLINE_SECRETS:
+                self.warn(f"{label}: {key} was dropped (not used by the OpenAI-compatible "
+                          "API, and never copied into the YAML)")
+            else:
+                self.warn(f"{label}: field {key!r} is not used by modelport; dropped")
+        provider = entry.get("provider")
+        if provider and old_provider(provider) is None:
+            self.warn(f"{label}: provider class {provider!r} is unknown to modelport; "
+                      "imported as an OpenAI-compatible API at its api_base_url")
+        if vendor is not None and vendor.credentials_note:
+            self.warn(f"{label}: {vendor.credentials_note}")
+
+    def embedding_models(self) -> None:
+        sources = [("embedding_model_dict", self.mapping("embedding_model_dict"))]
+        sources.append(("MODEL_PATH['embed_model']",
+                        _dict(self.mapping("MODEL_PATH").get("embed_model"))))
+        device = self.value("EMBEDDING_DEVICE")
+        for label, table in sources:
+            origin = f"{label} ({self.where(label.split('[')[0])})"
+            for name, value in table.items():
+                name = str(name)
+                if isinstance(value, dict):
+                    value = value.get("local_model_path")
+                if name.startswith("text-embedding-"):
+                    self.openai_embedding(name, value, origin)
+                    continue
+                if isinstance(value, EnvRef):
+                    value = env_text(value)
+                if not isinstance(value, str) or not value:
+                    self.warn(f"{origin}: {name!r} has no usable path; skipped")
+                    continue
+                entry: dict[str, Any] = {"name": name, "engine": "sentence-transformers",
+                                         "path": value}
+                if device in DEVICES and device != "auto":
+                    entry["device"] = device
+                self.add(ImportedModel(entry, [f"from {origin}"], kind="embedding"), origin)
+
+    def openai_embedding(self, name: str, value: Any, origin: str) -> None:
+        """The old dict listed OpenAI embeddings with the API key where the path goes."""
+        api_key, key_warning = self.vault.reference(name, value, origin)
+        if key_warning:
+            self.warn(key_warning)
+        entry = {"name": name, "engine": "openai", "base_url": OPENAI.base_url,
+                 "api_key": api_key}
+        self.add(ImportedModel(entry, [f"from {origin}: OpenAI embeddings"], kind="embedding"),
+                 origin)
+
+    def add(self, model: ImportedModel, origin: str) -> None:
+        """Register a model under a valid, unused name (the old name stays as an alias)."""
+        original = model.name
+        name = re.sub(r"[^A-Za-z0-9._:/@+-]", "-", original).lstrip("._:/@+-") or "model"
+        if name in self.models:
+            name = f"{name}-{'embedding' if model.kind == 'embedding' else 'online'}"
+        if name in self.models:
+            self.warn(f"{origin}: {original!r} is defined twice; the second one was skipped")
+            return
+        if name != original:
+            self.warn(f"{origin}: {original!r} was renamed {name!r} (the name must be unique "
+                      "and use letters, digits and . _ : / @ + -); the old name is an alias")
+            if _NAME_PATTERN.match(name) and original not in self.models:
+                model.entry["aliases"] = [original]
+        model.entry["name"] = name
+        model.old_name = original
+        self.models[name] = model
+
+    def find(self, old_name: str) -> ImportedModel | None:
+        return next((m for m in self.models.values() if m.old_name == old_name), None)
+
+    def apply_workers(self) -> None:
+        workers = self.mapping("FSCHAT_MODEL_WORKERS")
+        where = self.where("FSCHAT_MODEL_WORKERS")
+        llm_device = self.value("LLM_DEVICE")
+        for model in self.models.values():
+            entry = model.entry
+            if entry["engine"] in ("openai",):
+                continue
+            if model.kind == "embedding" and model.old_name not in workers:
+                continue  # the old system loaded embeddings in its API server, not in workers
+            if entry["engine"] == "auto" and wants_vllm(workers, model.old_name):
+                entry["engine"] = "vllm"
+                model.comments.append("infer_turbo: vllm in FSCHAT_MODEL_WORKERS: served "
+                                      "with vLLM")
+            settings = worker_settings(workers, model.old_name, entry["engine"], where,
+                                       include_default=model.kind == "llm")
+            if model.kind == "llm" and llm_device in DEVICES and llm_device != "auto":
+                entry.setdefault("device", llm_device)
+            entry.update(settings.fields)
+            if settings.options:
+                entry["options"] = settings.options
+            if settings.extra_args:
+                entry["extra_args"] = settings.extra_args
+            for warning in settings.warnings:
+                self.warn(warning)
+            host = entry.get("host")
+            if host and host not in ("127.0.0.1", "localhost", "::1"):
+                self.warn(f"{where}: the worker of {model.name!r} binds {host}, reachable from "
+                          "the network without authentication; use 127.0.0.1 unless the "
+                          "gateway runs on another machine")
+        known = {m.old_name for m in self.models.values()} | set(self.mapping("ONLINE_LLM_MODEL"))
+        for name in workers:
+            if name != "default" and name not in known:
+                self.warn(f"{where}: FSCHAT_MODEL_WORKERS[{name!r}] names no configured "
+                          "model; ignored")
+
+    def apply_autostart(self) -> None:
+        starters = self.starter_names("LLM", _STARTER_NAMES)
+        embedder = self.starter_names("embedding", ("EMBEDDING_MODEL",))
+        for model in self.models.values():
+            chosen = embedder if model.kind == "embedding" else starters
+            if chosen is not None and model.old_name not in chosen:
+                model.entry["autostart"] = False
+
+    def starter_names(self, kind: str, variables: tuple[str, ...]) -> set[str] | None:
+        """Names the old config started; None when it named none (then all start)."""
+        names: set[str] = set()
+        found = False
+        for variable in variables:
+            value = self.value(variable)
+            if value is None:
+                continue
+            found = True
+            listed = [value] if isinstance(value, str) else value
+            for name in listed if isinstance(listed, list) else []:
+                names.add(str(name))
+                if self.find(str(name)) is None:
+                    self.warn(f"{self.where(variable)}: {variable} names {name!r}, which no "
+                              f"{kind} model dict defines; it was not imported")
+        return names if found else None
+
+    def check_ports(self, gateway_port: int) -> None:
+        used: dict[int, str] = {gateway_port: "the gateway (server.port)"}
+        for model in self.models.values():
+            port = model.entry.get("port")
+            if port is None:
+                continue
+            if port in used:
+                self.warn(f"{used[port]} and model {model.name!r} both use port {port}; "
+                          "change one of them")
+            used.setdefault(port, f"model {model.name!r}")
+
+    @staticmethod
+    def ordered(model: ImportedModel) -> ImportedModel:
+        rank = {key: index for index, key in enumerate(_KEY_ORDER)}
+        entry = dict(sorted(model.entry.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        return ImportedModel(entry, model.comments, model.kind, model.old_name)
+
+
+def _dict(value: Any) -> dict[Any, Any]:
+    return value if isinstance(value, dict) else {}

