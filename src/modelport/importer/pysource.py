@@ -42,11 +42,18 @@ class ModuleValues:
     values: dict[str, Any] = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)  # name -> line it failed at
+    item_lines: dict[str, int] = field(default_factory=dict)  # "NAME['key']" -> line
     warnings: list[str] = field(default_factory=list)
 
     def where(self, name: str) -> str:
         line = self.lines.get(name, self.skipped.get(name))
         return f"{self.file.name} line {line}" if line else self.file.name
+
+    def locate(self, name: str, *keys: Any) -> str:
+        """`model_config.py line 85: ONLINE_LLM_MODEL['qianfan-api']`, for messages."""
+        label = name + "".join(f"[{key!r}]" for key in keys)
+        line = self.item_lines.get(label) or self.lines.get(name) or self.skipped.get(name)
+        return f"{self.file.name} line {line}: {label}" if line else f"{self.file.name}: {label}"
 
 
 _OS_PATH_FUNCTIONS = {"os.path.join", "os.path.dirname", "os.path.basename",
@@ -243,6 +250,7 @@ class _Reader:
                                            f"{error.reason}, entry skipped")
                 continue
             item_label = f"{label}[{key!r}]"
+            self.result.item_lines[item_label] = key_node.lineno
             try:
                 result[key] = self.evaluate(value_node, item_label)
             except NotEvaluable as error:

@@ -60,7 +60,10 @@ def wants_vllm(workers: dict[str, Any], model_name: str) -> bool:
     return merged.get("infer_turbo") == "vllm"
 
 
-def worker_settings(workers: dict[str, Any], model_name: str, engine: str, where: str,
+Locate = Callable[..., str]  # (variable, *keys) -> "server_config.py line 30: NAME['k']"
+
+
+def worker_settings(workers: dict[str, Any], model_name: str, engine: str, locate: Locate,
                     *, include_default: bool = True) -> WorkerSettings:
     """Settings for `model_name` served by `engine` (auto, vllm, llamacpp, sentence-transformers).
 
@@ -72,7 +75,7 @@ def worker_settings(workers: dict[str, Any], model_name: str, engine: str, where
     own = _entry(workers, model_name)
     merged = {**default, **own}
     origin = {key: ("default" if key not in own else model_name) for key in merged}
-    translator = _Translator(engine, merged, where, origin)
+    translator = _Translator(engine, merged, locate, origin)
     for key, value in merged.items():
         translator.translate(key, value)
     return translator.settings
@@ -84,18 +87,17 @@ def _entry(workers: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 class _Translator:
-    def __init__(self, engine: str, merged: dict[str, Any], where: str,
+    def __init__(self, engine: str, merged: dict[str, Any], locate: Locate,
                  origin: dict[str, str]) -> None:
         self.engine = engine
         self.merged = merged
-        self.where = where
+        self.locate = locate
         self.origin = origin
         self.settings = WorkerSettings()
 
     def warn(self, key: str, message: str) -> None:
-        self.settings.warnings.append(
-            f"{self.where}: FSCHAT_MODEL_WORKERS[{self.origin[key]!r}][{key!r}]: {message}"
-        )
+        where = self.locate("FSCHAT_MODEL_WORKERS", self.origin[key], key)
+        self.settings.warnings.append(f"{where}: {message}")
 
     def translate(self, key: str, value: Any) -> None:
         if value is None or value is False or _OLD_DEFAULTS.get(key, object()) == value:
