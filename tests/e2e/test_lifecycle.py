@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from e2e.conftest import CHAT, EMBED, default_models
+from support.models import CHAT, EMBED, default_models
 from support.server import ModelportServer, pid_alive
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from e2e.conftest import CHAT, EMBED
+from support.models import CHAT, EMBED
 
 pytestmark = pytest.mark.e2e
 

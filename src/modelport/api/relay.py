@@ -59,13 +59,13 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
     return body
 
 
-def _model_rewrite(deployment: Deployment) -> tuple[bytes, bytes] | None:
+def _model_rewrite(deployment: Deployment) -> list[tuple[bytes, bytes]] | None:
+    """Byte replacements that rename the upstream's model id in stream events (both the
+    compact and the spaced JSON styles upstreams emit)."""
     if deployment.upstream_model == deployment.name:
         return None
-    return (
-        b'"model":' + orjson.dumps(deployment.upstream_model),
-        b'"model":' + orjson.dumps(deployment.name),
-    )
+    old, new = orjson.dumps(deployment.upstream_model), orjson.dumps(deployment.name)
+    return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
 
 
 async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStreamResponse:
@@ -130,14 +130,16 @@ async def _forward(
     finally:
         deployment.release()
     content = reply.body
-    rewrite = _model_rewrite(deployment)
-    if rewrite is not None:
-        content = content.replace(*rewrite, 1)
     record.status = reply.status
     try:
-        record.take_usage(orjson.loads(content).get("usage"))
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
+        payload = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict):
+        record.take_usage(payload.get("usage"))
+        if deployment.upstream_model != deployment.name and "model" in payload:
+            payload["model"] = deployment.name
+            content = orjson.dumps(payload)
     record.emit()
     return Response(
         content, status_code=reply.status, media_type="application/json",

@@ -57,7 +57,7 @@ async def relay_events(
     response: aiohttp.ClientResponse,
     *,
     forward_usage: bool,
-    model_rewrite: tuple[bytes, bytes] | None,
+    model_rewrite: list[tuple[bytes, bytes]] | None,
     accounting: StreamAccounting,
     label: str,
 ) -> AsyncIterator[bytes]:
@@ -72,7 +72,8 @@ async def relay_events(
                 if not forward_usage:
                     continue
             if model_rewrite is not None:
-                event = event.replace(*model_rewrite)
+                for old, new in model_rewrite:
+                    event = event.replace(old, new)
             yield event
     except asyncio.TimeoutError:
         yield error_event(UpstreamTimeoutError(f"{label}: upstream stopped sending"))

@@ -72,10 +72,6 @@ def azure_base_url(resource_name: str) -> str:
     return f"https://{resource_name}.openai.azure.com/openai/v1"
 
 
-def env_text(ref: EnvRef) -> str:
-    return f"${{{ref.var}:-{ref.default}}}" if ref.default is not None else f"${{{ref.var}}}"
-
-
 class _Converter:
     def __init__(self, model_config: ModuleValues, server_config: ModuleValues | None) -> None:
         self.files = [f for f in (server_config, model_config) if f is not None]
@@ -97,6 +93,12 @@ class _Converter:
             if name in values.values:
                 return values.where(name)
         return "the old config"
+
+    def locate(self, name: str, *keys: Any) -> str:
+        for values in self.files:
+            if name in values.values:
+                return values.locate(name, *keys)
+        return name + "".join(f"[{key!r}]" for key in keys)
 
     def mapping(self, name: str) -> dict[str, Any]:
         value = self.value(name)
@@ -130,36 +132,38 @@ class _Converter:
         for name in _MODELS_DIR_NAMES:
             root = self.value(name)
             if isinstance(root, EnvRef):
-                root = env_text(root)
+                root = root.as_reference()
             if isinstance(root, str) and root:
                 server["models_dir"] = root
                 break
-        gateway = next((self.mapping(n) for n in _GATEWAY_NAMES if self.value(n)), {})
+        gateway_name = next((n for n in _GATEWAY_NAMES if self.value(n)), None)
+        gateway = self.mapping(gateway_name) if gateway_name else {}
         port = gateway.get("port", self.value("openai_api_port"))
         if isinstance(port, int) and 1 <= port <= 65535:
             server["port"] = port
             self.old_api_port = port
         host = gateway.get("host")
-        if isinstance(host, str) and host not in ("127.0.0.1", "localhost"):
-            self.warn(f"the old OpenAI API bound {host}; modelport binds 127.0.0.1 unless "
-                      "server.host is set, and a public host needs server.api_keys")
+        if gateway_name and isinstance(host, str) and host not in ("127.0.0.1", "localhost"):
+            self.warn(f"{self.locate(gateway_name, 'host')}: the old OpenAI API bound {host}; "
+                      "modelport binds 127.0.0.1 unless server.host is set, and a public "
+                      "host needs server.api_keys")
         return server
 
     def local_llms(self) -> None:
         for name, entry in self.mapping("llm_model_dict").items():
-            origin = f"llm_model_dict ({self.where('llm_model_dict')})"
+            origin = self.locate("llm_model_dict", name)
             if isinstance(entry, str):
-                self.add_local(name, entry, origin)
+                self.add_local(str(name), entry, origin)
             elif isinstance(entry, dict):
                 self.llm_dict_entry(str(name), entry, origin)
             else:
-                self.warn(f"{origin}: entry {name!r} is not a dict; skipped")
+                self.warn(f"{origin}: not a dict; skipped")
         model_path = self.mapping("MODEL_PATH")
         for name, path in _dict(model_path.get("llm_model")).items():
-            self.add_local(str(name), path, f"MODEL_PATH['llm_model'] ({self.where('MODEL_PATH')})")
+            self.add_local(str(name), path, self.locate("MODEL_PATH", "llm_model", name))
         if model_path.get("reranker"):
-            self.warn(f"{self.where('MODEL_PATH')}: MODEL_PATH['reranker'] models are not "
-                      "imported (no reranker engine in modelport yet)")
+            self.warn(f"{self.locate('MODEL_PATH', 'reranker')}: reranker models are not "
+                      "imported (modelport has no reranker engine yet)")
 
     def llm_dict_entry(self, name: str, entry: dict[str, Any], origin: str) -> None:
         path = entry.get("local_model_path")
@@ -167,17 +171,17 @@ class _Converter:
         remote = isinstance(url, str) and bool(url) and not self.is_old_gateway(url)
         if entry.get("provider") or remote:
             if path and isinstance(path, str) and path not in (name, entry.get("model_name")):
-                self.warn(f"{origin}: {name!r} sends its requests to {url or 'an online API'}; "
-                          "its local_model_path is not used")
+                self.warn(f"{origin}: requests went to {url or 'an online API'}, so "
+                          "local_model_path is not used")
             self.add_online(name, entry, origin)
         elif path:
             if not is_placeholder_key(entry.get("api_key")):
-                self.warn(f"{origin}: the api_key of local model {name!r} was dropped; "
+                self.warn(f"{origin}: the api_key of this local model was dropped; "
                           "modelport protects its gateway with server.api_keys")
             self.add_local(name, path, origin)
         else:
-            self.warn(f"{origin}: {name!r} has neither a local_model_path nor an online "
-                      "api_base_url; skipped")
+            self.warn(f"{origin}: neither a local_model_path nor an online api_base_url; "
+                      "skipped")
 
     def is_old_gateway(self, url: str) -> bool:
         """The old system's own OpenAI API (localhost:8888): the model was served locally."""
@@ -189,18 +193,18 @@ class _Converter:
 
     def add_local(self, name: str, path: Any, origin: str, engine: str | None = None) -> None:
         if isinstance(path, EnvRef):
-            path = env_text(path)
+            path = path.as_reference()
         if not isinstance(path, str) or not path:
-            self.warn(f"{origin}: {name!r} has no usable path; skipped")
+            self.warn(f"{origin}: no usable path; skipped")
             return
         if engine is None:
             engine = "llamacpp" if path.lower().endswith(".gguf") else "auto"
         self.add(ImportedModel({"name": name, "engine": engine, "path": path},
-                               [f"from {origin}"]), origin)
+                               [_from(origin)]), origin)
 
     def vllm_models(self) -> None:
-        origin = f"VLLM_MODEL_DICT ({self.where('VLLM_MODEL_DICT')})"
         for name, path in self.mapping("VLLM_MODEL_DICT").items():
+            origin = self.locate("VLLM_MODEL_DICT", name)
             model = self.find(str(name))
             if model is None:
                 self.add_local(str(name), path, origin, engine="vllm")
@@ -208,20 +212,20 @@ class _Converter:
             model.entry["engine"] = "vllm"
             if isinstance(path, str) and path:
                 model.entry["path"] = path
-            model.comments.append(f"also in {origin}: served with vLLM, which takes precedence")
+            model.comments.append(f"also {_from(origin)}: served with vLLM, which takes "
+                                  "precedence")
 
     def online_models(self) -> None:
-        origin = f"ONLINE_LLM_MODEL ({self.where('ONLINE_LLM_MODEL')})"
         for name, entry in self.mapping("ONLINE_LLM_MODEL").items():
+            origin = self.locate("ONLINE_LLM_MODEL", name)
             if isinstance(entry, dict):
                 self.add_online(str(name), entry, origin)
             else:
-                self.warn(f"{origin}: entry {name!r} is not a dict; skipped")
+                self.warn(f"{origin}: not a dict; skipped")
 
     def add_online(self, name: str, entry: dict[str, Any], origin: str) -> None:
         provider = entry.get("provider")
         vendor = old_provider(provider)
-        label = f"{origin}: {name!r}"
         url = entry.get("api_base_url")
         url = url if isinstance(url, str) and url and not self.is_old_gateway(url) else None
         upstream = entry.get("model_name") or entry.get("version")
@@ -234,11 +238,11 @@ class _Converter:
             vendor, url = OPENAI, OPENAI.base_url
         if not url:
             known = f"{vendor.label} ({provider})" if vendor else f"provider {provider!r}"
-            self.warn(f"{label}: no OpenAI-compatible endpoint is known for {known}; not "
+            self.warn(f"{origin}: no OpenAI-compatible endpoint is known for {known}; not "
                       "imported (add it by hand with engine: openai and the vendor's base_url)")
             return
         if not re.match(r"^https?://", url):
-            self.warn(f"{label}: api_base_url {url!r} is not an http(s) URL; not imported")
+            self.warn(f"{origin}: api_base_url {url!r} is not an http(s) URL; not imported")
             return
         model: dict[str, Any] = {"name": name, "engine": "openai", "base_url": url}
         if isinstance(upstream, str) and upstream and upstream != name:
@@ -250,11 +254,15 @@ class _Converter:
         proxy = entry.get("openai_proxy")
         if isinstance(proxy, str) and proxy:
             model["proxy"] = proxy
-        self.report_online_fields(label, entry, vendor)
-        comments = [f"from {origin}"]
+        elif isinstance(proxy, EnvRef):
+            # an unset variable would leave an empty proxy, so only the user can decide
+            self.warn(f"{origin}: openai_proxy was read from {proxy.var}; add "
+                      f"`proxy: ${{{proxy.var}}}` to this model if you use that proxy")
+        self.report_online_fields(origin, entry, vendor)
+        comments = [_from(origin)]
         if provider:
-            comments.append(f"old provider: {provider}"
-                            + (f" ({vendor.label})" if vendor else " (unknown to modelport)"))
+            comments.append(f"old provider: {provider}; vendor: "
+                            + (vendor.label if vendor else "unknown to modelport"))
         self.add(ImportedModel(model, comments), origin)
 
     def report_online_fields(self, label: str, entry: dict[str, Any], vendor: Any) -> None:
@@ -275,13 +283,13 @@ class _Converter:
             self.warn(f"{label}: {vendor.credentials_note}")
 
     def embedding_models(self) -> None:
-        sources = [("embedding_model_dict", self.mapping("embedding_model_dict"))]
-        sources.append(("MODEL_PATH['embed_model']",
-                        _dict(self.mapping("MODEL_PATH").get("embed_model"))))
+        sources = [(("embedding_model_dict",), self.mapping("embedding_model_dict")),
+                   (("MODEL_PATH", "embed_model"),
+                    _dict(self.mapping("MODEL_PATH").get("embed_model")))]
         device = self.value("EMBEDDING_DEVICE")
-        for label, table in sources:
-            origin = f"{label} ({self.where(label.split('[')[0])})"
+        for path_to_table, table in sources:
             for name, value in table.items():
+                origin = self.locate(*path_to_table, name)
                 name = str(name)
                 if isinstance(value, dict):
                     value = value.get("local_model_path")
@@ -289,15 +297,15 @@ class _Converter:
                     self.openai_embedding(name, value, origin)
                     continue
                 if isinstance(value, EnvRef):
-                    value = env_text(value)
+                    value = value.as_reference()
                 if not isinstance(value, str) or not value:
-                    self.warn(f"{origin}: {name!r} has no usable path; skipped")
+                    self.warn(f"{origin}: no usable path; skipped")
                     continue
                 entry: dict[str, Any] = {"name": name, "engine": "sentence-transformers",
                                          "path": value}
                 if device in DEVICES and device != "auto":
                     entry["device"] = device
-                self.add(ImportedModel(entry, [f"from {origin}"], kind="embedding"), origin)
+                self.add(ImportedModel(entry, [_from(origin)], kind="embedding"), origin)
 
     def openai_embedding(self, name: str, value: Any, origin: str) -> None:
         """The old dict listed OpenAI embeddings with the API key where the path goes."""
@@ -306,8 +314,8 @@ class _Converter:
             self.warn(key_warning)
         entry = {"name": name, "engine": "openai", "base_url": OPENAI.base_url,
                  "api_key": api_key}
-        self.add(ImportedModel(entry, [f"from {origin}: OpenAI embeddings"], kind="embedding"),
-                 origin)
+        self.add(ImportedModel(entry, [_from(origin) + ": OpenAI embeddings"],
+                               kind="embedding"), origin)
 
     def add(self, model: ImportedModel, origin: str) -> None:
         """Register a model under a valid, unused name (the old name stays as an alias)."""
@@ -332,8 +340,12 @@ class _Converter:
 
     def apply_workers(self) -> None:
         workers = self.mapping("FSCHAT_MODEL_WORKERS")
-        where = self.where("FSCHAT_MODEL_WORKERS")
         llm_device = self.value("LLM_DEVICE")
+        default = workers.get("default")
+        if isinstance(default, dict) and (default.get("host") or default.get("port")):
+            self.warn(f"{self.locate('FSCHAT_MODEL_WORKERS', 'default')}: its host and port "
+                      "are not given to every model; a worker without its own port gets a "
+                      "free one, on 127.0.0.1")
         for model in self.models.values():
             entry = model.entry
             if entry["engine"] in ("openai",):
@@ -344,7 +356,7 @@ class _Converter:
                 entry["engine"] = "vllm"
                 model.comments.append("infer_turbo: vllm in FSCHAT_MODEL_WORKERS: served "
                                       "with vLLM")
-            settings = worker_settings(workers, model.old_name, entry["engine"], where,
+            settings = worker_settings(workers, model.old_name, entry["engine"], self.locate,
                                        include_default=model.kind == "llm")
             if model.kind == "llm" and llm_device in DEVICES and llm_device != "auto":
                 entry.setdefault("device", llm_device)
@@ -357,13 +369,14 @@ class _Converter:
                 self.warn(warning)
             host = entry.get("host")
             if host and host not in ("127.0.0.1", "localhost", "::1"):
-                self.warn(f"{where}: the worker of {model.name!r} binds {host}, reachable from "
-                          "the network without authentication; use 127.0.0.1 unless the "
-                          "gateway runs on another machine")
+                self.warn(f"{self.locate('FSCHAT_MODEL_WORKERS', model.old_name, 'host')}: "
+                          f"the worker of {model.name!r} binds {host}, reachable from the "
+                          "network without authentication; use 127.0.0.1 unless the gateway "
+                          "runs on another machine")
         known = {m.old_name for m in self.models.values()} | set(self.mapping("ONLINE_LLM_MODEL"))
         for name in workers:
             if name != "default" and name not in known:
-                self.warn(f"{where}: FSCHAT_MODEL_WORKERS[{name!r}] names no configured "
+                self.warn(f"{self.locate('FSCHAT_MODEL_WORKERS', name)}: names no configured "
                           "model; ignored")
 
     def apply_autostart(self) -> None:
@@ -387,8 +400,8 @@ class _Converter:
             for name in listed if isinstance(listed, list) else []:
                 names.add(str(name))
                 if self.find(str(name)) is None:
-                    self.warn(f"{self.where(variable)}: {variable} names {name!r}, which no "
-                              f"{kind} model dict defines; it was not imported")
+                    self.warn(f"{self.where(variable)}: {variable} names {name!r}, which is "
+                              f"not an imported {kind} model")
         return names if found else None
 
     def check_ports(self, gateway_port: int) -> None:
@@ -407,6 +420,12 @@ class _Converter:
         rank = {key: index for index, key in enumerate(_KEY_ORDER)}
         entry = dict(sorted(model.entry.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         return ImportedModel(entry, model.comments, model.kind, model.old_name)
+
+
+def _from(origin: str) -> str:
+    """`model_config.py line 33: X['a']` -> `from X['a'] (model_config.py line 33)`."""
+    where, _, label = origin.partition(": ")
+    return f"from {label} ({where})" if label else f"from {origin}"
 
 
 def _dict(value: Any) -> dict[Any, Any]:

@@ -20,10 +20,20 @@ from typing import Any
 
 @dataclass(frozen=True)
 class EnvRef:
-    """`os.environ.get("VAR", default)` in the old file: the value lives in the environment."""
+    """`os.environ.get("VAR", default)` in the old file: the value lives in the environment.
+
+    `required` is `os.environ["VAR"]`, which failed when VAR was unset; `.get` did not.
+    """
 
     var: str
     default: str | None = None
+    required: bool = False
+
+    def as_reference(self) -> str:
+        """The same lookup in modelport.yaml's `${VAR}` syntax."""
+        if self.required:
+            return f"${{{self.var}}}"
+        return f"${{{self.var}:-{self.default or ''}}}"
 
 
 class NotEvaluable(Exception):
@@ -299,7 +309,7 @@ class _Reader:
 
     def subscript(self, node: ast.Subscript, label: str) -> Any:
         if _dotted_name(node.value) == "os.environ":
-            return EnvRef(self.env_name(node.slice, label))
+            return EnvRef(self.env_name(node.slice, label), required=True)
         container = self.evaluate(node.value, label)
         key = self.evaluate(node.slice, label)
         try:

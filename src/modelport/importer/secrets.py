@@ -49,29 +49,31 @@ class KeyVault:
             return self._from_environment(model_name, value)
         if is_placeholder_key(value):
             var = self._new_var(model_name)
-            self.env_vars[var] = f"API key of '{model_name}' (optional: {where} had none)"
+            self.env_vars[var] = f"API key of '{model_name}' (optional: the old config had none)"
             return f"${{{var}:-}}", None
         secret = str(value)
         if secret in self._var_by_secret:
             return f"${{{self._var_by_secret[secret]}}}", None
         var = self._new_var(model_name)
         self._var_by_secret[secret] = var
-        self.env_vars[var] = f"API key of '{model_name}' (it was written in {where})"
+        self.env_vars[var] = f"API key of '{model_name}', written in {where}"
         return f"${{{var}}}", (
-            f"model '{model_name}': the API key written in {where} was not copied; "
+            f"{where}: the API key written there was not copied; "
             f"export {var}=<the key> before starting modelport"
         )
 
     def _from_environment(self, model_name: str, ref: EnvRef) -> tuple[str, str | None]:
+        """The old file read the key from the environment: keep reading the same variable."""
+        optional = "" if ref.required else ", optional as before"
         self.env_vars.setdefault(
-            ref.var, f"API key of '{model_name}' (the old config read the same variable)"
+            ref.var, f"API key of '{model_name}' (the old config read it from here too{optional})"
         )
         warning = None
         if ref.default is not None and not is_placeholder_key(ref.default):
             # the fallback is itself a literal key: it must not be copied either
             warning = (f"model '{model_name}': the fallback key given to os.environ.get"
                        f"('{ref.var}', ...) was not copied; export {ref.var}")
-        return f"${{{ref.var}}}", warning
+        return EnvRef(ref.var, required=ref.required).as_reference(), warning
 
     def _new_var(self, model_name: str) -> str:
         base = env_var_name(model_name)

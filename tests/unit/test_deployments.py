@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import pytest
+
+from modelport.config import parse_config
+from modelport.errors import InvalidRequestError, ModelNotFoundError, ModelNotReadyError, RateLimitError
+from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
+from modelport.routing.registry import ModelRegistry
+
+
+def models():
+    return parse_config({"models": [
+        {"name": "chat", "aliases": ["c"], "engine": "llamacpp", "path": "x.gguf", "parallel": 2,
+         "max_queue": 1},
+        {"name": "emb", "engine": "sentence-transformers", "path": "e"},
+    ]}).models
+
+
+def test_limit_is_running_plus_queued():
+    assert request_limit(models()[0]) == 3
+
+
+def test_acquire_refuses_past_the_limit_and_release_frees():
+    deployment = Deployment(models()[0], "http://x/v1", 2, status=DeploymentStatus.READY)
+    deployment.acquire()
+    deployment.acquire()
+    with pytest.raises(RateLimitError) as error:
+        deployment.acquire()
+    assert error.value.headers["Retry-After"] == "1"
+    deployment.release()
+    deployment.acquire()
+    assert deployment.in_flight == 2
+
+
+def test_not_ready_is_503_with_retry_after():
+    deployment = Deployment(models()[0], "http://x/v1", 2)
+    deployment.set_status(DeploymentStatus.RESTARTING, "worker exited")
+    with pytest.raises(ModelNotReadyError, match="restarting") as error:
+        deployment.acquire()
+    assert int(error.value.headers["Retry-After"]) >= 1
+
+
+def test_registry_routes_by_name_alias_and_kind():
+    chat, emb = (Deployment(m, "http://x/v1", 1) for m in models())
+    registry = ModelRegistry([chat, emb])
+    assert registry.get("c") is chat
+    assert registry.for_embeddings("emb") is emb
+    with pytest.raises(InvalidRequestError):
+        registry.for_chat("emb")
+    with pytest.raises(InvalidRequestError):
+        registry.for_embeddings("chat")
+    with pytest.raises(ModelNotFoundError, match="served: chat, emb"):
+        registry.get("gpt-4")

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from modelport.errors import (
+    ContextLengthError,
+    InvalidRequestError,
+    ModelNotReadyError,
+    UpstreamError,
+    normalize_upstream_error,
+)
+
+
+def test_envelope_has_the_four_openai_fields():
+    error = ModelNotReadyError("loading", headers={"Retry-After": "3"})
+    assert error.envelope() == {"error": {"message": "loading", "type": "service_unavailable",
+                                          "param": None, "code": "model_not_ready"}}
+    assert error.status == 503
+
+
+def test_llamacpp_context_error_becomes_context_length_exceeded():
+    error = normalize_upstream_error(400, b'{"error":{"code":400,"message":"too long",'
+                                          b'"type":"exceed_context_size_error"}}')
+    assert isinstance(error, ContextLengthError)
+    assert error.code == "context_length_exceeded" and error.message == "too long"
+
+
+def test_openai_error_keeps_status_message_and_code():
+    error = normalize_upstream_error(429, b'{"error":{"message":"slow","type":"rate_limit_error",'
+                                          b'"code":"rate_limit_exceeded","param":null}}')
+    assert isinstance(error, UpstreamError)
+    assert (error.status, error.message, error.type, error.code) == (
+        429, "slow", "rate_limit_error", "rate_limit_exceeded")
+
+
+def test_non_json_and_integer_codes_are_normalized():
+    error = normalize_upstream_error(503, b"<html>Bad gateway</html>")
+    assert error.status == 503 and "Bad gateway" in error.message
+    error = normalize_upstream_error(400, b'{"error":{"code":400,"message":"bad"}}')
+    assert isinstance(error, InvalidRequestError) and error.code is None
