@@ -133,7 +133,7 @@ def check(config: Optional[str] = ConfigOption) -> None:
                         f"http://{cfg.server.host}:{cfg.server.port}/v1")
     for column in ("model", "aliases", "engine", "location", "worker", "autostart"):
         table.add_column(column, overflow="fold")
-    problems = []
+    problems, notes = [], []
     for model in cfg.models:
         if isinstance(model, OpenAIUpstreamModel):
             location = f"{model.base_url} ({model.upstream_model or model.name})"
@@ -142,7 +142,8 @@ def check(config: Optional[str] = ConfigOption) -> None:
             try:
                 location = str(resolve_location(model.path, cfg.models_dir_path(), model.name))
             except ConfigError as error:
-                problems.append(str(error))
+                # A model that does not start by default only needs its files when named.
+                (problems if model.autostart else notes).append(str(error))
                 location = f"[red]NOT FOUND[/] {model.path}"
             where = f"{model.host}:{model.port or 'auto'}"
         table.add_row(model.name, ", ".join(model.aliases), model.engine, location, where,
@@ -150,6 +151,9 @@ def check(config: Optional[str] = ConfigOption) -> None:
     Console().print(table)
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
+    for note in notes:
+        console.print(f"[yellow]warning:[/] {note}\n  (not started by default; needed only "
+                      "with --model)", highlight=False)
     if problems:
         for problem in problems:
             console.print(f"[bold red]error:[/] {problem}", highlight=False)

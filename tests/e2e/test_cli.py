@@ -1,0 +1,78 @@
+"""The `modelport` command as a user runs it: import-config, check, models, chat."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.models import CHAT, EMBED
+
+pytestmark = pytest.mark.e2e
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "old_config"
+
+
+def run_cli(*args, env=None, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "modelport", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+def test_imported_old_config_is_accepted_by_check(tmp_path):
+    project = tmp_path / "old-project"
+    shutil.copytree(FIXTURES, project)
+    imported = run_cli("import-config", str(project / "model_config.py"),
+                       str(project / "server_config.py"), "-o", str(project / "modelport.yaml"))
+    assert imported.returncode == 0, imported.stderr
+    text = (project / "modelport.yaml").read_text()
+    assert "sk-" not in text  # literal keys moved to ${ENV}
+    config = yaml.safe_load(text)
+    env = {name: "placeholder" for name in
+           __import__("re").findall(r"\$\{([A-Z0-9_]+)\}", text)}
+    # The models that start by default need their folders, as on the old machine.
+    models_dir = Path(config["server"]["models_dir"])
+    for model in config["models"]:
+        if model.get("autostart", True) and "path" in model:
+            path = Path(os.path.expanduser(model["path"]))
+            (path if path.is_absolute() else models_dir / path).mkdir(parents=True, exist_ok=True)
+    checked = run_cli("check", "--config", str(project / "modelport.yaml"), env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "config OK" in checked.stdout
+    assert "chatglm2-6b" in checked.stdout and "vllm" in checked.stdout
+    assert "placeholder" not in checked.stdout + checked.stderr
+
+
+def test_check_names_invalid_fields(tmp_path):
+    (tmp_path / "modelport.yaml").write_text(
+        "server: {port: 99999}\nmodels:\n  - {name: a, engine: llamacpp, path: a.gguf, parralel: 2}\n")
+    result = run_cli("check", "--config", str(tmp_path / "modelport.yaml"))
+    assert result.returncode == 2
+    assert "server.port" in result.stderr and "less than or equal to 65535" in result.stderr
+    assert "models[0] (name 'a').parralel" in result.stderr and "parallel" in result.stderr
+
+
+def test_check_shows_resolved_default_models():
+    result = run_cli("check", cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert "SmolLM2-135M-Instruct.Q4_1.gguf" in result.stdout and "config OK" in result.stdout
+
+
+def test_models_and_one_shot_chat_against_a_running_server(server):
+    listing = run_cli("models", "--url", server.url)
+    assert listing.returncode == 0, listing.stderr
+    assert CHAT in listing.stdout and EMBED in listing.stdout and "ready" in listing.stdout
+    chat = run_cli("chat", CHAT, "--url", server.url, "-m", "Hello! What is your name?",
+                   "--max-tokens", "20")
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout.strip()
+
+
+def test_chat_against_nothing_fails_clearly():
+    result = run_cli("chat", "--url", "http://127.0.0.1:9", "-m", "hi")
+    assert result.returncode == 2
+    assert "cannot reach modelport" in result.stderr
