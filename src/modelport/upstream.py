@@ -15,6 +15,7 @@ from modelport.errors import (
 )
 
 _FORWARDED_RESPONSE_HEADERS = ("retry-after", "x-request-id")
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 
 @dataclass
@@ -74,11 +75,18 @@ class UpstreamClient:
             return UpstreamError(f"{self.label}: cannot connect to upstream ({error.os_error})")
         return UpstreamError(f"{self.label}: upstream connection failed ({type(error).__name__})")
 
+    async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST once; if a pooled keep-alive connection turns out to be closed by the
+        server (llama.cpp's HTTP server closes connections after a few requests), send
+        again on a fresh connection: the server never saw the first attempt."""
+        try:
+            return await self._client().post(self.base_url + path, data=body, proxy=self._proxy)
+        except _STALE_CONNECTION_ERRORS:
+            return await self._client().post(self.base_url + path, data=body, proxy=self._proxy)
+
     async def post(self, path: str, body: bytes) -> UpstreamReply:
         try:
-            async with self._client().post(
-                self.base_url + path, data=body, proxy=self._proxy
-            ) as response:
+            async with await self._send(path, body) as response:
                 payload = await response.read()
                 headers = _kept_headers(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -90,9 +98,7 @@ class UpstreamClient:
     async def open_stream(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Send a streaming request; an error status is raised before any byte is relayed."""
         try:
-            response = await self._client().post(
-                self.base_url + path, data=body, proxy=self._proxy
-            )
+            response = await self._send(path, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self._transport_error(error) from None
         if response.status >= 400:

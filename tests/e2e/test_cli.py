@@ -76,3 +76,31 @@ def test_chat_against_nothing_fails_clearly():
     result = run_cli("chat", "--url", "http://127.0.0.1:9", "-m", "hi")
     assert result.returncode == 2
     assert "cannot reach modelport" in result.stderr
+
+
+def test_worker_runs_alone_and_serves_the_openai_api(tmp_path):
+    import signal
+    import time
+
+    import httpx
+    from support.server import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport", "worker", "smollm2", "--port", str(port)],
+        cwd="/", stdout=open(tmp_path / "worker.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+            "model": CHAT, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5})
+        assert reply.status_code == 200, (tmp_path / "worker.log").read_text()[-2000:]
+        assert reply.json()["model"] == CHAT
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0

@@ -1,0 +1,67 @@
+"""Each benchmark script runs end to end with tiny counts and writes its JSON result.
+
+These prove the scripts work, not the numbers: performance is measured by running them
+for real (see benchmarks/RESULTS.md), never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+pytestmark = pytest.mark.e2e
+
+
+def run(script: str, *args: str) -> dict:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    written = re.search(r"written: (\S+\.json)", result.stdout)
+    assert written, result.stdout
+    path = Path(written.group(1))
+    data = json.loads(path.read_text())
+    path.unlink()
+    assert data["machine"]["cores"] >= 1
+    return data
+
+
+def test_engine_throughput_smoke():
+    data = run("engine_throughput.py", "--concurrency", "2", "--rounds", "1", "--max-tokens", "8",
+               "--parallel", "2", "--targets", "in-process,modelport")
+    for target in ("in-process", "modelport"):
+        level = data["results"][target][0]
+        assert level["errors"] == 0, (target, level["error_kinds"])
+        assert level["output_tokens"] == 16
+    assert data["startup_to_ready_s"] > 0
+
+
+def test_gateway_overhead_smoke():
+    data = run("gateway_overhead.py", "--rounds", "10", "--concurrency", "2", "--seconds", "0.3")
+    assert set(data["added_latency"]) == {"non-streaming", "streaming"}
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in data["load"]["modelport"])
+
+
+def test_gateway_memory_smoke():
+    data = run("gateway_memory.py", "--first", "20", "--total", "40", "--concurrency", "4")
+    assert data["unexpected_statuses"] == 0
+
+
+def test_prompt_scaling_smoke():
+    data = run("prompt_scaling.py", "--lengths", "100", "--conversation-tokens", "200",
+               "--repeats", "1")
+    assert data["ttft_by_length"][0]["prompt_tokens"] > 50
+    assert data["follow_up"]["follow_up_turn"]["ttft_ms"] > 0
+
+
+def test_every_script_has_help():
+    for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_memory.py",
+                   "prompt_scaling.py", "zero_upstream.py"):
+        result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "usage" in result.stdout
