@@ -6,12 +6,13 @@ import ipaddress
 import socket
 
 from modelport.api.state import GatewayState
-from modelport.config import Config, ModelConfig, OpenAIUpstreamModel
+from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel
 from modelport.errors import ConfigError
 from modelport.locations import resolve_location
+from modelport.providers.base import Provider
+from modelport.providers.factory import local_worker_provider, online_provider
 from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
 from modelport.routing.registry import ModelRegistry
-from modelport.upstream import UpstreamClient
 from modelport.workers.supervisor import WorkerSupervisor
 
 
@@ -42,14 +43,21 @@ def check_bind_allowed(config: Config, allow_public: bool) -> None:
 
 
 def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
-    if names:
-        chosen: list[ModelConfig] = []
-        for name in names:
-            model = config.model(name)
-            if model not in chosen:
-                chosen.append(model)
-        return chosen
-    return [model for model in config.models if model.autostart]
+    """The models named (or every autostart one), plus the fallbacks they rely on."""
+    chosen: list[ModelConfig] = (
+        [config.model(name) for name in names] if names
+        else [model for model in config.models if model.autostart]
+    )
+    for model in chosen:  # grows while iterating: fallbacks of fallbacks are served too
+        for target in getattr(model, "fallbacks", ()):
+            fallback = config.model(target)
+            if fallback not in chosen:
+                chosen.append(fallback)
+    unique: list[ModelConfig] = []
+    for model in chosen:
+        if model not in unique:
+            unique.append(model)
+    return unique
 
 
 def check_model_files(config: Config, models: list[ModelConfig]) -> None:
@@ -75,27 +83,39 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
     if not models:
         raise ConfigError("no models to serve: add models to the config or name one with --model")
     deployments: list[Deployment] = []
-    clients: dict[str, UpstreamClient] = {}
+    providers: dict[str, Provider] = {}
     ports: dict[str, int] = {}
     local: list[Deployment] = []
     for model in models:
         if isinstance(model, OpenAIUpstreamModel):
-            deployment = Deployment(model, model.base_url, request_limit(model),
-                                    status=DeploymentStatus.READY)
-            clients[model.name] = UpstreamClient(
-                model.base_url, label=model.name, api_key=model.api_key,
-                connect_timeout=model.connect_timeout, read_timeout=model.read_timeout,
-                proxy=model.proxy,
-            )
+            provider = online_provider(model, config)
+            where = f"plugin:{model.provider}" if isinstance(model, PluginModel) else model.base_url
+            deployment = Deployment(model, where or "", request_limit(model),
+                                    status=DeploymentStatus.READY,
+                                    capabilities=provider.capabilities)
         else:
             port = model.port or free_port(_connect_host(model.host))
             ports[model.name] = port
             base_url = f"http://{_connect_host(model.host)}:{port}/v1"
+            provider = local_worker_provider(model, base_url)
             deployment = Deployment(model, base_url, request_limit(model))
-            # Local generations can be long; only a silent worker (no byte for an hour) times out.
-            clients[model.name] = UpstreamClient(base_url, label=model.name, read_timeout=3600)
             local.append(deployment)
+        providers[model.name] = provider
         deployments.append(deployment)
+    _link_fallbacks(config, deployments)
     supervisor = WorkerSupervisor(config, local, ports) if local else None
-    return GatewayState(config=config, registry=ModelRegistry(deployments), clients=clients,
-                        lifecycle=supervisor)
+    # `clients` holds each model's provider; all of them are closed with the app.
+    return GatewayState(config=config, registry=ModelRegistry(deployments),
+                        clients=providers, lifecycle=supervisor)  # type: ignore[arg-type]
+
+
+def _link_fallbacks(config: Config, deployments: list[Deployment]) -> None:
+    by_name = {d.name: d for d in deployments}
+    for deployment in deployments:
+        targets = [by_name[config.model(t).name] for t in getattr(deployment.config, "fallbacks", ())]
+        for target in targets:
+            if target.is_embedding != deployment.is_embedding:
+                raise ConfigError(
+                    f"model '{deployment.name}' falls back to '{target.name}', but one is an "
+                    "embedding model and the other a chat model")
+        deployment.fallbacks = tuple(targets)

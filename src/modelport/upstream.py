@@ -1,21 +1,41 @@
-"""One long-lived HTTP client per OpenAI-compatible upstream (a worker or an online API)."""
+"""The one HTTP executor: a long-lived client per upstream (a worker or an online API).
+
+Every provider (OpenAI-compatible vendors, adapters such as Anthropic's) sends its
+requests through an UpstreamClient; what differs between vendors (auth header, query
+parameters, error body shape) is given to it as data when it is built.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 from modelport.errors import (
+    ConfigError,
     ModelportError,
     UpstreamError,
     UpstreamTimeoutError,
     normalize_upstream_error,
 )
+from modelport.providers.secrets import redact
 
 _FORWARDED_RESPONSE_HEADERS = ("retry-after", "x-request-id")
-_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+ErrorMapper = Callable[[int, bytes], ModelportError]
+
+
+class UpstreamConnectionError(UpstreamError):
+    """No answer could be had: refused, unreachable, dropped before a reply. Safe to retry."""
+
+
+class UpstreamConnectTimeoutError(UpstreamConnectionError):
+    def __init__(self, message: str, **kw: Any):
+        super().__init__(message, status=504, type="timeout_error", **kw)
 
 
 @dataclass
@@ -23,13 +43,15 @@ class UpstreamReply:
     status: int
     body: bytes
     headers: dict[str, str]
+    # Set when the provider already parsed (or built) the JSON, so the relay need not.
+    payload: dict[str, Any] | None = field(default=None)
 
 
 class UpstreamClient:
-    """Posts OpenAI requests to `base_url`, mapping transport failures to typed errors.
+    """Posts requests to `base_url`, mapping transport failures to typed errors.
 
     The session is created lazily inside the running event loop and reused for every
-    request, so connections to a worker stay open (no handshake per request).
+    request, so connections stay open (no handshake per request).
     """
 
     def __init__(
@@ -38,25 +60,46 @@ class UpstreamClient:
         *,
         label: str,
         api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float | None = 900.0,
         proxy: str | None = None,
+        error_mapper: ErrorMapper = normalize_upstream_error,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.label = label
-        self._headers = {"Content-Type": "application/json"}
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._query = "?" + urlencode(query) if query else ""
+        self._urls: dict[str, str] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout,
             sock_read=read_timeout,
         )
-        self._proxy = proxy
+        self._socks = proxy if proxy and proxy.startswith("socks") else None
+        self._proxy = None if self._socks else proxy
+        if self._socks:
+            _socks_connector_class()  # fail at start-up when the SOCKS support is missing
+        self._map_error = error_mapper
+        self._secrets = tuple(s for s in (*secrets, api_key) if s)
         self._session: aiohttp.ClientSession | None = None
+
+    def _url(self, path: str) -> str:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.base_url + path + self._query
+        return url
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            if self._socks:
+                connector: aiohttp.BaseConnector = _socks_connector_class().from_url(
+                    self._socks, limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+            else:
+                connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, headers=self._headers,
                 auto_decompress=True, skip_auto_headers=("User-Agent",),
@@ -68,39 +111,51 @@ class UpstreamClient:
             await self._session.close()
             self._session = None
 
-    def _transport_error(self, error: BaseException) -> ModelportError:
+    def transport_error(self, error: BaseException) -> ModelportError:
+        if isinstance(error, aiohttp.ConnectionTimeoutError):
+            return UpstreamConnectTimeoutError(f"{self.label}: upstream did not accept a "
+                                               "connection in time")
         if isinstance(error, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
             return UpstreamTimeoutError(f"{self.label}: upstream did not answer in time")
         if isinstance(error, aiohttp.ClientConnectorError):
-            return UpstreamError(f"{self.label}: cannot connect to upstream ({error.os_error})")
-        return UpstreamError(f"{self.label}: upstream connection failed ({type(error).__name__})")
+            return UpstreamConnectionError(
+                self._redact(f"{self.label}: cannot connect to upstream ({error.os_error})"))
+        if isinstance(error, aiohttp.ClientConnectionError):
+            return UpstreamConnectionError(
+                f"{self.label}: upstream connection failed ({type(error).__name__})")
+        return UpstreamError(f"{self.label}: upstream request failed ({type(error).__name__})")
 
-    async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
-        """POST once; if a pooled keep-alive connection turns out to be closed by the
-        server (llama.cpp's HTTP server closes connections after a few requests), send
-        again on a fresh connection: the server never saw the first attempt."""
-        try:
-            return await self._client().post(self.base_url + path, data=body, proxy=self._proxy)
-        except _STALE_CONNECTION_ERRORS:
-            return await self._client().post(self.base_url + path, data=body, proxy=self._proxy)
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets) if self._secrets else text
+
+    def _status_error(self, status: int, payload: bytes, headers: dict[str, str]) -> ModelportError:
+        error = self._map_error(status, payload)
+        if self._secrets:
+            error.message = self._redact(error.message)
+            error.args = (error.message,)
+        return _with_headers(error, headers)
 
     async def post(self, path: str, body: bytes) -> UpstreamReply:
         try:
-            async with await self._send(path, body) as response:
+            async with self._client().post(
+                self._url(path), data=body, proxy=self._proxy
+            ) as response:
                 payload = await response.read()
                 headers = _kept_headers(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error) from None
+            raise self.transport_error(error) from None
         if response.status >= 400:
-            raise _with_headers(normalize_upstream_error(response.status, payload), headers)
+            raise self._status_error(response.status, payload, headers)
         return UpstreamReply(response.status, payload, headers)
 
     async def open_stream(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Send a streaming request; an error status is raised before any byte is relayed."""
         try:
-            response = await self._send(path, body)
+            response = await self._client().post(
+                self._url(path), data=body, proxy=self._proxy
+            )
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error) from None
+            raise self.transport_error(error) from None
         if response.status >= 400:
             try:
                 payload = await response.read()
@@ -108,20 +163,38 @@ class UpstreamClient:
                 payload = b""
             finally:
                 response.release()
-            raise _with_headers(
-                normalize_upstream_error(response.status, payload), _kept_headers(response)
-            )
+            raise self._status_error(response.status, payload, _kept_headers(response))
         return response
+
+    async def read_whole(self, response: aiohttp.ClientResponse) -> bytes:
+        """The rest of an opened response (a JSON body where a stream was expected)."""
+        try:
+            return await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise self.transport_error(error) from None
+        finally:
+            response.release()
 
     async def get(self, path: str, timeout: float = 2.0) -> UpstreamReply:
         try:
             async with self._client().get(
-                self.base_url + path, timeout=aiohttp.ClientTimeout(total=timeout),
+                self._url(path), timeout=aiohttp.ClientTimeout(total=timeout),
                 proxy=self._proxy,
             ) as response:
                 return UpstreamReply(response.status, await response.read(), {})
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
-            raise self._transport_error(error) from None
+            raise self.transport_error(error) from None
+
+
+def _socks_connector_class() -> Any:
+    try:
+        from aiohttp_socks import ProxyConnector
+    except ImportError:
+        raise ConfigError(
+            "a socks:// proxy needs the aiohttp-socks package: pip install aiohttp-socks "
+            "(or use an http:// proxy)"
+        ) from None
+    return ProxyConnector
 
 
 def _kept_headers(response: aiohttp.ClientResponse) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Forward a validated OpenAI request to its deployment and relay the answer."""
+"""Forward a validated OpenAI request to its model (or a fallback) and relay the answer."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from modelport.api.access_log import AccessRecord
 from modelport.api.body import read_body
-from modelport.api.stream import RelayStreamResponse, StreamAccounting, relay_events
 from modelport.api.state import GatewayState
+from modelport.api.stream import ModelRenamer, RelayStreamResponse, StreamAccounting, relay_sse
+from modelport.config import OpenAIUpstreamModel
 from modelport.errors import ModelportError
 from modelport.protocol import (
     ChatCompletionRequest,
@@ -23,7 +24,11 @@ from modelport.protocol import (
     parse_json_body,
     validate_request,
 )
+from modelport.providers.base import OpenedStream, Provider
+from modelport.routing import failover
 from modelport.routing.deployments import Deployment
+from modelport.routing.registry import ModelRegistry
+from modelport.upstream import UpstreamReply
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -33,6 +38,13 @@ class Endpoint:
     path: str
     schema: type[OpenAIRequest]
     embeddings: bool = False
+
+    def resolve(self, registry: ModelRegistry, name: str) -> Deployment:
+        if self.embeddings:
+            return registry.for_embeddings(name)
+        if self.schema is CompletionRequest:
+            return registry.for_completions(name)
+        return registry.for_chat(name)
 
 
 CHAT = Endpoint("/chat/completions", ChatCompletionRequest)
@@ -68,6 +80,13 @@ def _model_rewrite(deployment: Deployment) -> list[tuple[bytes, bytes]] | None:
     return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
 
 
+def _served_headers(served: Deployment, requested: Deployment) -> dict[str, str]:
+    headers = {"x-modelport-model": served.name}
+    if served is not requested:
+        headers["x-modelport-fallback-from"] = requested.name
+    return headers
+
+
 async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStreamResponse:
     state: GatewayState = request.app.state.gateway
     record = AccessRecord(request.method, request.url.path)
@@ -93,55 +112,71 @@ async def _forward(
     if unknown:
         logger.debug("accepted unknown fields %s on %s", unknown, request.url.path)
     registry = state.registry
-    deployment = (
-        registry.for_embeddings(parsed.model)  # type: ignore[attr-defined]
-        if endpoint.embeddings
-        else registry.for_chat(parsed.model)  # type: ignore[attr-defined]
+    requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
+    record.model = requested.name
+    stream = bool(getattr(parsed, "stream", False))
+    plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)))
+    providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
+
+    if stream:
+        async def open_stream(deployment: Deployment) -> OpenedStream:
+            return await providers[deployment.name].open_stream(
+                endpoint.path, upstream_body(deployment, data, parsed), parsed)
+
+        served, opened = await failover.serve(plan, open_stream)
+        record.model = served.name
+        return _stream_response(served, requested, opened, parsed, record)
+
+    async def complete(deployment: Deployment) -> UpstreamReply:
+        return await providers[deployment.name].complete(
+            endpoint.path, upstream_body(deployment, data, parsed), parsed)
+
+    served, reply = await failover.serve(plan, complete)
+    served.release()
+    record.model = served.name
+    return _json_response(served, requested, reply, record)
+
+
+def _stream_response(served: Deployment, requested: Deployment, opened: OpenedStream,
+                     parsed: OpenAIRequest, record: AccessRecord) -> RelayStreamResponse:
+    accounting = StreamAccounting()
+    wants_usage = bool(getattr(parsed, "wants_usage_in_stream", lambda: False)())
+
+    async def on_close(disconnected: bool) -> None:
+        opened.close()  # drops the connection, so the upstream cancels the generation
+        served.release()
+        record.status = 200
+        record.take_usage(accounting.usage)
+        if disconnected and not accounting.finished:
+            record.note = "client_disconnected"
+        record.emit()
+
+    online = isinstance(served.config, OpenAIUpstreamModel)
+    events = relay_sse(
+        opened.events, forward_usage=wants_usage,
+        model_rewrite=None if online else _model_rewrite(served),
+        accounting=accounting, label=served.name, rename=ModelRenamer(served.name) if online else None,
     )
-    record.model = deployment.name
-    forwarded = orjson.dumps(upstream_body(deployment, data, parsed))
-    client = state.clients[deployment.name]
-    deployment.acquire()
-    if getattr(parsed, "stream", False):
-        try:
-            upstream = await client.open_stream(endpoint.path, forwarded)
-        except BaseException:
-            deployment.release()
-            raise
-        accounting = StreamAccounting()
-        wants_usage = bool(getattr(parsed, "wants_usage_in_stream", lambda: False)())
+    return RelayStreamResponse(events, on_close, headers=_served_headers(served, requested))
 
-        async def on_close(disconnected: bool) -> None:
-            upstream.close()  # drops the connection, so the worker cancels the generation
-            deployment.release()
-            record.status = 200
-            record.take_usage(accounting.usage)
-            if disconnected and not accounting.finished:
-                record.note = "client_disconnected"
-            record.emit()
 
-        events = relay_events(
-            upstream, forward_usage=wants_usage, model_rewrite=_model_rewrite(deployment),
-            accounting=accounting, label=deployment.name,
-        )
-        return RelayStreamResponse(events, on_close, headers={"x-modelport-model": deployment.name})
-    try:
-        reply = await client.post(endpoint.path, forwarded)
-    finally:
-        deployment.release()
+def _json_response(served: Deployment, requested: Deployment, reply: UpstreamReply,
+                   record: AccessRecord) -> Response:
     content = reply.body
     record.status = reply.status
-    try:
-        payload = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        payload = None
+    payload = reply.payload
+    if payload is None:
+        try:
+            payload = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            payload = None
     if isinstance(payload, dict):
         record.take_usage(payload.get("usage"))
-        if deployment.upstream_model != deployment.name and "model" in payload:
-            payload["model"] = deployment.name
+        if payload.get("model", served.name) != served.name or reply.payload is not None:
+            payload["model"] = served.name
             content = orjson.dumps(payload)
     record.emit()
     return Response(
         content, status_code=reply.status, media_type="application/json",
-        headers={"x-modelport-model": deployment.name, **reply.headers},
+        headers={**_served_headers(served, requested), **reply.headers},
     )

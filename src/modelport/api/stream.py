@@ -14,9 +14,11 @@ import aiohttp
 import orjson
 
 from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event
-from modelport.errors import UpstreamError, UpstreamTimeoutError
+from modelport.errors import ModelportError, UpstreamError, UpstreamTimeoutError
 
 _USAGE_MARKERS = (b'"choices":[]', b'"choices": []')
+# `data:` may be followed by a space or not (iFlytek Spark sends `data:{...}`).
+_DONE_MARKERS = (b"data: [DONE]", b"data:[DONE]")
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -53,6 +55,39 @@ class StreamAccounting:
             self.usage = usage
 
 
+class ModelRenamer:
+    """Sets the `model` of a stream's events to the served model's name.
+
+    Online APIs name the model in their own way (a dated id, the base model behind an
+    Azure deployment), so the value is located rather than matched. One instance per
+    stream: once an event already carries the served name, the upstream is taken to use
+    it throughout and `active` turns off, so such streams pay for one event only.
+    """
+
+    __slots__ = ("_value", "active")
+
+    def __init__(self, name: str) -> None:
+        self._value = orjson.dumps(name)
+        self.active = True
+
+    def __call__(self, event: bytes) -> bytes:
+        key = event.find(b'"model"')
+        if key < 0:
+            return event
+        colon = event.find(b":", key + 7)
+        start = event.find(b'"', colon + 1)
+        # Only a string value right after the colon (a null or missing model is left alone).
+        if colon < 0 or start < 0 or event[colon + 1:start].strip():
+            return event
+        end = event.find(b'"', start + 1)
+        if end < 0 or end == start + 1:
+            return event  # an empty model (Azure's first chunk) says nothing yet
+        if event[start:end + 1] == self._value:
+            self.active = False
+            return event
+        return event[:start] + self._value + event[end + 1:]
+
+
 async def relay_events(
     response: aiohttp.ClientResponse,
     *,
@@ -61,9 +96,25 @@ async def relay_events(
     accounting: StreamAccounting,
     label: str,
 ) -> AsyncIterator[bytes]:
+    """relay_sse over an upstream HTTP response's SSE body."""
+    async for event in relay_sse(sse_events(response), forward_usage=forward_usage,
+                                 model_rewrite=model_rewrite, accounting=accounting, label=label):
+        yield event
+
+
+async def relay_sse(
+    events: AsyncIterator[bytes],
+    *,
+    forward_usage: bool,
+    model_rewrite: list[tuple[bytes, bytes]] | None,
+    accounting: StreamAccounting,
+    label: str,
+    rename: ModelRenamer | None = None,
+) -> AsyncIterator[bytes]:
+    """Forward OpenAI SSE events; a failure after the 200 ends in an error event + [DONE]."""
     try:
-        async for event in sse_events(response):
-            if event.startswith(b"data: [DONE]"):
+        async for event in events:
+            if event.startswith(_DONE_MARKERS):
                 accounting.finished = True
                 yield DONE
                 return
@@ -74,6 +125,8 @@ async def relay_events(
             if model_rewrite is not None:
                 for old, new in model_rewrite:
                     event = event.replace(old, new)
+            if rename is not None and rename.active:
+                event = rename(event)
             yield event
     except asyncio.TimeoutError:
         yield error_event(UpstreamTimeoutError(f"{label}: upstream stopped sending"))
@@ -81,6 +134,10 @@ async def relay_events(
         return
     except aiohttp.ClientError as error:
         yield error_event(UpstreamError(f"{label}: upstream stream broke ({type(error).__name__})"))
+        yield DONE
+        return
+    except ModelportError as error:  # an adapter or plugin failing mid-answer
+        yield error_event(error)
         yield DONE
         return
     # The upstream closed without [DONE]: tell the client the answer may be cut short.

@@ -146,7 +146,11 @@ class Generation:
     """One request's generation; `cancel()` stops it at the next token (or dequeues it)."""
 
     def __init__(
-        self, prompt_ids: list[int], max_new_tokens: int, params: SamplingParams, on_event: EventSink
+        self,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        params: SamplingParams,
+        on_event: EventSink,
     ):
         self.id = next(_ids)
         self.prompt_ids = prompt_ids
@@ -193,7 +197,7 @@ class TransformersEngine:
         self._finished_total = 0
 
     @classmethod
-    def load(cls, model: TransformersModel, path: Path) -> "TransformersEngine":
+    def load(cls, model: TransformersModel, path: Path) -> TransformersEngine:
         checkpoint = load_checkpoint(model, path)
         return cls(checkpoint, name=model.name, parallel=model.parallel, max_queue=model.max_queue)
 
@@ -259,7 +263,10 @@ class TransformersEngine:
             raise outcome[0].error
         finished = outcome[0]
         return Completion(
-            "".join(pieces), finished.finish_reason, finished.prompt_tokens, finished.completion_tokens
+            "".join(pieces),
+            finished.finish_reason,
+            finished.prompt_tokens,
+            finished.completion_tokens,
         )
 
     def stats(self) -> EngineStats:
@@ -297,7 +304,9 @@ class TransformersEngine:
     def _run(self, generation: Generation) -> None:
         try:
             if not self._gate.wait_for_slot(generation, lambda: generation.cancelled):
-                self._report_finished(generation, Finished("cancelled", generation.prompt_tokens, 0))
+                self._report_finished(
+                    generation, Finished("cancelled", generation.prompt_tokens, 0)
+                )
                 return
             try:
                 finished = self._generate(generation)
@@ -336,7 +345,7 @@ class TransformersEngine:
     def _generate(self, generation: Generation) -> Finished:
         import torch
 
-        progress = _StreamProgress(self, generation)
+        progress = _StreamProgress(generation, self.decode, self._eos_ids, self._deliver)
         prompt = torch.tensor([generation.prompt_ids], device=self.checkpoint.input_device)
         options = _generate_options(self.checkpoint.model.generation_config, generation.params)
         with torch.inference_mode():
@@ -363,10 +372,17 @@ class _StreamProgress:
     the prompt and then once per new token, before checking the stopping criteria.
     """
 
-    def __init__(self, engine: TransformersEngine, generation: Generation):
-        self._engine = engine
+    def __init__(
+        self,
+        generation: Generation,
+        decode: Callable[[list[int]], str],
+        eos_ids: frozenset[int],
+        deliver: Callable[[Generation, GenerationEvent], None],
+    ):
         self._generation = generation
-        self._decoder = IncrementalDecoder(engine.decode, generation.prompt_ids)
+        self._eos_ids = eos_ids
+        self._deliver = deliver
+        self._decoder = IncrementalDecoder(decode, generation.prompt_ids)
         self._stops = StopSequenceFilter(generation.params.stop)
         self._seen_prompt = False
         self._hit_eos = False
@@ -378,7 +394,7 @@ class _StreamProgress:
             return
         for token_id in value.reshape(-1).tolist():
             self.completion_tokens += 1
-            if token_id in self._engine._eos_ids:
+            if token_id in self._eos_ids:
                 self._hit_eos = True
                 return
             self._emit(self._stops.push(self._decoder.push(token_id)))
@@ -402,7 +418,7 @@ class _StreamProgress:
 
     def _emit(self, text: str) -> None:
         if text and not self._generation.cancelled:
-            self._engine._deliver(self._generation, TextDelta(text))
+            self._deliver(self._generation, TextDelta(text))
 
 
 class _StopWhen:
@@ -467,13 +483,20 @@ def _generate_options(model_defaults: Any, params: SamplingParams) -> dict[str, 
     when that config samples, else to OpenAI's defaults (1.0, 1.0).
     """
     samples_by_default = bool(getattr(model_defaults, "do_sample", False))
-    default_temperature = (getattr(model_defaults, "temperature", None) if samples_by_default else None) or 1.0
+    default_temperature = (
+        getattr(model_defaults, "temperature", None) if samples_by_default else None
+    ) or 1.0
     default_top_p = (getattr(model_defaults, "top_p", None) if samples_by_default else None) or 1.0
     temperature = params.temperature if params.temperature is not None else default_temperature
     top_p = params.top_p if params.top_p is not None else default_top_p
     # The model's own warpers (top_k, temperature) are switched off with do_sample=False;
     # unset ones are cleared so transformers does not warn that they are ignored.
-    options: dict[str, Any] = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    options: dict[str, Any] = {
+        "do_sample": False,
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+    }
     if temperature > 0:
         options["logits_processor"] = [_SeededSampler(temperature, max(top_p, 1e-6), params.seed)]
     return options

@@ -65,7 +65,8 @@ class LoadedCheckpoint:
     context_length: int
     input_device: str
     # accelerate's offload hooks move weights in and out per forward pass, so two
-    # forwards at once would race; such models generate one request at a time.
+    # forwards at once would race (and MPS is not thread-safe); such models generate
+    # one request at a time.
     serialize_forward: bool
 
 
@@ -118,17 +119,19 @@ def load_checkpoint(model: TransformersModel, path: Path) -> LoadedCheckpoint:
     if prequantized:
         _require_packages(prequantized, _QUANTIZATION_PACKAGES.get(prequantized, []))
 
-    import torch
+    if not (_importable("transformers") and _importable("torch")):
+        raise ConfigError(
+            f"model '{model.name}': engine transformers needs the packages `transformers` and "
+            "`torch`: pip install 'modelport[transformers]'"
+        )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # cpu_int8 is a CPU feature, so it decides "auto" even on a machine with a GPU.
-    device = "cpu" if model.cpu_int8 and model.device == "auto" else resolve_device(model.device)
-    if model.cpu_int8 and device != "cpu":
-        raise ConfigError(
-            f"cpu_int8 quantizes for the CPU but the device is {device}; "
-            "use load_8bit on a GPU, or device: cpu"
-        )
-    common = {"local_files_only": not model.allow_download, "trust_remote_code": model.trust_remote_code}
+    device = "cpu" if model.cpu_int8 else resolve_device(model.device)
+    common = {
+        "local_files_only": not model.allow_download,
+        "trust_remote_code": model.trust_remote_code,
+    }
     tokenizer = _call_loader(AutoTokenizer.from_pretrained, source, model, **common)
     chat_template = _chat_template_override(model, tokenizer)
 
@@ -148,9 +151,15 @@ def load_checkpoint(model: TransformersModel, path: Path) -> LoadedCheckpoint:
         chat_template=chat_template,
         context_length=_context_length(model, hf_model.config),
         input_device=str(hf_model.device) if device != "cpu" else "cpu",
-        serialize_forward=any(place in ("cpu", "disk") for place in device_map.values())
-        and device != "cpu",
+        serialize_forward=_needs_serial_forward(device, device_map),
     )
+
+
+def _needs_serial_forward(device: str, device_map: dict[str, Any]) -> bool:
+    if device == "mps":
+        return True  # the MPS backend is not safe to drive from several threads at once
+    offloaded = any(place in ("cpu", "disk") for place in device_map.values())
+    return device == "cuda" and offloaded
 
 
 def quantize_linear_layers_int8(hf_model: Any) -> None:
@@ -221,7 +230,9 @@ def _check_local_files(folder: Path) -> None:
         if absent:
             raise missing(f"weight shard {absent[0]} listed in {index_name} is missing")
     if not any(_looks_like_tokenizer_file(file.name) for file in folder.iterdir()):
-        raise missing("no tokenizer file (tokenizer.json, tokenizer.model, vocab.*, *.tiktoken) was found")
+        raise missing(
+            "no tokenizer file (tokenizer.json, tokenizer.model, vocab.*, *.tiktoken) was found"
+        )
 
 
 def _looks_like_tokenizer_file(name: str) -> bool:
@@ -239,7 +250,9 @@ def _read_hf_config(source: str, model: TransformersModel) -> dict[str, Any]:
     try:
         data = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise ConfigError(f"model '{model.name}': {config_file} is not valid JSON: {error}") from None
+        raise ConfigError(
+            f"model '{model.name}': {config_file} is not valid JSON: {error}"
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -260,6 +273,11 @@ def _check_option_conflicts(model: TransformersModel, prequantized: str | None) 
         raise ConfigError(
             f"model '{model.name}': cpu_int8 (CPU) and load_8bit/load_4bit (bitsandbytes) "
             "are alternatives; choose one"
+        )
+    if model.cpu_int8 and model.device not in ("auto", "cpu"):
+        raise ConfigError(
+            f"model '{model.name}': cpu_int8 quantizes for the CPU but device is "
+            f"{model.device}; use load_8bit/load_4bit on a GPU, or device: cpu"
         )
     wants_quantization = model.cpu_int8 or model.load_8bit or model.load_4bit
     if prequantized and wants_quantization:
@@ -288,7 +306,7 @@ def _importable(module: str) -> bool:
 
 
 def _call_loader(loader: Any, source: str, model: TransformersModel, **kwargs: Any) -> Any:
-    """Run a from_pretrained, turning its missing-file and missing-package errors into ConfigError."""
+    """Run a from_pretrained; its missing-file and missing-package errors become ConfigError."""
     try:
         return loader(source, **kwargs)
     except ImportError as error:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel
 from modelport.errors import ModelNotReadyError, RateLimitError
+from modelport.routing.cooldown import Cooldown, never_cools
+from modelport.routing.retry import NO_RETRIES, RetryPolicy
 
 
 class DeploymentStatus(str, enum.Enum):
@@ -16,6 +18,27 @@ class DeploymentStatus(str, enum.Enum):
     RESTARTING = "restarting"
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model's upstream accepts, so that a request it cannot serve is a clear 400
+    (or skips that model in a fallback list) instead of an upstream error."""
+
+    chat: bool = True
+    completions: bool = True
+    embeddings: bool = False
+    streaming: bool = True
+    tools: bool = True
+
+    @classmethod
+    def for_config(cls, config: ModelConfig) -> "Capabilities":
+        if config.engine in EMBEDDING_ENGINES:
+            return cls(chat=False, completions=False, embeddings=True, streaming=False,
+                       tools=False)
+        if isinstance(config, OpenAIUpstreamModel):
+            return cls(embeddings=True)  # a plain OpenAI-compatible API may serve anything
+        return cls()
 
 
 @dataclass
@@ -38,6 +61,20 @@ class Deployment:
     pid: int | None = None
     retry_after_s: int = 5
     stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "rejected": 0})
+    # Derived from the config when not given (the gateway passes the provider's).
+    capabilities: Capabilities = None  # type: ignore[assignment]
+    retry: RetryPolicy = None  # type: ignore[assignment]
+    cooldown: Cooldown = field(default=None, compare=False)  # type: ignore[assignment]
+    # The deployments tried after this one, in order (filled in once all are built).
+    fallbacks: tuple["Deployment", ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.capabilities is None:
+            self.capabilities = Capabilities.for_config(self.config)
+        if self.retry is None:
+            self.retry = retry_policy(self.config)
+        if self.cooldown is None:
+            self.cooldown = cooldown_for(self.config)
 
     @property
     def name(self) -> str:
@@ -82,6 +119,20 @@ class Deployment:
 
     def release(self) -> None:
         self.in_flight -= 1
+
+
+def retry_policy(config: ModelConfig) -> RetryPolicy:
+    if not isinstance(config, OpenAIUpstreamModel):
+        return NO_RETRIES  # a local worker that fails is restarted by its supervisor
+    settings = config.retries
+    return RetryPolicy(settings.attempts, settings.backoff, settings.max_backoff,
+                       settings.max_retry_after)
+
+
+def cooldown_for(config: ModelConfig) -> Cooldown:
+    if not isinstance(config, OpenAIUpstreamModel):
+        return never_cools()
+    return Cooldown(config.cooldown.failures, config.cooldown.seconds)
 
 
 def request_limit(config: ModelConfig) -> int:

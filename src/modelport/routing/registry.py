@@ -1,4 +1,4 @@
-"""Model name (or alias) -> deployment lookup."""
+"""Model name (or alias) -> deployment lookup, and the models a request may be served by."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class ModelRegistry:
         for deployment in self._deployments:
             for label in [deployment.name, *deployment.config.aliases]:
                 self._by_label[label] = deployment
+        self._plans = {d.name: (d, *d.fallbacks) for d in self._deployments}
 
     def __iter__(self):
         return iter(self._deployments)
@@ -34,19 +35,46 @@ class ModelRegistry:
 
     def for_chat(self, name: str) -> Deployment:
         deployment = self.get(name)
-        if deployment.is_embedding:
+        if not deployment.capabilities.chat:
+            kind = "an embedding model" if deployment.is_embedding else "not a chat model"
             raise InvalidRequestError(
-                f"'{deployment.name}' is an embedding model; use /v1/embeddings",
+                f"'{deployment.name}' is {kind}; use /v1/embeddings",
                 param="model", code="wrong_model_type",
+            )
+        return deployment
+
+    def for_completions(self, name: str) -> Deployment:
+        deployment = self.for_chat(name)
+        if not deployment.capabilities.completions:
+            raise InvalidRequestError(
+                f"'{deployment.name}' serves only /v1/chat/completions, not the legacy "
+                "/v1/completions", param="model", code="wrong_model_type",
             )
         return deployment
 
     def for_embeddings(self, name: str) -> Deployment:
         deployment = self.get(name)
-        if not deployment.is_embedding and deployment.engine != "openai":
+        if not deployment.capabilities.embeddings:
             raise InvalidRequestError(
                 f"'{deployment.name}' is a chat model and does not serve embeddings; "
                 "use an embedding model",
                 param="model", code="wrong_model_type",
             )
         return deployment
+
+    def plan(self, deployment: Deployment, *, stream: bool = False,
+             tools: bool = False) -> tuple[Deployment, ...]:
+        """The requested model then its fallbacks, leaving out fallbacks that cannot take
+        this request; the requested model itself answers 400 when it cannot."""
+        plan = self._plans[deployment.name]
+        if not stream and not tools:
+            return plan  # the common case: no filtering, no new tuple per request
+        for need, present in (("stream", stream), ("tools", tools)):
+            if present and not getattr(deployment.capabilities, _CAPABILITY[need]):
+                raise InvalidRequestError(
+                    f"model '{deployment.name}' does not support `{need}`", param=need)
+        return tuple(d for d in plan if (not stream or d.capabilities.streaming)
+                     and (not tools or d.capabilities.tools))
+
+
+_CAPABILITY = {"stream": "streaming", "tools": "tools"}

@@ -1,0 +1,1 @@
+"""Example modelport provider plugins (see echo.py and legacy.py)."""

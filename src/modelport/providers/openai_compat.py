@@ -1,0 +1,70 @@
+"""OpenAI-compatible upstreams: local workers, `engine: openai` and every vendor entry.
+
+The request body and the answer's bytes pass through; only a vendor's quirks (from the
+vendors file) change the body, and only vendors that report errors inside a 200 answer
+have their answers parsed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from modelport.api.stream import sse_events
+from modelport.config import VendorSpec
+from modelport.errors import UpstreamError
+from modelport.protocol import OpenAIRequest
+from modelport.providers.base import OpenedStream
+from modelport.providers.quirks import apply_quirks, body_error, has_body_quirks
+from modelport.routing.deployments import Capabilities
+from modelport.upstream import UpstreamClient, UpstreamReply
+
+
+class OpenAICompatProvider:
+    def __init__(self, client: UpstreamClient, capabilities: Capabilities,
+                 vendor: VendorSpec | None = None) -> None:
+        self.client = client
+        self.capabilities = capabilities
+        self._quirks = vendor if vendor is not None and has_body_quirks(vendor) else None
+        self._errors_in_body = vendor if vendor is not None and vendor.error_code_field else None
+
+    async def complete(self, path: str, body: dict[str, Any],
+                       request: OpenAIRequest) -> UpstreamReply:
+        if self._quirks is not None:
+            body = apply_quirks(self._quirks, body)
+        reply = await self.client.post(path, orjson.dumps(body))
+        if self._errors_in_body is not None:
+            reply.payload = _json_or_none(reply.body)
+            error = body_error(self._errors_in_body, reply.payload, self.client.label)
+            if error is not None:
+                raise error
+            if isinstance(reply.payload, dict) and "model" not in reply.payload:
+                # Such vendors (Spark) also leave out fields OpenAI clients read.
+                reply.payload["model"] = self.client.label
+        return reply
+
+    async def open_stream(self, path: str, body: dict[str, Any],
+                          request: OpenAIRequest) -> OpenedStream:
+        if self._quirks is not None:
+            body = apply_quirks(self._quirks, body)
+        response = await self.client.open_stream(path, orjson.dumps(body))
+        if response.content_type == "application/json":
+            # A JSON body where a stream was asked for: a vendor reporting a failure with
+            # a 200 (MiniMax, Spark), or an upstream that ignored `stream`.
+            payload = _json_or_none(await self.client.read_whole(response))
+            error = body_error(self._errors_in_body, payload, self.client.label) \
+                if self._errors_in_body is not None else None
+            raise error or UpstreamError(
+                f"{self.client.label}: upstream answered a stream request with a JSON body")
+        return OpenedStream(sse_events(response), response.close)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None

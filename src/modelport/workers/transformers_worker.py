@@ -1,0 +1,427 @@
+"""The transformers worker: one Hugging Face checkpoint behind the OpenAI HTTP API.
+
+`run()` loads the model and then serves (the port opens only once the model is ready,
+so /health answering at all means loaded). `build_app()` is the app factory the tests
+use in-process. Generation runs on the engine's threads; this module only bridges
+their events onto the event loop and shapes them like OpenAI's responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_event
+from modelport.config import TransformersModel
+from modelport.engines.transformers_engine import (
+    Failed,
+    Finished,
+    Generation,
+    GenerationEvent,
+    SamplingParams,
+    TextDelta,
+    TransformersEngine,
+)
+from modelport.engines.transformers_loading import apply_visible_gpus
+from modelport.errors import InvalidRequestError, ModelNotFoundError, ModelportError
+from modelport.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    parse_json_body,
+    validate_request,
+)
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def build_app(engine: TransformersEngine) -> Starlette:
+    """The worker's OpenAI app around an already loaded engine."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(engine.close)
+
+    app = Starlette(
+        routes=[
+            Route("/health", _health, methods=["GET"]),
+            Route("/v1/models", _openai_errors(_list_models), methods=["GET"]),
+            Route("/v1/chat/completions", _openai_errors(_chat_completions), methods=["POST"]),
+            Route("/v1/completions", _openai_errors(_completions), methods=["POST"]),
+        ],
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    return app
+
+
+def run(model: TransformersModel, path: Path, host: str, port: int) -> None:
+    """Load `model` from `path`, then serve it on host:port until interrupted (blocking)."""
+    import uvicorn
+
+    # Both must happen before torch initialises CUDA or huggingface_hub reads its
+    # settings, i.e. before the engine imports them.
+    apply_visible_gpus(model.gpus)
+    if not model.allow_download:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    started = time.monotonic()
+    engine = TransformersEngine.load(model, path)
+    log.info("model '%s' loaded from %s in %.1fs", model.name, path, time.monotonic() - started)
+    uvicorn.run(
+        build_app(engine),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=5,
+    )
+
+
+# -- plumbing -----------------------------------------------------------------------
+
+
+def _json(
+    payload: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(payload), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _error_response(error: ModelportError) -> Response:
+    return _json(error.envelope(), error.status, error.headers)
+
+
+def _openai_errors(endpoint: Endpoint) -> Endpoint:
+    """Every failure leaves as an OpenAI error envelope, never as Starlette's plain 500."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ModelportError as error:
+            return _error_response(error)
+        except Exception as error:
+            log.exception("unexpected error in %s", request.url.path)
+            return _error_response(
+                ModelportError(f"internal error in the transformers worker: {error}")
+            )
+
+    return wrapped
+
+
+def _engine(request: Request) -> TransformersEngine:
+    return request.app.state.engine
+
+
+class _EventChannel:
+    """Carries a generation's events from its thread onto the event loop."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+
+    def __call__(self, event: GenerationEvent) -> None:
+        # Runs on the generation thread; raises RuntimeError once the loop is closed,
+        # which makes the engine cancel the generation.
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    async def events(
+        self, request: Request, generation: Generation
+    ) -> AsyncIterator[GenerationEvent]:
+        """Events until the generation ends; a client disconnect cancels it."""
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
+        try:
+            while True:
+                event = await self._queue.get()
+                yield event
+                if not isinstance(event, TextDelta):
+                    return
+        finally:
+            watcher.cancel()
+            generation.cancel()  # no-op when it already finished; frees the slot otherwise
+
+
+async def _cancel_on_disconnect(request: Request, generation: Generation) -> None:
+    # The body has been read, so the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    log.info("client disconnected; cancelling generation %s", generation.id)
+    generation.cancel()
+
+
+def _submit(
+    request: Request, prompt_ids: list[int], params: SamplingParams
+) -> tuple[Generation, _EventChannel]:
+    channel = _EventChannel()
+    generation = _engine(request).submit(prompt_ids, params, channel)
+    return generation, channel
+
+
+def _sampling_params(body: ChatCompletionRequest | CompletionRequest) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=body.output_limit(),
+        temperature=body.temperature,
+        top_p=body.top_p,
+        seed=body.seed,
+        stop=tuple(body.stop_list()),
+    )
+
+
+def _usage(finished: Finished) -> dict[str, int]:
+    return {
+        "prompt_tokens": finished.prompt_tokens,
+        "completion_tokens": finished.completion_tokens,
+        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+    }
+
+
+def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None:
+    if body.n is not None and body.n > 1:
+        raise InvalidRequestError(
+            "n > 1 is not supported by the transformers worker; send n: 1", param="n"
+        )
+    if isinstance(body, ChatCompletionRequest):
+        if body.tools and body.tool_choice != "none":
+            raise InvalidRequestError(
+                "function calling (tools) is not supported by the transformers worker",
+                param="tools",
+            )
+        if body.response_format is not None and body.response_format.type != "text":
+            raise InvalidRequestError(
+                f"response_format '{body.response_format.type}' is not supported by the "
+                "transformers worker (it cannot constrain output)",
+                param="response_format",
+            )
+        if body.logprobs:
+            raise InvalidRequestError(
+                "logprobs are not supported by the transformers worker", param="logprobs"
+            )
+    else:
+        for name in ("echo", "suffix", "logprobs"):
+            if getattr(body, name):
+                raise InvalidRequestError(
+                    f"{name} is not supported by the transformers worker", param=name
+                )
+
+
+# -- routes ---------------------------------------------------------------------------
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error_response(ModelNotFoundError(f"no route {request.url.path}", code="not_found"))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    error = InvalidRequestError(f"{request.method} is not allowed on {request.url.path}")
+    return _json(error.envelope(), 405)
+
+
+async def _health(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def _list_models(request: Request) -> Response:
+    return _json(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": _engine(request).name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "modelport",
+                }
+            ],
+        }
+    )
+
+
+def _chat_message(message: ChatMessage) -> dict[str, Any]:
+    # Most chat templates know only system/user/assistant; "developer" is OpenAI's new
+    # name for the system role.
+    role = "system" if message.role == "developer" else message.role
+    rendered: dict[str, Any] = {"role": role, "content": message.text()}
+    if message.name:
+        rendered["name"] = message.name
+    return rendered
+
+
+async def _chat_completions(request: Request) -> Response:
+    body = validate_request(ChatCompletionRequest, parse_json_body(await request.body()))
+    _reject_unsupported(body)
+    engine = _engine(request)
+    messages = [_chat_message(message) for message in body.messages]
+    prompt_ids = await run_in_threadpool(engine.chat_prompt, messages)
+    generation, channel = _submit(request, prompt_ids, _sampling_params(body))
+    shape = _ResponseShape("chatcmpl", "chat.completion", engine.name)
+    if body.stream:
+        stream = _chat_stream(
+            shape, channel.events(request, generation), body.wants_usage_in_stream()
+        )
+        return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    text, finished = await _collect(channel.events(request, generation))
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text, "refusal": None},
+        "logprobs": None,
+        "finish_reason": finished.finish_reason,
+    }
+    return _json(shape.body(choices=[choice], usage=_usage(finished)))
+
+
+async def _completions(request: Request) -> Response:
+    body = validate_request(CompletionRequest, parse_json_body(await request.body()))
+    _reject_unsupported(body)
+    engine = _engine(request)
+    prompt_ids = await _completion_prompt_ids(engine, body.prompt)
+    generation, channel = _submit(request, prompt_ids, _sampling_params(body))
+    shape = _ResponseShape("cmpl", "text_completion", engine.name)
+    if body.stream:
+        stream = _completion_stream(
+            shape, channel.events(request, generation), body.wants_usage_in_stream()
+        )
+        return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
+    text, finished = await _collect(channel.events(request, generation))
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finished.finish_reason}
+    return _json(shape.body(choices=[choice], usage=_usage(finished)))
+
+
+async def _completion_prompt_ids(engine: TransformersEngine, prompt: Any) -> list[int]:
+    if isinstance(prompt, str):
+        return await run_in_threadpool(engine.text_prompt, prompt)
+    if all(isinstance(item, int) for item in prompt):
+        return list(prompt)  # already token ids
+    if len(prompt) == 1:
+        return await _completion_prompt_ids(engine, prompt[0])
+    raise InvalidRequestError(
+        "the transformers worker takes one prompt per request; send several requests",
+        param="prompt",
+    )
+
+
+# -- response shapes -------------------------------------------------------------------
+
+
+class _ResponseShape:
+    """The id/object/created/model envelope shared by a response and all its chunks."""
+
+    def __init__(self, id_prefix: str, object_name: str, model: str):
+        self.id = f"{id_prefix}-{uuid.uuid4().hex}"
+        self.object = object_name
+        self.created = int(time.time())
+        self.model = model
+
+    def body(self, **fields: Any) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": self.object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            **fields,
+        }
+
+    def chunk(self, choices: list[dict[str, Any]], include_usage: bool, usage: Any = None) -> bytes:
+        payload = self.body(choices=choices)
+        if self.object == "chat.completion":
+            payload["object"] = "chat.completion.chunk"
+        if include_usage:
+            payload["usage"] = usage  # OpenAI sends null on every chunk but the last
+        return sse_event(payload)
+
+
+async def _collect(events: AsyncIterator[GenerationEvent]) -> tuple[str, Finished]:
+    pieces: list[str] = []
+    async with contextlib.aclosing(events):  # a cancelled handler still cancels the generation
+        async for event in events:
+            if isinstance(event, TextDelta):
+                pieces.append(event.text)
+            elif isinstance(event, Failed):
+                raise event.error
+            else:
+                return "".join(pieces), event
+    raise ModelportError("the generation ended without a result")
+
+
+def _chat_stream(
+    shape: _ResponseShape, events: AsyncIterator[GenerationEvent], include_usage: bool
+) -> AsyncIterator[bytes]:
+    def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    return _stream_events(
+        shape,
+        events,
+        include_usage,
+        opening=[choice({"role": "assistant", "content": ""})],
+        on_text=lambda text: choice({"content": text}),
+        on_finish=lambda reason: choice({}, reason),
+    )
+
+
+def _completion_stream(
+    shape: _ResponseShape, events: AsyncIterator[GenerationEvent], include_usage: bool
+) -> AsyncIterator[bytes]:
+    def choice(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+    return _stream_events(
+        shape,
+        events,
+        include_usage,
+        opening=None,
+        on_text=choice,
+        on_finish=lambda reason: choice("", reason),
+    )
+
+
+async def _stream_events(
+    shape: _ResponseShape,
+    events: AsyncIterator[GenerationEvent],
+    include_usage: bool,
+    opening: list[dict[str, Any]] | None,
+    on_text: Callable[[str], dict[str, Any]],
+    on_finish: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    """SSE payloads for a generation; a failure after the 200 ends with an error event."""
+    if opening is not None:
+        yield shape.chunk(opening, include_usage)
+    try:
+        # aclosing: when Starlette drops this stream (client gone), the events generator
+        # is closed at once, which cancels the generation and frees its slot.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield shape.chunk([on_text(event.text)], include_usage)
+                elif isinstance(event, Failed):
+                    yield error_event(event.error)
+                elif event.finish_reason == "cancelled":
+                    return  # the client is gone; nobody reads the rest
+                else:
+                    yield shape.chunk([on_finish(event.finish_reason)], include_usage)
+                    if include_usage:
+                        yield shape.chunk([], include_usage, _usage(event))
+    except Exception as error:
+        log.exception("stream %s failed", shape.id)
+        yield error_event(ModelportError(f"internal error in the transformers worker: {error}"))
+    yield DONE
