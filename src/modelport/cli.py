@@ -135,7 +135,9 @@ def check(config: Optional[str] = ConfigOption) -> None:
         table.add_column(column, overflow="fold")
     problems, notes = [], []
     for model in cfg.models:
-        if isinstance(model, OpenAIUpstreamModel):
+        if isinstance(model, OpenAIUpstreamModel) and getattr(model, "provider", None):
+            location, where = f"plugin {model.provider}", "in gateway"
+        elif isinstance(model, OpenAIUpstreamModel):
             location = f"{model.base_url} ({model.upstream_model or model.name})"
             where = "online"
         else:

@@ -25,6 +25,8 @@ from modelport.errors import (
 from modelport.providers.secrets import redact
 
 _FORWARDED_RESPONSE_HEADERS = ("retry-after", "x-request-id")
+# Only a server closing an idle pooled connection; a refused connection is not stale.
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError,)
 
 ErrorMapper = Callable[[int, bytes], ModelportError]
 
@@ -135,11 +137,18 @@ class UpstreamClient:
             error.args = (error.message,)
         return _with_headers(error, headers)
 
+    async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+        """POST once; if a pooled keep-alive connection turns out to have been closed by the
+        server (llama.cpp's HTTP server closes connections after a few requests), send again
+        on a fresh connection: the server never read the first attempt."""
+        try:
+            return await self._client().post(self._url(path), data=body, proxy=self._proxy)
+        except _STALE_CONNECTION_ERRORS:
+            return await self._client().post(self._url(path), data=body, proxy=self._proxy)
+
     async def post(self, path: str, body: bytes) -> UpstreamReply:
         try:
-            async with self._client().post(
-                self._url(path), data=body, proxy=self._proxy
-            ) as response:
+            async with await self._send(path, body) as response:
                 payload = await response.read()
                 headers = _kept_headers(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
@@ -151,9 +160,7 @@ class UpstreamClient:
     async def open_stream(self, path: str, body: bytes) -> aiohttp.ClientResponse:
         """Send a streaming request; an error status is raised before any byte is relayed."""
         try:
-            response = await self._client().post(
-                self._url(path), data=body, proxy=self._proxy
-            )
+            response = await self._send(path, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self.transport_error(error) from None
         if response.status >= 400:

@@ -18,7 +18,7 @@ def _report(state: GatewayState) -> dict:
             "engine": d.engine,
             "in_flight": d.in_flight,
             "restarts": d.restarts,
-            **({"worker": {"pid": d.pid, "url": d.base_url}} if d.engine != "openai" else {}),
+            **({"worker": {"pid": d.pid, "url": d.base_url}} if d.is_local else {}),
             **({"detail": d.detail} if d.detail else {}),
         }
         for d in state.registry

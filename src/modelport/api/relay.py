@@ -56,7 +56,7 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
     """The body sent upstream: the client's own fields, with only what must change changed."""
     body = dict(data)
     body["model"] = deployment.upstream_model
-    if deployment.engine != "openai" and isinstance(request, ChatCompletionRequest):
+    if deployment.is_local and isinstance(request, ChatCompletionRequest):
         # Local engines know max_tokens; newer clients send max_completion_tokens.
         limit = request.output_limit()
         body.pop("max_completion_tokens", None)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from modelport.config import Config
 from modelport.routing.registry import ModelRegistry
-from modelport.upstream import UpstreamClient
+from modelport.providers.base import Provider
 
 
 class Lifecycle(Protocol):
@@ -23,6 +23,6 @@ class Lifecycle(Protocol):
 class GatewayState:
     config: Config
     registry: ModelRegistry
-    clients: dict[str, UpstreamClient]
+    clients: dict[str, Provider]
     lifecycle: Lifecycle | None = None
     started_at: float = field(default_factory=time.time)

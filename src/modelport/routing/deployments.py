@@ -85,6 +85,11 @@ class Deployment:
         return self.config.engine
 
     @property
+    def is_local(self) -> bool:
+        """Served by a worker process of ours (not an online API or an in-gateway plugin)."""
+        return not isinstance(self.config, OpenAIUpstreamModel)
+
+    @property
     def is_embedding(self) -> bool:
         return self.config.engine in EMBEDDING_ENGINES
 
