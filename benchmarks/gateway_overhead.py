@@ -40,10 +40,14 @@ def start_zero_upstream(chunks: int) -> tuple[subprocess.Popen, str]:
     return process, f"http://127.0.0.1:{port}/v1"
 
 
-async def timed_request(session: aiohttp.ClientSession, url: str, body: dict) -> tuple[float, float]:
+LITELLM_KEY = "sk-modelport-benchmark"
+
+
+async def timed_request(session: aiohttp.ClientSession, url: str, body: dict,
+                        headers: dict[str, str] | None = None) -> tuple[float, float]:
     """(time to first body byte, total time) of one request, read to the end."""
     started = time.perf_counter()
-    async with session.post(url, json=body) as response:
+    async with session.post(url, json=body, headers=headers) as response:
         first = None
         async for _ in response.content.iter_any():
             if first is None:
@@ -81,7 +85,8 @@ async def added_latency(direct: str, gateway: str, rounds: int) -> dict:
     return results
 
 
-async def load(url: str, body: dict, concurrency: int, seconds: float) -> dict:
+async def load(url: str, body: dict, concurrency: int, seconds: float,
+               headers: dict[str, str] | None = None) -> dict:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -90,7 +95,7 @@ async def load(url: str, body: dict, concurrency: int, seconds: float) -> dict:
         nonlocal errors
         while time.perf_counter() < deadline:
             try:
-                latencies.append((await timed_request(session, url, body))[1])
+                latencies.append((await timed_request(session, url, body, headers))[1])
             except (aiohttp.ClientError, RuntimeError, asyncio.TimeoutError):
                 errors += 1
 
@@ -115,12 +120,17 @@ def start_litellm(upstream: str) -> tuple[subprocess.Popen, str]:
         "model_list:\n  - model_name: zero\n    litellm_params:\n      model: openai/zero\n"
         f"      api_base: {upstream}\n      api_key: none\n")
     port = free_port()
+    import os
+
     process = subprocess.Popen([str(venv / "bin" / "litellm"), "--config", str(config), "--port",
                                 str(port), "--host", "127.0.0.1"],
+                               env={**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY},
                                stdout=open(OUT_DIR / "litellm.log", "wb"), stderr=subprocess.STDOUT)
     import httpx
 
     for _ in range(300):
+        if process.poll() is not None:
+            raise RuntimeError(f"LiteLLM exited; see {OUT_DIR / 'litellm.log'}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=1).status_code == 200:
                 break
@@ -156,7 +166,8 @@ def main() -> None:
         for level in [int(v) for v in args.concurrency.split(",")]:
             for label, body in (("non-streaming", BODY), ("streaming", STREAM_BODY)):
                 for name, url in peers.items():
-                    result = asyncio.run(load(url, body, level, args.seconds))
+                    headers = {"Authorization": f"Bearer {LITELLM_KEY}"} if name == "litellm" else None
+                    result = asyncio.run(load(url, body, level, args.seconds, headers))
                     report["load"].setdefault(name, []).append({"mode": label, **result})
     finally:
         serve.stop()
