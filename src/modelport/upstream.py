@@ -25,8 +25,8 @@ from modelport.errors import (
 from modelport.providers.secrets import redact
 
 _FORWARDED_RESPONSE_HEADERS = ("retry-after", "x-request-id")
-# Only a server closing an idle pooled connection; a refused connection is not stale.
-_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError,)
+# A server closing (or resetting) a pooled keep-alive connection just as it is reused.
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 
 ErrorMapper = Callable[[int, bytes], ModelportError]
 
@@ -88,6 +88,7 @@ class UpstreamClient:
         self._map_error = error_mapper
         self._secrets = tuple(s for s in (*secrets, api_key) if s)
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
 
     def _url(self, path: str) -> str:
         url = self._urls.get(path)
@@ -109,9 +110,10 @@ class UpstreamClient:
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh_session = None
 
     def transport_error(self, error: BaseException) -> ModelportError:
         if isinstance(error, aiohttp.ConnectionTimeoutError):
@@ -143,8 +145,22 @@ class UpstreamClient:
         on a fresh connection: the server never read the first attempt."""
         try:
             return await self._client().post(self._url(path), data=body, proxy=self._proxy)
-        except _STALE_CONNECTION_ERRORS:
-            return await self._client().post(self._url(path), data=body, proxy=self._proxy)
+        except _STALE_CONNECTION_ERRORS as error:
+            if isinstance(error, aiohttp.ClientConnectorError):
+                raise  # refused or unreachable: nothing stale about it
+            # Not the pool again: another pooled connection may be just as stale.
+            return await self._fresh_client().post(self._url(path), data=body, proxy=self._proxy)
+
+    def _fresh_client(self) -> aiohttp.ClientSession:
+        """A session whose every request opens a new connection (for the resend above)."""
+        if self._socks:
+            return self._client()  # SOCKS connections come from the proxy connector only
+        if self._fresh_session is None or self._fresh_session.closed:
+            self._fresh_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True), timeout=self._timeout,
+                headers=self._headers, skip_auto_headers=("User-Agent",),
+            )
+        return self._fresh_session
 
     async def post(self, path: str, body: bytes) -> UpstreamReply:
         try:

@@ -94,6 +94,8 @@ async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStream
         response = await _forward(request, endpoint, state, record)
     except ModelportError as error:
         record.status = error.status
+        if error.status >= 500:  # why a request failed on our side belongs in its log line
+            record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
         record.emit()
         raise
     return response

@@ -34,6 +34,11 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int):  # noq
     threads = model.threads or os.cpu_count() or 1
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    # Threads sleep instead of spin-waiting between steps: the gateway and other workers
+    # share these cores, and a preempted spinning thread stalls the whole step
+    # (measured here: 4 streams through the gateway 149-156 -> 170-189 tok/s).
+    params.cpuparams.poll = 0
+    params.cpuparams_batch.poll = 0
     params.n_threads_http = max(4, model.parallel + 2)
     params.timeout_read = 3600
     params.timeout_write = 3600
