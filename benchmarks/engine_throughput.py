@@ -71,52 +71,6 @@ def summarize(level: int, timings: list[RequestTiming], wall_s: float) -> dict:
             "ttft_ms": summarize_ms(ttft), "itl_ms": summarize_ms(itl)}
 
 
-# ---- in-process: the engine's limit -------------------------------------------------------
-
-def run_in_process(levels: list[int], rounds: int, max_tokens: int, parallel: int,
-                   context: int) -> list[dict]:
-    import xllamacpp
-
-    from modelport.config import LlamaCppModel
-    from modelport.locations import resolve_location
-    from modelport.workers.llamacpp_worker import build_params
-
-    model = LlamaCppModel(name="bench", engine="llamacpp", path=SMOLLM2, parallel=parallel,
-                          context_length=context)
-    path = resolve_location(model.path, Path("."))
-    server = xllamacpp.Server(build_params(model, path, "127.0.0.1", free_port()))
-
-    def one(index: int, timing: RequestTiming) -> None:
-        def on_chunk(chunk: dict) -> None:
-            if chunk.get("usage"):
-                timing.completion_tokens = chunk["usage"]["completion_tokens"]
-            for choice in chunk.get("choices", []):
-                if (choice.get("delta") or {}).get("content"):
-                    timing.token_times.append(time.perf_counter())
-
-        try:
-            server.handle_chat_completions(request_body(index, max_tokens), on_chunk)
-        except Exception as error:  # noqa: BLE001 - counted as an error of the run
-            timing.error = repr(error)
-
-    results = []
-    one(0, RequestTiming(time.perf_counter()))  # warm-up
-    for level in levels:
-        timings: list[RequestTiming] = []
-        started = time.perf_counter()
-        for _ in range(rounds):
-            batch = [RequestTiming(time.perf_counter()) for _ in range(level)]
-            threads = [threading.Thread(target=one, args=(i, t)) for i, t in enumerate(batch)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            timings += batch
-        results.append(summarize(level, timings, time.perf_counter() - started))
-    del server
-    return results
-
-
 # ---- over HTTP: worker direct, modelport, peers --------------------------------------------
 
 async def _stream_one(session: aiohttp.ClientSession, url: str, body: dict,
@@ -140,23 +94,84 @@ async def _stream_one(session: aiohttp.ClientSession, url: str, body: dict,
         timing.error = repr(error)
 
 
-async def run_http(url: str, model: str, levels: list[int], rounds: int,
-                   max_tokens: int) -> list[dict]:
-    results = []
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=600)) as session:
-        await _stream_one(session, url, request_body(0, max_tokens, model),
-                          RequestTiming(time.perf_counter()))  # warm-up
-        for level in levels:
-            timings: list[RequestTiming] = []
-            started = time.perf_counter()
-            for _ in range(rounds):
-                batch = [RequestTiming(time.perf_counter()) for _ in range(level)]
-                await asyncio.gather(*(_stream_one(session, url, request_body(i, max_tokens, model), t)
+class InProcessTarget:
+    """llama.cpp's server loop in this process, called without HTTP: the engine's limit."""
+
+    name = "in-process"
+
+    def __init__(self, max_tokens: int, parallel: int, context: int) -> None:
+        import xllamacpp
+
+        from modelport.config import LlamaCppModel
+        from modelport.locations import resolve_location
+        from modelport.workers.llamacpp_worker import build_params
+
+        model = LlamaCppModel(name="bench", engine="llamacpp", path=SMOLLM2, parallel=parallel,
+                              context_length=context)
+        path = resolve_location(model.path, Path("."))
+        # Same parameters as the worker, so only the serving path differs.
+        self.server = xllamacpp.Server(build_params(model, path, "127.0.0.1", free_port()))
+        self.max_tokens = max_tokens
+
+    def _one(self, index: int, timing: RequestTiming) -> None:
+        def on_chunk(chunk: dict) -> None:
+            if chunk.get("usage"):
+                timing.completion_tokens = chunk["usage"]["completion_tokens"]
+            for choice in chunk.get("choices", []):
+                if (choice.get("delta") or {}).get("content"):
+                    timing.token_times.append(time.perf_counter())
+
+        try:
+            self.server.handle_chat_completions(request_body(index, self.max_tokens), on_chunk)
+        except Exception as error:  # noqa: BLE001 - counted as an error of the run
+            timing.error = repr(error)
+
+    def run_round(self, level: int) -> list[RequestTiming]:
+        batch = [RequestTiming(time.perf_counter()) for _ in range(level)]
+        threads = [threading.Thread(target=self._one, args=(i, t)) for i, t in enumerate(batch)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return batch
+
+
+class HttpTarget:
+    """An OpenAI chat endpoint reached over HTTP (the worker, modelport, a peer server)."""
+
+    def __init__(self, name: str, url: str, max_tokens: int) -> None:
+        self.name, self.url, self.max_tokens = name, url, max_tokens
+
+    def run_round(self, level: int) -> list[RequestTiming]:
+        async def go() -> list[RequestTiming]:
+            batch = [RequestTiming(time.perf_counter()) for _ in range(level)]
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                             timeout=aiohttp.ClientTimeout(total=600)) as session:
+                await asyncio.gather(*(_stream_one(session, self.url,
+                                                   request_body(i, self.max_tokens), t)
                                        for i, t in enumerate(batch)))
-                timings += batch
-            results.append(summarize(level, timings, time.perf_counter() - started))
+            return batch
+
+        return asyncio.run(go())
+
+
+def run_interleaved(targets: list, levels: list[int], rounds: int) -> dict[str, list[dict]]:
+    """Round r of every target runs before round r+1 of any, the order rotating, so drift
+    in the machine's speed falls on all targets alike."""
+    for target in targets:
+        target.run_round(1)  # warm-up
+    results: dict[str, list[dict]] = {t.name: [] for t in targets}
+    for level in levels:
+        timings: dict[str, list[RequestTiming]] = {t.name: [] for t in targets}
+        wall: dict[str, float] = {t.name: 0.0 for t in targets}
+        for round_index in range(rounds):
+            shift = round_index % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                started = time.perf_counter()
+                timings[target.name] += target.run_round(level)
+                wall[target.name] += time.perf_counter() - started
+        for target in targets:
+            results[target.name].append(summarize(level, timings[target.name], wall[target.name]))
     return results
 
 
@@ -204,33 +219,32 @@ def main() -> None:
     targets = args.targets.split(",")
     report: dict = {"settings": vars(args), "results": {}}
 
+    runners: list = []
     if "in-process" in targets:
-        report["results"]["in-process"] = run_in_process(
-            levels, args.rounds, args.max_tokens, args.parallel, args.context)
-    if "worker" in targets or "modelport" in targets:
-        serve = ServeProcess([{"name": "bench", "engine": "llamacpp", "path": SMOLLM2,
-                               "parallel": args.parallel, "context_length": args.context,
-                               "max_queue": 256}])
-        serve.start()
-        report["startup_to_ready_s"] = round(serve.ready_after_s or 0, 2)
-        try:
+        runners.append(InProcessTarget(args.max_tokens, args.parallel, args.context))
+    serve = peer = None
+    try:
+        if "worker" in targets or "modelport" in targets:
+            serve = ServeProcess([{"name": "bench", "engine": "llamacpp", "path": SMOLLM2,
+                                   "parallel": args.parallel, "context_length": args.context,
+                                   "max_queue": 256}]).start()
+            report["startup_to_ready_s"] = round(serve.ready_after_s or 0, 2)
             worker_url = serve.health()["models"]["bench"]["worker"]["url"]
             if "worker" in targets:
-                report["results"]["worker"] = asyncio.run(run_http(
-                    worker_url + "/chat/completions", "bench", levels, args.rounds, args.max_tokens))
+                runners.append(HttpTarget("worker", worker_url + "/chat/completions",
+                                          args.max_tokens))
             if "modelport" in targets:
-                report["results"]["modelport"] = asyncio.run(run_http(
-                    serve.url + "/v1/chat/completions", "bench", levels, args.rounds,
-                    args.max_tokens))
-        finally:
+                runners.append(HttpTarget("modelport", serve.url + "/v1/chat/completions",
+                                          args.max_tokens))
+        if args.with_llama_cpp_python:
+            peer, url = llama_cpp_python_server(args.parallel, args.context)
+            runners.append(HttpTarget("llama-cpp-python", url, args.max_tokens))
+        report["results"] = run_interleaved(runners, levels, args.rounds)
+    finally:
+        if serve is not None:
             serve.stop()
-    if args.with_llama_cpp_python:
-        process, url = llama_cpp_python_server(args.parallel, args.context)
-        try:
-            report["results"]["llama-cpp-python"] = asyncio.run(
-                run_http(url, "bench", levels, args.rounds, args.max_tokens))
-        finally:
-            process.terminate()
+        if peer is not None:
+            peer.terminate()
 
     rows = []
     for target, levels_result in report["results"].items():
