@@ -61,13 +61,22 @@ def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
 
 
 def check_model_files(config: Config, models: list[ModelConfig]) -> None:
-    """Fail at start-up, naming every path tried, rather than in a worker later."""
+    """Fail at start-up (every path tried, an engine that cannot run here) rather than in
+    a worker later."""
     problems = []
     for model in models:
         if isinstance(model, OpenAIUpstreamModel):
             continue
         try:
             resolve_location(model.path, config.models_dir_path(), model.name)
+            if model.engine == "vllm":
+                from modelport.engines.selection import (
+                    check_vllm_requested,
+                    gpu_available,
+                    vllm_available,
+                )
+
+                check_vllm_requested(vllm_available(), gpu_available(), model.name)
         except ConfigError as error:
             problems.append(str(error))
     if problems:

@@ -127,3 +127,47 @@ def test_unset_env_var_is_a_clear_startup_error(tmp_path):
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 2
     assert "SURELY_UNSET_KEY_VAR is not set" in result.stderr
+
+
+def test_worker_config_error_fails_the_model_once_with_its_reason(tmp_path):
+    empty = tmp_path / "not-a-checkpoint"
+    empty.mkdir()
+    config = {"models": default_models()[:1] + [
+        {"name": "broken", "engine": "transformers", "path": str(empty)}]}
+    server = ModelportServer(config, tmp_path)
+    try:
+        server.start_process()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                models = server.health()["models"]
+                if models["broken"]["status"] == "failed" and models[CHAT]["status"] == "ready":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        broken = server.health()["models"]["broken"]
+        assert broken["status"] == "failed"
+        assert "config.json is missing" in broken["detail"]
+        time.sleep(3)  # a restart loop would have tried again by now (backoff starts at 1 s)
+        assert server.health()["models"]["broken"]["restarts"] == 0
+        response = httpx.post(server.base_url + "/chat/completions", json={
+            "model": "broken", "messages": [{"role": "user", "content": "x"}]})
+        assert response.status_code == 503
+        assert "config.json is missing" in response.json()["error"]["message"]
+        reply = httpx.post(server.base_url + "/chat/completions", timeout=60, json={
+            "model": CHAT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 3})
+        assert reply.status_code == 200
+    finally:
+        server.stop()
+
+
+def test_vllm_engine_without_vllm_is_a_startup_error(tmp_path):
+    checkpoint = tmp_path / "hf-model"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    config = tmp_path / "modelport.yaml"
+    config.write_text(f"models:\n  - {{name: big, engine: vllm, path: '{checkpoint}'}}\n")
+    result = run_cli("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "vllm" in result.stderr.lower() and "big" in result.stderr

@@ -42,13 +42,17 @@ class ModelportServer:
     def base_url(self) -> str:
         return self.url + "/v1"
 
-    def start(self, timeout: float = 180.0) -> "ModelportServer":
+    def start_process(self) -> "ModelportServer":
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modelport", "serve", "--config", str(self.config_path),
              "--log-level", "debug"],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
+        return self
+
+    def start(self, timeout: float = 180.0) -> "ModelportServer":
+        self.start_process()
         self.wait_ready(timeout)
         return self
 

@@ -26,6 +26,7 @@ from modelport.workers.lifetime import die_with_parent
 logger = logging.getLogger("modelport.supervisor")
 
 WORKER_SPEC_ENV = "MODELPORT_WORKER_SPEC"
+WORKER_CONFIG_ERROR_EXIT = 2  # `modelport worker` exits with this on a ConfigError
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _STABLE_AFTER_S = 60.0
@@ -163,10 +164,20 @@ class WorkerSupervisor:
                 deployment.set_status(DeploymentStatus.READY)
                 logger.info("model '%s': ready in %.1f s (pid %d)", deployment.name,
                             time.monotonic() - worker.started, worker.process.pid)
+            became_ready = deployment.status is DeploymentStatus.READY
             code = await worker.wait()
             if self._stopping:
                 return
             uptime = time.monotonic() - worker.started
+            if code == WORKER_CONFIG_ERROR_EXIT and not became_ready:
+                # A config problem (missing file, base model without a chat template ...)
+                # fails the same way on every restart: report it instead of looping.
+                reason = _last_error_line(worker.output_tail) or f"exit code {code}"
+                deployment.set_status(DeploymentStatus.FAILED, reason)
+                deployment.retry_after_s = 3600
+                logger.error("model '%s': worker refused to start, not restarting: %s",
+                             deployment.name, reason)
+                return
             if uptime > _STABLE_AFTER_S:
                 delay = _BACKOFF_START_S
             tail = "\n    ".join(list(worker.output_tail)[-15:])
@@ -179,6 +190,13 @@ class WorkerSupervisor:
             deployment.retry_after_s = max(1, int(delay) + 2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+def _last_error_line(lines: collections.deque[str]) -> str:
+    for line in reversed(lines):
+        if line.lower().startswith("error:"):
+            return line[6:].strip()
+    return lines[-1] if lines else ""
 
 
 def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:
