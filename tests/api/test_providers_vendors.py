@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from modelport.providers.catalog import builtin_vendors
-from support.vendor_fakes import KEY, VENDORS, InProcessGateway, Reply, VendorFake, sse, streamed_text
+from support.vendor_fakes import KEY, VENDORS, InProcessGateway, Reply, VendorFake, streamed_text
 
 NO_STREAM_OPTIONS = {"spark", "baichuan"}  # their docs list no stream_options
 

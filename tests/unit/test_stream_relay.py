@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelport.api.stream import StreamAccounting, relay_events, sse_events
+from modelport.api.stream import ModelRenamer, StreamAccounting, relay_sse, sse_events
 
 
 class FakeContent:
@@ -44,9 +44,9 @@ TOKEN = b'data: {"choices":[{"delta":{"content":"x"}}],"model":"up"}\n\n'
 def test_usage_event_is_accounted_and_dropped_unless_asked():
     for forward in (False, True):
         accounting = StreamAccounting()
-        events = collect(relay_events(
-            FakeResponse([TOKEN, USAGE, b"data: [DONE]\n\n"]), forward_usage=forward,
-            model_rewrite=[(b'"model":"up"', b'"model":"mine"')], accounting=accounting, label="m"))
+        events = collect(relay_sse(
+            sse_events(FakeResponse([TOKEN, USAGE, b"data: [DONE]\n\n"])), forward_usage=forward,
+            rename=ModelRenamer("mine"), accounting=accounting, label="m"))
         assert accounting.usage == {"prompt_tokens": 3, "completion_tokens": 4}
         assert accounting.finished
         assert events[0] == TOKEN.replace(b'"up"', b'"mine"')
@@ -55,8 +55,8 @@ def test_usage_event_is_accounted_and_dropped_unless_asked():
 
 
 def test_stream_cut_without_done_ends_with_error_then_done():
-    events = collect(relay_events(FakeResponse([TOKEN]), forward_usage=False, model_rewrite=None,
-                                  accounting=StreamAccounting(), label="m"))
+    events = collect(relay_sse(sse_events(FakeResponse([TOKEN])), forward_usage=False,
+                               accounting=StreamAccounting(), label="m"))
     assert events[0] == TOKEN
     assert b'"error"' in events[1] and b"before it finished" in events[1]
     assert events[2] == b"data: [DONE]\n\n"

@@ -9,14 +9,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, Router
 
 from modelport.api import relay
 from modelport.api.auth import BearerAuth
 from modelport.api.health import health, readiness
 from modelport.api.models import get_model, list_models
 from modelport.api.state import GatewayState
-from modelport.errors import InvalidRequestError, ModelportError, error_envelope
+from modelport.errors import ModelportError, error_envelope
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -85,7 +85,7 @@ def build_app(state: GatewayState) -> Starlette:
             for client in state.clients.values():
                 await client.close()
 
-    v1 = Mount("/v1", app=BearerAuth(_v1_router(), state.config.server.api_keys))
+    v1 = Mount("/v1", app=BearerAuth(Router(routes=_v1_routes()), state.config.server.api_keys))
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
@@ -101,12 +101,3 @@ def build_app(state: GatewayState) -> Starlette:
     )
     app.state.gateway = state
     return app
-
-
-def _v1_router():  # noqa: ANN202
-    from starlette.routing import Router
-
-    return Router(routes=_v1_routes())
-
-
-__all__ = ["build_app", "InvalidRequestError"]

@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from modelport.api.state import GatewayState
-from modelport.errors import ModelNotFoundError
 
 
 def _model_card(deployment, created: int) -> dict:  # noqa: ANN001
@@ -33,8 +32,5 @@ async def list_models(request: Request) -> JSONResponse:
 async def get_model(request: Request) -> JSONResponse:
     state: GatewayState = request.app.state.gateway
     name = request.path_params["model"]
-    try:
-        deployment = state.registry.get(name)
-    except ModelNotFoundError:
-        raise
+    deployment = state.registry.get(name)  # 404 in the envelope when unknown
     return JSONResponse(_model_card(deployment, int(state.started_at)))

@@ -71,15 +71,6 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
     return body
 
 
-def _model_rewrite(deployment: Deployment) -> list[tuple[bytes, bytes]] | None:
-    """Byte replacements that rename the upstream's model id in stream events (both the
-    compact and the spaced JSON styles upstreams emit)."""
-    if deployment.upstream_model == deployment.name:
-        return None
-    old, new = orjson.dumps(deployment.upstream_model), orjson.dumps(deployment.name)
-    return [(b'"model":' + old, b'"model":' + new), (b'"model": ' + old, b'"model": ' + new)]
-
-
 def _served_headers(served: Deployment, requested: Deployment) -> dict[str, str]:
     headers = {"x-modelport-model": served.name}
     if served is not requested:
@@ -153,11 +144,11 @@ def _stream_response(served: Deployment, requested: Deployment, opened: OpenedSt
             record.note = "client_disconnected"
         record.emit()
 
+    # Local workers already answer with the served name; online APIs use their own ids.
     online = isinstance(served.config, OpenAIUpstreamModel)
     events = relay_sse(
-        opened.events, forward_usage=wants_usage,
-        model_rewrite=None if online else _model_rewrite(served),
-        accounting=accounting, label=served.name, rename=ModelRenamer(served.name) if online else None,
+        opened.events, forward_usage=wants_usage, accounting=accounting, label=served.name,
+        rename=ModelRenamer(served.name) if online else None,
     )
     return RelayStreamResponse(events, on_close, headers=_served_headers(served, requested))
 

@@ -90,25 +90,10 @@ class ModelRenamer:
         return event[:start] + self._value + event[end + 1:]
 
 
-async def relay_events(
-    response: aiohttp.ClientResponse,
-    *,
-    forward_usage: bool,
-    model_rewrite: list[tuple[bytes, bytes]] | None,
-    accounting: StreamAccounting,
-    label: str,
-) -> AsyncIterator[bytes]:
-    """relay_sse over an upstream HTTP response's SSE body."""
-    async for event in relay_sse(sse_events(response), forward_usage=forward_usage,
-                                 model_rewrite=model_rewrite, accounting=accounting, label=label):
-        yield event
-
-
 async def relay_sse(
     events: AsyncIterator[bytes],
     *,
     forward_usage: bool,
-    model_rewrite: list[tuple[bytes, bytes]] | None,
     accounting: StreamAccounting,
     label: str,
     rename: ModelRenamer | None = None,
@@ -124,9 +109,6 @@ async def relay_sse(
                 accounting.observe_usage(event)
                 if not forward_usage:
                     continue
-            if model_rewrite is not None:
-                for old, new in model_rewrite:
-                    event = event.replace(old, new)
             if rename is not None and rename.active:
                 event = rename(event)
             yield event

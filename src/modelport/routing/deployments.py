@@ -60,7 +60,6 @@ class Deployment:
     ready_since: float | None = None
     pid: int | None = None
     retry_after_s: int = 5
-    stats: dict[str, int] = field(default_factory=lambda: {"requests": 0, "rejected": 0})
     # Derived from the config when not given (the gateway passes the provider's).
     capabilities: Capabilities = None  # type: ignore[assignment]
     retry: RetryPolicy = None  # type: ignore[assignment]
@@ -113,14 +112,12 @@ class Deployment:
                 headers={"Retry-After": str(self.retry_after_s)},
             )
         if self.in_flight >= self.limit:
-            self.stats["rejected"] += 1
             raise RateLimitError(
                 f"model '{self.name}' has {self.in_flight} requests in flight, its limit; "
                 "retry shortly",
                 headers={"Retry-After": "1"},
             )
         self.in_flight += 1
-        self.stats["requests"] += 1
 
     def release(self) -> None:
         self.in_flight -= 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import sys
 import threading
@@ -30,7 +29,3 @@ def die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         return
-
-
-def parent_alive(parent_pid: int) -> bool:
-    return os.getppid() == parent_pid
