@@ -58,9 +58,8 @@ def serve(
     log_level: str = typer.Option("info", help="debug shows worker output and request bodies."),
 ) -> None:
     """Start the gateway and a worker for each local model."""
-    import uvicorn
-
     from modelport.api.app import build_app
+    from modelport.api.serving import run_gateway
     from modelport.defaults import find_config
     from modelport.gateway import build_state, check_bind_allowed, check_model_files, select_models
 
@@ -83,9 +82,9 @@ def serve(
     names = ", ".join(d.name for d in state.registry)
     logging.getLogger("modelport").info(
         "serving %s on http://%s:%d/v1", names, cfg.server.host, cfg.server.port)
-    uvicorn.run(build_app(state), host=cfg.server.host, port=cfg.server.port,
-                log_level="warning", access_log=False, loop="uvloop", http="httptools",
-                timeout_graceful_shutdown=5, lifespan="on")
+    if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
+                       cfg.server.drain_timeout_s):
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -55,6 +55,10 @@ class ServerConfig(_Strict):
     worker_start_timeout: float = Field(
         300.0, gt=0, description="Seconds a worker may take to load its model."
     )
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGTERM or Ctrl-C, seconds requests in flight may take to "
+        "finish before they are ended with an error (streams get an error event and [DONE])."
+    )
 
     @field_validator("api_keys")
     @classmethod

@@ -73,16 +73,26 @@ class RateLimitError(ModelportError):
 
 
 class UpstreamError(ModelportError):
-    """The worker or online API failed; `status` is what the upstream said, or 502."""
+    """The worker or online API failed. `status` is what the client gets (502 unless an
+    upstream status means something to the client, such as 429); `upstream_status` is what
+    the upstream itself answered, which retries and fallbacks decide on."""
 
     status = 502
     type = "upstream_error"
 
-    def __init__(self, message: str, *, status: int = 502, type: str | None = None, **kw: Any):
+    def __init__(self, message: str, *, status: int = 502, type: str | None = None,
+                 upstream_status: int | None = None, **kw: Any):
         super().__init__(message, **kw)
         self.status = status
+        self.upstream_status = upstream_status if upstream_status is not None else status
         if type:
             self.type = type
+
+
+class MalformedUpstreamError(UpstreamError):
+    """The upstream answered 200, but with something that is not a valid OpenAI answer."""
+
+    code = "malformed_upstream_response"
 
 
 class UpstreamTimeoutError(UpstreamError):
@@ -94,6 +104,34 @@ class ModelNotReadyError(ModelportError):
     status = 503
     type = "service_unavailable"
     code = "model_not_ready"
+
+
+class ShuttingDownError(ModelportError):
+    """The gateway is stopping and this request outlived the drain period."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "server_shutting_down"
+
+
+class ClientDisconnectedError(ModelportError):
+    """The client went away before its answer was ready (nginx's 499 in the access log);
+    nothing is sent, the upstream work is cancelled."""
+
+    status = 499
+    type = "client_disconnected"
+
+
+def unexpected_error(error: BaseException, label: str) -> ModelportError:
+    """Any exception met while serving `label`, as a typed error: ours pass through,
+    everything else (an adapter or plugin tripping over an answer it did not expect) is
+    a malformed upstream answer, 502."""
+    if isinstance(error, ModelportError):
+        return error
+    detail = str(error)[:200]
+    return MalformedUpstreamError(
+        f"{label}: the upstream's answer could not be handled ({type(error).__name__}"
+        + (f": {detail})" if detail else ")"))
 
 
 def error_envelope(
@@ -128,7 +166,29 @@ def normalize_upstream_error(status: int, body: bytes) -> UpstreamError | Invali
     if kind == "exceed_context_size_error":
         return ContextLengthError(message, param="messages")
     if status == 400 or status == 422:
-        err = InvalidRequestError(message, param=param, code=code)
-        return err
+        return InvalidRequestError(message, param=param, code=code)
     return UpstreamError(message, status=status, type=kind if isinstance(kind, str) else None,
                          param=param, code=code)
+
+
+def as_client_status(error: ModelportError, label: str) -> ModelportError:
+    """What the client is told of an upstream's error status.
+
+    A 5xx of the upstream is a 502 (the client's request was fine; the gateway's upstream
+    failed) except an overloaded or unavailable upstream's 503, which stays a 503 with its
+    Retry-After; the upstream refusing *our* configured key (401/403) is a 502 that says
+    so, so that a client never takes it for a problem with its own key."""
+    if not isinstance(error, UpstreamError):
+        return error
+    upstream = error.upstream_status
+    if upstream in (401, 403):
+        error.status = 502
+        error.code = "upstream_auth_failed"
+        error.message = (f"{label}: the upstream refused the API key configured for this "
+                         f"model (HTTP {upstream}): {error.message}")
+    elif upstream >= 500 and error.status >= 500 and error.status != 503:
+        error.status = 504 if isinstance(error, UpstreamTimeoutError) else 502
+        if not error.message.startswith(label):
+            error.message = f"{label}: upstream answered HTTP {upstream}: {error.message}"
+    error.args = (error.message,)
+    return error

@@ -17,6 +17,7 @@ import aiohttp
 
 from modelport.errors import (
     ConfigError,
+    as_client_status,
     ModelportError,
     UpstreamError,
     UpstreamTimeoutError,
@@ -133,7 +134,7 @@ class UpstreamClient:
         return redact(text, self._secrets) if self._secrets else text
 
     def _status_error(self, status: int, payload: bytes, headers: dict[str, str]) -> ModelportError:
-        error = self._map_error(status, payload)
+        error = as_client_status(self._map_error(status, payload), self.label)
         if self._secrets:
             error.message = self._redact(error.message)
             error.args = (error.message,)

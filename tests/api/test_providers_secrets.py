@@ -76,7 +76,9 @@ def test_keys_are_sent_but_never_shown(fake, gateway, caplog):
             "message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error",
             "code": "invalid_api_key"}}))
         response = gateway.chat(model)
-        assert response.status_code == 401 and "Incorrect API key provided: ***" in response.text
+        # The upstream refusing the configured key is not the client's key being wrong.
+        assert response.status_code == 502 and "Incorrect API key provided: ***" in response.text
+        assert response.json()["error"]["code"] == "upstream_auth_failed"
         assert_no_key(response.text)
     for path in ("/v1/models", "/v1/models/ds", "/health", "/health/ready"):
         assert_no_key(gateway.call("GET", path).text)

@@ -39,6 +39,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     hang: float = 0.0                   # seconds to wait before answering
     drop_after_events: bool = False     # close the connection after `events`, without more
+    raw: bytes | None = None            # a body sent as is (garbage, HTML), with content_type
+    content_type: str = "text/html"
 
 
 class VendorFake:
@@ -77,6 +79,9 @@ class VendorFake:
         reply = self._replies.pop(0) if self._replies else self.default
         if reply.hang:
             await asyncio.sleep(reply.hang)
+        if reply.raw is not None:
+            return web.Response(body=reply.raw, status=reply.status, headers={
+                "Content-Type": reply.content_type, **reply.headers})
         if reply.events is None:
             return web.json_response(reply.json, status=reply.status, headers=reply.headers)
         response = web.StreamResponse(status=reply.status, headers={

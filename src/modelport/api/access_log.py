@@ -1,4 +1,10 @@
-"""One log line per request: method, path, model, status, latency, tokens. No prompt text."""
+"""One log line per request: method, path, model, status, latency, tokens. No prompt text.
+
+The line is written by an ASGI wrapper around the whole app, once the response is
+complete, so that every request gets exactly one line whatever its fate: refused by
+auth, an unknown route, an unexpected exception, a stream that ended in an error event
+or a client that went away. Handlers only add what they know (model, tokens, a note).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 
 logger = logging.getLogger("modelport.access")
+
+SCOPE_KEY = "modelport.access"
 
 
 @dataclass
@@ -23,8 +31,10 @@ class AccessRecord:
     def take_usage(self, usage: dict | None) -> None:
         if not isinstance(usage, dict):
             return
-        self.prompt_tokens = usage.get("prompt_tokens")
-        self.completion_tokens = usage.get("completion_tokens")
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        # Usage comes from upstreams: only numbers go into the log line.
+        self.prompt_tokens = prompt if isinstance(prompt, int) else None
+        self.completion_tokens = completion if isinstance(completion, int) else None
 
     def emit(self) -> None:
         latency_ms = (time.perf_counter() - self.started) * 1000
@@ -33,8 +43,51 @@ class AccessRecord:
             if self.prompt_tokens is not None or self.completion_tokens is not None
             else "-"
         )
-        logger.info(
-            "%s %s model=%s status=%d latency_ms=%.1f tokens=%s%s",
+        # Health probes arrive every few seconds from load balancers; they are not traffic.
+        level = logging.DEBUG if self.path.startswith("/health") and self.status == 200 \
+            else logging.INFO
+        logger.log(
+            level, "%s %s model=%s status=%d latency_ms=%.1f tokens=%s%s",
             self.method, self.path, self.model, self.status, latency_ms, tokens,
             f" {self.note}" if self.note else "",
         )
+
+
+def record_of(scope: dict) -> AccessRecord:
+    """The request's record (a throwaway one when the app runs without AccessLog)."""
+    record = scope.get(SCOPE_KEY)
+    if record is None:
+        record = scope[SCOPE_KEY] = AccessRecord(scope.get("method", "-"), scope.get("path", "-"))
+    return record
+
+
+class AccessLog:
+    """ASGI wrapper that writes each HTTP request's line when its response is done."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001 (ASGI app)
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = scope[SCOPE_KEY] = AccessRecord(scope["method"], scope["path"])
+
+        async def noting_send(message) -> None:  # noqa: ANN001
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_send)
+        except Exception:
+            record.note = record.note or "unhandled_exception"
+            if record.status == 0:
+                record.status = 500
+                raise
+            # Starlette has already answered 500 and the error handler logged the
+            # traceback; raising further would only make uvicorn log it a second time.
+        finally:
+            if record.status == 0:  # cancelled before any answer (server stopping)
+                record.status, record.note = 499, record.note or "no_response"
+            record.emit()

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router
 
 from modelport.api import relay
+from modelport.api.access_log import AccessLog
 from modelport.api.auth import BearerAuth
 from modelport.api.health import health, readiness
 from modelport.api.models import get_model, list_models
@@ -72,7 +73,7 @@ def _v1_routes() -> list[Route]:
     ]
 
 
-def build_app(state: GatewayState) -> Starlette:
+def build_app(state: GatewayState) -> AccessLog:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
         if state.lifecycle is not None:
@@ -100,4 +101,5 @@ def build_app(state: GatewayState) -> Starlette:
         lifespan=lifespan,
     )
     app.state.gateway = state
-    return app
+    state.log_bodies = state.config.server.log_prompts or logger.isEnabledFor(logging.DEBUG)
+    return AccessLog(app)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from modelport.api.inflight import InFlight
 from modelport.config import Config
 from modelport.routing.registry import ModelRegistry
 from modelport.providers.base import Provider
@@ -26,3 +27,7 @@ class GatewayState:
     clients: dict[str, Provider]
     lifecycle: Lifecycle | None = None
     started_at: float = field(default_factory=time.time)
+    in_flight: InFlight = field(default_factory=InFlight)
+    # Request bodies go to the debug log when asked for (log_prompts or --log-level debug);
+    # decided once, not per request.
+    log_bodies: bool = False

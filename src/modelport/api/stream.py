@@ -8,13 +8,23 @@ name is rewritten when the upstream calls the model something else.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
 
+from modelport.api.inflight import InFlight
 from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event
-from modelport.errors import ModelportError, UpstreamError, UpstreamTimeoutError
+from modelport.errors import (
+    MalformedUpstreamError,
+    ModelportError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    unexpected_error,
+)
+
+logger = logging.getLogger("modelport.gateway")
 
 _USAGE_MARKERS = (b'"choices":[]', b'"choices": []')
 _END = object()  # end of an event source, in RelayStreamResponse's queue
@@ -46,6 +56,7 @@ class StreamAccounting:
     def __init__(self) -> None:
         self.usage: dict[str, int] | None = None
         self.finished = False
+        self.error: ModelportError | None = None  # why the stream ended with an error event
 
     def observe_usage(self, event: bytes) -> None:
         try:
@@ -90,6 +101,59 @@ class ModelRenamer:
         return event[:start] + self._value + event[end + 1:]
 
 
+def checked_event(event: bytes, label: str) -> bytes:
+    """`event` if it is an SSE event whose data is a JSON object, else a typed error.
+
+    Clients parse every `data:` payload as JSON, so relaying garbage, HTML or bytes that
+    are not UTF-8 breaks them mid-answer; orjson checks both the JSON and the UTF-8."""
+    if event.startswith(_SIMPLE_DATA) and event.count(b"\n") == 2:
+        payload = event[5:]  # the usual shape: one `data: {...}` line
+    else:
+        payload = _data_of(event, label)
+        if payload is None:
+            return event  # comments and keep-alives carry no data for the client to parse
+    try:
+        if isinstance(orjson.loads(payload), dict):
+            return event
+    except orjson.JSONDecodeError:
+        pass
+    raise MalformedUpstreamError(
+        f"{label}: upstream sent a stream event that is not JSON: {_excerpt(payload)}")
+
+
+_SIMPLE_DATA = (b"data: {", b"data:{")
+_FIELDS = (b"data", b"event", b"id", b"retry")
+
+
+def _data_of(event: bytes, label: str) -> bytes | None:
+    """The joined `data:` lines of a multi-line event (None without any); other lines must
+    be SSE fields or comments."""
+    data: list[bytes] = []
+    for line in event.rstrip(b"\n").split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, colon, value = line.partition(b":")
+        if not colon or name not in _FIELDS:
+            raise MalformedUpstreamError(
+                f"{label}: upstream sent a line that is not server-sent events: {_excerpt(line)}")
+        if name == b"data":
+            data.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(data) if data else None
+
+
+def _excerpt(raw: bytes) -> str:
+    return repr(raw[:80].decode("utf-8", "replace"))
+
+
+def stream_failure(error: BaseException, label: str) -> ModelportError:
+    """Why a stream that already started failed, as the typed error its last event carries."""
+    if isinstance(error, asyncio.TimeoutError):
+        return UpstreamTimeoutError(f"{label}: upstream stopped sending")
+    if isinstance(error, aiohttp.ClientError):
+        return UpstreamError(f"{label}: upstream stream broke ({type(error).__name__})")
+    return unexpected_error(error, label)
+
+
 async def relay_sse(
     events: AsyncIterator[bytes],
     *,
@@ -97,14 +161,18 @@ async def relay_sse(
     accounting: StreamAccounting,
     label: str,
     rename: ModelRenamer | None = None,
+    validate: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Forward OpenAI SSE events; a failure after the 200 ends in an error event + [DONE]."""
+    """Forward OpenAI SSE events; a failure after the 200, whatever raised it, ends in an
+    error event + [DONE]. `validate` checks each event first (upstreams we do not run)."""
     try:
         async for event in events:
             if event.startswith(_DONE_MARKERS):
                 accounting.finished = True
                 yield DONE
                 return
+            if validate:
+                event = checked_event(event, label)
             if b'"usage"' in event and any(m in event for m in _USAGE_MARKERS):
                 accounting.observe_usage(event)
                 if not forward_usage:
@@ -112,20 +180,15 @@ async def relay_sse(
             if rename is not None and rename.active:
                 event = rename(event)
             yield event
-    except asyncio.TimeoutError:
-        yield error_event(UpstreamTimeoutError(f"{label}: upstream stopped sending"))
-        yield DONE
-        return
-    except aiohttp.ClientError as error:
-        yield error_event(UpstreamError(f"{label}: upstream stream broke ({type(error).__name__})"))
-        yield DONE
-        return
-    except ModelportError as error:  # an adapter or plugin failing mid-answer
-        yield error_event(error)
-        yield DONE
-        return
-    # The upstream closed without [DONE]: tell the client the answer may be cut short.
-    yield error_event(UpstreamError(f"{label}: upstream closed the stream before it finished"))
+    except Exception as error:  # noqa: BLE001 - every failure ends the stream the same way
+        failure = stream_failure(error, label)
+        if not isinstance(error, (ModelportError, asyncio.TimeoutError, aiohttp.ClientError)):
+            logger.error("%s: stream failed after it started", label, exc_info=error)
+    else:
+        # The upstream closed without [DONE]: tell the client the answer may be cut short.
+        failure = UpstreamError(f"{label}: upstream closed the stream before it finished")
+    accounting.error = failure
+    yield error_event(failure)
     yield DONE
 
 
@@ -134,24 +197,41 @@ class RelayStreamResponse:
 
     The disconnect watcher runs beside the pump so a client that goes away while the
     upstream is still thinking (no bytes yet) is noticed at once, and `on_close` always
-    runs, which closes the upstream connection and frees the model's slot.
+    runs, which closes the upstream connection and frees the model's slot. Whatever stops
+    the pump early other than the client leaving (a shutdown past its drain period, a
+    failure in the pump itself), the client still gets an error event and `[DONE]`.
     """
 
     def __init__(
         self,
         events: AsyncIterator[bytes],
-        on_close: Callable[[bool], Awaitable[None]],
+        on_close: Callable[[bool, ModelportError | None], Awaitable[None]],
         headers: dict[str, str] | None = None,
+        in_flight: InFlight | None = None,
     ) -> None:
         self._events = events
         self._on_close = on_close
+        self._in_flight = in_flight
         raw = {"content-type": SSE_MEDIA_TYPE, **{k.lower(): v for k, v in SSE_HEADERS.items()}}
         raw.update({k.lower(): v for k, v in (headers or {}).items()})
         self._headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
+        self._pump_task: asyncio.Future | None = None
+        self._stopped_with: ModelportError | None = None
+        self._started = False  # the 200 and headers went out
+        self._ended = False  # the last body message went out
+
+    def stop(self, error: ModelportError) -> None:
+        """End the stream now with `error` (the gateway is shutting down)."""
+        self._stopped_with = error
+        if self._pump_task is not None:
+            self._pump_task.cancel()
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001 (ASGI)
         disconnected = False
-        pump = asyncio.ensure_future(self._pump(send))
+        ended_with: ModelportError | None = None
+        if self._in_flight is not None:
+            self._in_flight.add(self)
+        pump = self._pump_task = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(self._watch(receive))
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -161,13 +241,35 @@ class RelayStreamResponse:
             else:
                 watcher.cancel()
             await asyncio.gather(pump, watcher, return_exceptions=True)
-            if pump.done() and not pump.cancelled() and isinstance(pump.exception(), OSError):
+            failure = None if pump.cancelled() else pump.exception()
+            if isinstance(failure, OSError):
                 disconnected = True
+            elif not disconnected and not self._ended:
+                ended_with = self._stopped_with or unexpected_error(
+                    failure or RuntimeError("stream ended early"), "gateway")
+                if failure is not None:
+                    logger.error("stream relay failed", exc_info=failure)
+                disconnected = not await self._end_with(send, ended_with)
         finally:
+            if self._in_flight is not None:
+                self._in_flight.discard(self)
             for task in (pump, watcher):
                 if not task.done():
                     task.cancel()
-            await self._on_close(disconnected)
+            await self._on_close(disconnected, ended_with)
+
+    async def _end_with(self, send, error: ModelportError) -> bool:  # noqa: ANN001
+        """Finish the response with `error`; False when the client is already gone."""
+        try:
+            if not self._started:
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": self._headers})
+            await send({"type": "http.response.body", "body": error_event(error) + DONE,
+                        "more_body": False})
+        except OSError:
+            return False
+        self._ended = True
+        return True
 
     async def _pump(self, send) -> None:  # noqa: ANN001
         """Send events as they come, joining those that are ready together.
@@ -177,6 +279,7 @@ class RelayStreamResponse:
         ready and sends them in one write instead of one write (and syscall) per event.
         Nothing is held back: an event is sent as soon as the pump is scheduled."""
         await send({"type": "http.response.start", "status": 200, "headers": self._headers})
+        self._started = True
         queue: asyncio.Queue = asyncio.Queue(maxsize=_READY_EVENTS_MAX)
         producer = asyncio.ensure_future(self._produce(queue))
         try:
@@ -195,6 +298,7 @@ class RelayStreamResponse:
         finally:
             producer.cancel()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self._ended = True
 
     async def _produce(self, queue: asyncio.Queue) -> None:
         try:

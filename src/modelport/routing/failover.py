@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from modelport.errors import ModelNotReadyError, ModelportError, RateLimitError
+from modelport.errors import ModelNotReadyError, ModelportError, RateLimitError, unexpected_error
 from modelport.routing.deployments import Deployment
 from modelport.routing.retry import classify, retry_after_seconds
 
@@ -89,11 +89,17 @@ async def _with_retries(
     while True:
         try:
             return await attempt(deployment)
-        except ModelportError as error:
+        except Exception as raised:  # noqa: BLE001 - every failure becomes a typed error here
+            error = unexpected_error(raised, deployment.name)
+            if error is not raised:  # an adapter or plugin tripping over an upstream's answer
+                logger.error("model '%s': unexpected failure while getting an answer",
+                             deployment.name, exc_info=raised)
             wait = deployment.retry.wait_before_retry(
                 tries, error, jitter=jitter(), now_epoch=wall_clock())
             if wait is None:
-                raise
+                if error is raised:
+                    raise
+                raise error from raised
             logger.info("model '%s': try %d of %d failed (%s); retrying in %.2fs",
                         deployment.name, tries, deployment.retry.attempts, error.message, wait)
             await sleep(wait)

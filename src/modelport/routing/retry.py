@@ -10,7 +10,13 @@ import enum
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from modelport.errors import InvalidRequestError, ModelportError, UpstreamError, UpstreamTimeoutError
+from modelport.errors import (
+    InvalidRequestError,
+    MalformedUpstreamError,
+    ModelportError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from modelport.providers.faults import ProviderFault
 from modelport.upstream import UpstreamConnectionError
 
@@ -41,12 +47,13 @@ def classify(error: ModelportError) -> Failure:
         return Failure.CLIENT
     if isinstance(error, UpstreamConnectionError):
         return Failure.TRANSIENT  # nothing reached the upstream, so trying again is safe
-    if isinstance(error, (UpstreamTimeoutError, ProviderFault)):
+    if isinstance(error, (UpstreamTimeoutError, ProviderFault, MalformedUpstreamError)):
         # A read timeout may mean the upstream is still generating (and billing): not
         # repeated on the same model, but another model may answer.
         return Failure.BROKEN
     if isinstance(error, UpstreamError):
-        if error.status == 429 or error.status >= 500:
+        status = error.upstream_status  # what the upstream said, not what the client is told
+        if status == 429 or status >= 500:
             return Failure.TRANSIENT
         return Failure.REFUSED
     return Failure.CLIENT
