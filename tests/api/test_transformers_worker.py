@@ -370,3 +370,18 @@ def test_client_disconnect_stops_the_generation_thread(server, engine):
     elapsed = _wait_until(lambda: engine.stats().in_flight == 0, timeout=5)
     assert elapsed < 5  # 900 tokens at ~20 tok/s would take ~45 s
     assert engine.stats().cancelled_total == base.cancelled_total + 1
+
+
+def test_client_leaving_a_non_streaming_request_stops_the_generation(server, engine):
+    base = engine.stats()
+    body = orjson.dumps({"model": "smollm2-hf", "temperature": 0, "max_tokens": 900, "messages": [
+        {"role": "user", "content": "Count from 1 to 1000, one number per line."}]})
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: w\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        _wait_until(lambda: engine.stats().running == 1, timeout=20)
+    # 900 tokens at ~20 tok/s would take ~45 s; the margin is for a loaded machine.
+    _wait_until(lambda: engine.stats().in_flight == 0, timeout=15)
+    assert engine.stats().cancelled_total == base.cancelled_total + 1

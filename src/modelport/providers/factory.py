@@ -17,7 +17,14 @@ from modelport.upstream import ErrorMapper, UpstreamClient
 def local_worker_provider(model: ModelConfig, base_url: str) -> Provider:
     # Local generations can be long; only a silent worker (no byte for an hour) times out.
     client = UpstreamClient(base_url, label=model.name, read_timeout=3600)
-    return OpenAICompatProvider(client, Capabilities.for_config(model))
+    return OpenAICompatProvider(client, Capabilities.for_config(model),
+                                stream_always=_runs_on_llamacpp(model))
+
+
+def _runs_on_llamacpp(model: ModelConfig) -> bool:
+    # `engine: auto` serves GGUF files with llama.cpp (engines/selection.py).
+    path = str(getattr(model, "path", "")).lower()
+    return model.engine == "llamacpp" or (model.engine == "auto" and path.endswith(".gguf"))
 
 
 def online_provider(model: OpenAIUpstreamModel, config: Config) -> Provider:

@@ -7,8 +7,10 @@ have their answers parsed here.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 import orjson
 
 from modelport.api.stream import sse_events
@@ -16,15 +18,23 @@ from modelport.config import VendorSpec
 from modelport.errors import UpstreamError
 from modelport.protocol import OpenAIRequest
 from modelport.providers.base import OpenedStream
+from modelport.providers.stream_assembly import assemble
 from modelport.providers.quirks import apply_quirks, body_error, has_body_quirks
 from modelport.routing.deployments import Capabilities
 from modelport.upstream import UpstreamClient, UpstreamReply
 
 
+_GENERATIONS = {"/chat/completions": True, "/completions": False}  # path -> is chat
+
+
 class OpenAICompatProvider:
+    """`stream_always`: ask for a stream even for a non-streaming request and assemble the
+    answer (for llama.cpp workers, which only stop a generation whose stream is closed)."""
+
     def __init__(self, client: UpstreamClient, capabilities: Capabilities,
-                 vendor: VendorSpec | None = None) -> None:
+                 vendor: VendorSpec | None = None, *, stream_always: bool = False) -> None:
         self.client = client
+        self._stream_always = stream_always
         self.capabilities = capabilities
         self._quirks = vendor if vendor is not None and has_body_quirks(vendor) else None
         self._errors_in_body = vendor if vendor is not None and vendor.error_code_field else None
@@ -33,6 +43,8 @@ class OpenAICompatProvider:
                        request: OpenAIRequest) -> UpstreamReply:
         if self._quirks is not None:
             body = apply_quirks(self._quirks, body)
+        if self._stream_always and path in _GENERATIONS:
+            return await self._assembled(path, body)
         reply = await self.client.post(path, orjson.dumps(body))
         if self._errors_in_body is not None:
             reply.payload = _json_or_none(reply.body)
@@ -43,6 +55,18 @@ class OpenAICompatProvider:
                 # Such vendors (Spark) also leave out fields OpenAI clients read.
                 reply.payload["model"] = self.client.label
         return reply
+
+    async def _assembled(self, path: str, body: dict[str, Any]) -> UpstreamReply:
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        response = await self.client.open_stream(path, orjson.dumps(body))
+        try:
+            answer = await assemble(sse_events(response), chat=_GENERATIONS[path],
+                                    label=self.client.label)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            raise self.client.transport_error(error) from None
+        finally:
+            response.close()  # on cancellation too: closing is what stops the generation
+        return UpstreamReply(200, b"", {}, payload=answer)
 
     async def open_stream(self, path: str, body: dict[str, Any],
                           request: OpenAIRequest) -> OpenedStream:
