@@ -1,7 +1,7 @@
 """Tables of `modelport check` and `modelport models`, kept readable in an 80-column terminal.
 
 Each model is one row whose first cell stacks the name, its aliases and its location, so
-only short columns (engine, worker, status) sit beside it and nothing folds mid-name.
+only short columns sit beside it and the widest cell (a path) gets most of the width.
 All cell text is rich `Text`, never markup: paths and names may contain brackets.
 """
 
@@ -52,8 +52,7 @@ def _location_lines(location: str) -> Text:
 def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("model / location", overflow="fold")
-    table.add_column("engine", overflow="fold")
-    table.add_column("worker", overflow="fold")
+    table.add_column("engine / worker", overflow="fold")
     for row in rows:
         cell = Text(row.name, style="bold")
         if row.aliases:
@@ -64,10 +63,10 @@ def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> T
             cell.append(row.location)
         else:
             cell.append_text(_location_lines(short_path(row.location, base)))
-        where = Text(row.where)
+        where = Text(f"{row.engine}\n{row.where}")
         if not row.autostart:
             where.append("\nnot autostarted", style="dim")
-        table.add_row(cell, Text(row.engine), where)
+        table.add_row(cell, where)
     return table
 
 
