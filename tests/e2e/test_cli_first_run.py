@@ -218,3 +218,17 @@ def test_ctrl_c_at_the_prompt_leaves_chat(gateway):
     chat.expect("you> ")
     chat.type("\x03")
     assert chat.exit_code() == 0
+
+
+def test_scripts_modelport_runs_the_cli_in_the_callers_folder(tmp_path, repo_root):
+    config_pointing_at(18999, tmp_path)
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("MODELPORT_CONFIG", None)
+    shown = subprocess.run([str(repo_root / "scripts" / "modelport"), "--version"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"modelport {version('modelport')}"
+    checked = subprocess.run([str(repo_root / "scripts" / "modelport"), "check"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert checked.returncode == 0, checked.stderr
+    assert "http://127.0.0.1:18999/v1" in checked.stdout  # ./modelport.yaml of the caller
