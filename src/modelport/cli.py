@@ -190,7 +190,8 @@ def _api_key_option() -> Optional[str]:
 
 def _url_option() -> Optional[str]:
     return typer.Option(None, "--url", envvar="MODELPORT_URL",
-                        help="The running gateway (default: server.host/port of the config).")
+                        help="The running gateway (default: server.host/port of the config, else "
+                             "http://127.0.0.1:8888).")
 
 
 def _gateway_url(url: Optional[str], config: Optional[str]) -> str:
