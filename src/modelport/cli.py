@@ -7,11 +7,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from modelport.errors import ConfigError
 
@@ -31,9 +31,29 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+def _fail(error: Exception) -> NoReturn:
+    # The message is printed as plain text: config errors quote YAML, and rich would
+    # take `[a` or `[/]` in it for markup and drop or reject it.
+    message = Text("error:", style="bold red")
+    message.append(f" {error}")
+    console.print(message, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        Console(highlight=False).print(f"modelport {version('modelport')}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(False, "--version", callback=_show_version,
+                                      is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Self-hosted OpenAI-compatible server for local and online models."""
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -119,6 +139,7 @@ def worker(
 @app.command()
 def check(config: Optional[str] = ConfigOption) -> None:
     """Validate the config and show each model's engine, resolved location and port."""
+    from modelport.cli_tables import CheckRow, check_table
     from modelport.config import OpenAIUpstreamModel
     from modelport.defaults import find_config
     from modelport.locations import resolve_location
@@ -128,12 +149,10 @@ def check(config: Optional[str] = ConfigOption) -> None:
     except ConfigError as error:
         _fail(error)
         return
-    table = Table(title=f"modelport: {len(cfg.models)} model(s), gateway "
-                        f"http://{cfg.server.host}:{cfg.server.port}/v1")
-    for column in ("model", "aliases", "engine", "location", "worker", "autostart"):
-        table.add_column(column, overflow="fold")
+    rows: list[CheckRow] = []
     problems, notes = [], []
     for model in cfg.models:
+        missing = False
         if isinstance(model, OpenAIUpstreamModel) and getattr(model, "provider", None):
             location, where = f"plugin {model.provider}", "in gateway"
         elif isinstance(model, OpenAIUpstreamModel):
@@ -145,11 +164,13 @@ def check(config: Optional[str] = ConfigOption) -> None:
             except ConfigError as error:
                 # A model that does not start by default only needs its files when named.
                 (problems if model.autostart else notes).append(str(error))
-                location = f"[red]NOT FOUND[/] {model.path}"
+                location, missing = model.path, True
             where = f"{model.host}:{model.port or 'auto'}"
-        table.add_row(model.name, ", ".join(model.aliases), model.engine, location, where,
-                      "yes" if model.autostart else "no")
-    Console().print(table)
+        rows.append(CheckRow(model.name, list(model.aliases), model.engine, location, where,
+                             model.autostart, missing))
+    Console().print(check_table(f"modelport: {len(cfg.models)} model(s), gateway "
+                                f"http://{cfg.server.host}:{cfg.server.port}/v1", rows,
+                                Path(cfg.base_dir)))
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
     for note in notes:
@@ -166,75 +187,72 @@ def _api_key_option() -> Optional[str]:
     return typer.Option(None, "--api-key", envvar="MODELPORT_API_KEY", help="Bearer key, if set.")
 
 
+def _url_option() -> Optional[str]:
+    return typer.Option(None, "--url", envvar="MODELPORT_URL",
+                        help="The running gateway (default: server.host/port of the config, else "
+                             "http://127.0.0.1:8888).")
+
+
+def _gateway_url(url: Optional[str], config: Optional[str]) -> str:
+    from modelport.client import resolve_gateway_url
+
+    try:
+        return resolve_gateway_url(url, config)
+    except ConfigError as error:
+        _fail(ConfigError(f"{error}\n(the server address comes from the config; "
+                          "pass --url or set MODELPORT_URL to skip it)"))
+
+
 @app.command()
 def models(
-    url: str = typer.Option("http://127.0.0.1:8888", help="The running gateway."),
+    url: Optional[str] = _url_option(),
+    config: Optional[str] = ConfigOption,
     api_key: Optional[str] = _api_key_option(),
 ) -> None:
     """Show the models of a running server and their live status."""
+    from modelport.cli_tables import models_table
     from modelport.client import GatewayClient
 
+    url = _gateway_url(url, config)
     try:
         listing, health = GatewayClient(url, api_key).models_and_health()
     except ConnectionError as error:
         _fail(error)
         return
-    table = Table(title=f"models at {url}")
-    for column in ("model", "kind", "engine", "status", "in flight", "restarts"):
-        table.add_column(column)
-    states = health.get("models", {})
-    for card in listing:
-        live = states.get(card["id"], {})
-        table.add_row(card["id"], card.get("kind", "?"), card.get("engine", "?"),
-                      live.get("status", card.get("status", "?")),
-                      str(live.get("in_flight", "")), str(live.get("restarts", "")))
-    Console().print(table)
+    Console().print(models_table(url, listing, health.get("models", {})))
 
 
 @app.command()
 def chat(
     model: Optional[str] = typer.Argument(None, help="Model to chat with (default: first chat model)."),
-    url: str = typer.Option("http://127.0.0.1:8888", help="The running gateway."),
+    url: Optional[str] = _url_option(),
+    config: Optional[str] = ConfigOption,
     api_key: Optional[str] = _api_key_option(),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Send one message and exit."),
     max_tokens: int = typer.Option(512, help="Longest answer."),
 ) -> None:
-    """Interactive streaming chat against a running server (type /exit to leave)."""
+    """Interactive streaming chat against a running server (/help lists its commands)."""
+    from modelport.chat_repl import ChatSession
     from modelport.client import GatewayClient
 
+    url = _gateway_url(url, config)
     client = GatewayClient(url, api_key)
     try:
         model = model or client.first_chat_model()
     except ConnectionError as error:
         _fail(error)
         return
-    history: list[dict[str, str]] = []
     out = Console(highlight=False)
-    if message is None:
-        out.print(f"[dim]chatting with {model} at {url}; /exit or Ctrl-D to leave[/]")
-    while True:
+    session = ChatSession(lambda history: client.stream_chat(model, history, max_tokens), out)
+    try:
         if message is not None:
-            text = message
-        else:
-            try:
-                text = out.input("[bold cyan]you>[/] ")
-            except (EOFError, KeyboardInterrupt):
-                out.print()
-                return
-        if text.strip() in ("/exit", "/quit"):
+            session.ask(message)
             return
-        history.append({"role": "user", "content": text})
-        answer = []
-        try:
-            for piece in client.stream_chat(model, history, max_tokens):
-                answer.append(piece)
-                out.print(piece, end="", markup=False)
-        except ConnectionError as error:
-            _fail(error)
-        out.print()
-        history.append({"role": "assistant", "content": "".join(answer)})
-        if message is not None:
-            return
+        out.print(Text(f"chatting with {model} at {url}; /help for commands, /exit or "
+                       "Ctrl-D to leave", style="dim"))
+        session.loop(lambda: out.input(Text("you> ", style="bold cyan")))
+    except ConnectionError as error:
+        _fail(error)
 
 
 @app.command("import-config")

@@ -7,6 +7,23 @@ from collections.abc import Iterator
 import httpx
 import orjson
 
+# Addresses a server listens on that a client cannot connect to as such.
+_WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+
+def resolve_gateway_url(url: str | None, config: str | None) -> str:
+    """--url (or MODELPORT_URL, which typer passes in as `url`), else the config's server."""
+    if url:
+        return url
+    from modelport.defaults import find_config
+
+    # The same lookup `serve` does, so a client started beside the config finds its server.
+    server = find_config(config).server
+    host = _WILDCARD_HOSTS.get(server.host, server.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
 
 class GatewayClient:
     def __init__(self, url: str, api_key: str | None = None) -> None:

@@ -540,5 +540,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: not valid YAML: {error}") from None
+        raise ConfigError(_describe_yaml_error(file, error)) from None
     return parse_config(data, str(file), base_dir=str(file.resolve().parent))
+
+
+def _describe_yaml_error(file: Path, error: yaml.YAMLError) -> str:
+    # PyYAML names the source "<unicode string>" and counts from 0; say file:line:column
+    # the way editors jump to it, then the parser's own explanation with its snippet.
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else str(file)
+    detail = str(error).replace('"<unicode string>"', f'"{file}"')
+    return f"{where}: not valid YAML: {detail}"

@@ -1,0 +1,92 @@
+"""Tables of `modelport check` and `modelport models`, kept readable in an 80-column terminal.
+
+Each model is one row whose first cell stacks the name, its aliases and its location, so
+only short columns sit beside it and the widest cell (a path) gets most of the width.
+All cell text is rich `Text`, never markup: paths and names may contain brackets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+
+@dataclass
+class CheckRow:
+    name: str
+    aliases: list[str]
+    engine: str
+    location: str
+    where: str
+    autostart: bool
+    missing: bool = False  # location is the configured path, which was not found
+
+
+def short_path(path: str, base: Path | None = None) -> str:
+    """The path as a reader needs it: relative to the config, ~, or from site-packages."""
+    absolute = Path(path)
+    if not absolute.is_absolute():
+        return path
+    for root, label in ((base, ""), (Path.home(), "~/")):
+        if root is not None and absolute.is_relative_to(root) and absolute != root:
+            return label + str(absolute.relative_to(root))
+    # Models shipped as packages live deep in the venv; the package folder is what matters.
+    parts = absolute.parts
+    if "site-packages" in parts:
+        return str(Path(*parts[parts.index("site-packages"):]))
+    return path
+
+
+def _location_lines(location: str) -> Text:
+    # Folder and file name on their own lines: a long folder then folds without
+    # breaking the file name in two.
+    head, sep, tail = location.rpartition("/")
+    if sep and head and "://" not in location:
+        return Text(head + "/\n" + tail)
+    return Text(location)
+
+
+def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("model / location", overflow="fold")
+    table.add_column("engine / worker", overflow="fold")
+    for row in rows:
+        cell = Text(row.name, style="bold")
+        if row.aliases:
+            cell.append("\naka " + ", ".join(row.aliases), style="dim")
+        cell.append("\n")
+        if row.missing:
+            cell.append("NOT FOUND ", style="red")
+            cell.append(row.location)
+        else:
+            cell.append_text(_location_lines(short_path(row.location, base)))
+        where = Text(f"{row.engine}\n{row.where}")
+        if not row.autostart:
+            where.append("\nnot autostarted", style="dim")
+        table.add_row(cell, where)
+    return table
+
+
+def models_table(url: str, cards: list[dict], states: dict) -> Table:
+    table = Table(title=f"models at {url}", title_justify="left")
+    for column in ("model", "kind", "engine", "status"):
+        table.add_column(column, overflow="fold")
+    for card in cards:
+        live = states.get(card["id"], {})
+        cell = Text(card["id"], style="bold")
+        if card.get("aliases"):
+            cell.append("\naka " + ", ".join(card["aliases"]), style="dim")
+        # In-flight and restart counts join the status only when they say something,
+        # which keeps the table four columns wide.
+        status = [str(live.get("status", card.get("status", "?")))]
+        if live.get("in_flight"):
+            status.append(f"{live['in_flight']} in flight")
+        if live.get("restarts"):
+            status.append(f"{live['restarts']} restarts")
+        table.add_row(cell, Text(card.get("kind", "?")), Text(card.get("engine", "?")),
+                      Text("\n".join(status)))
+    return table
+
