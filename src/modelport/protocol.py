@@ -12,7 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelport.errors import InvalidRequestError
-from modelport.protocol_parts import ContentPart, Tool, ToolCall, ToolChoice
+from modelport.protocol_parts import MEDIA_PARTS, ContentPart, Tool, ToolCall, ToolChoice
 
 _Request = TypeVar("_Request", bound="OpenAIRequest")
 
@@ -23,7 +23,7 @@ class OpenAIRequest(BaseModel):
     def unknown_fields(self) -> list[str]:
         return sorted(self.model_extra or {})
 
-    def has_image_input(self) -> bool:
+    def has_media_input(self) -> bool:
         return False
 
 
@@ -32,8 +32,17 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+# What `_content_present` checks, said in the schema so that /openapi.json (and clients
+# or fuzzers generating from it) know it too.
+_CONTENT_PRESENT = {"anyOf": [
+    {"required": ["content"], "properties": {"content": {"not": {"type": "null"}}}},
+    {"required": ["role", "tool_calls"], "properties": {
+        "role": {"const": "assistant"}, "tool_calls": {"type": "array", "minItems": 1}}},
+]}
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_CONTENT_PRESENT)
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -113,10 +122,11 @@ class ChatCompletionRequest(_SamplingFields):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
-    def has_image_input(self) -> bool:
+    def has_media_input(self) -> bool:
+        """Whether any message carries an image, audio or file part (not just text)."""
         return any(
             isinstance(message.content, list)
-            and any(part["type"] == "image_url" for part in message.content)
+            and any(part["type"] in MEDIA_PARTS for part in message.content)
             for message in self.messages
         )
 

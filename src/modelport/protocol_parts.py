@@ -68,6 +68,8 @@ class RefusalPart(TypedDict):
     refusal: str
 
 
+# Parts a text-only model cannot read (refusal parts are assistant text).
+MEDIA_PARTS = frozenset({"image_url", "input_audio", "file"})
 _PARTS = {"text": TextPart, "image_url": ImagePart, "input_audio": AudioPart,
           "file": FilePart, "refusal": RefusalPart}
 

@@ -169,13 +169,35 @@ def _with_image(model):
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}
 
 
-def test_image_to_a_text_only_local_model_is_400_naming_it(upstream):
-    app, _ = make_app(upstream)  # 'local' is still starting: the shape is refused first
-    error = _envelope_400(_post_chat(app, _with_image("local")), "messages")
-    assert "'local' does not accept image input" in error["message"]
-    assert error["code"] == "image_input_not_supported"
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+])
+def test_image_or_audio_to_a_text_only_local_model_is_400_naming_it(upstream, part):
+    app, _ = make_app(upstream)  # 'local' is still starting: the content is refused first
+    body = {**chat("local"), "messages": [{"role": "user", "content": [part]}]}
+    error = _envelope_400(_post_chat(app, body), "messages")
+    assert "'local' takes text only" in error["message"]
+    assert error["code"] == "unsupported_content"
 
 
 def test_image_to_an_online_model_is_forwarded(upstream):
     app, _ = make_app(upstream)
     assert _post_chat(app, _with_image("echo")).status_code == 200
+
+
+def test_openapi_document_is_open_and_built_from_the_request_models(upstream):
+    from modelport.protocol import ChatCompletionRequest
+
+    app, _ = make_app(upstream, api_keys=["k1"])
+    response = call(app, "GET", "/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert set(document["paths"]) == {"/v1/chat/completions", "/v1/completions",
+                                      "/v1/embeddings", "/v1/models", "/v1/models/{model}",
+                                      "/health"}
+    schemas = document["components"]["schemas"]
+    expected = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schemas["ChatCompletionRequest"] == {k: v for k, v in expected.items() if k != "$defs"}
+    assert "name" in schemas["FunctionDefinition"]["required"]
+    assert {"TextPart", "ImagePart", "ToolCall", "Tool", "ErrorEnvelope"} <= set(schemas)

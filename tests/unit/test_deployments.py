@@ -73,7 +73,7 @@ def test_plan_refuses_images_for_a_text_model_and_skips_text_fallbacks():
     gguf, online = (Deployment(m, "http://x/v1", 1) for m in config.models)
     online.fallbacks = (gguf,)
     registry = ModelRegistry([gguf, online])
-    with pytest.raises(InvalidRequestError, match="'gguf' does not accept image input") as error:
+    with pytest.raises(InvalidRequestError, match="'gguf' takes text only") as error:
         registry.plan(gguf, vision=True)
     assert error.value.param == "messages" and error.value.status == 400
     assert registry.plan(online, vision=True) == (online,)

@@ -140,11 +140,13 @@ def test_well_formed_parts_and_tools_stay_the_dicts_the_client_sent():
     assert validate_request(ChatCompletionRequest, chat(tool_choice="required")).tool_choice == "required"
 
 
-def test_image_input_is_noticed():
+def test_media_input_is_noticed():
     image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
-    assert validate_request(ChatCompletionRequest, _user({"type": "text", "text": "a"}, image)).has_image_input()
-    assert not validate_request(ChatCompletionRequest, _user({"type": "text", "text": "a"})).has_image_input()
-    assert not validate_request(ChatCompletionRequest, chat()).has_image_input()
+    assert validate_request(ChatCompletionRequest, _user({"type": "text", "text": "a"}, image)).has_media_input()
+    audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+    assert validate_request(ChatCompletionRequest, _user(audio)).has_media_input()
+    assert not validate_request(ChatCompletionRequest, _user({"type": "text", "text": "a"})).has_media_input()
+    assert not validate_request(ChatCompletionRequest, chat()).has_media_input()
 
 
 def _nested(levels: int) -> bytes:

@@ -15,6 +15,7 @@ from modelport.api import relay
 from modelport.api.auth import BearerAuth
 from modelport.api.health import health, readiness
 from modelport.api.models import get_model, list_models
+from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
 from modelport.errors import ModelportError, error_envelope
 
@@ -90,6 +91,7 @@ def build_app(state: GatewayState) -> Starlette:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/health/ready", readiness, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
             v1,
         ],
         exception_handlers={

@@ -109,7 +109,7 @@ async def _forward(
     record.model = requested.name
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
-                         vision=parsed.has_image_input())
+                         vision=parsed.has_media_input())
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
     if stream:

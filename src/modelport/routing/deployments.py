@@ -30,7 +30,8 @@ class Capabilities:
     embeddings: bool = False
     streaming: bool = True
     tools: bool = True
-    # Image content parts. On by default: an online API or adapter judges images itself.
+    # Non-text content parts: images, and likewise audio and files. On by default: an online
+    # API or adapter judges such input itself.
     vision: bool = True
 
     @classmethod
@@ -41,7 +42,7 @@ class Capabilities:
         if isinstance(config, OpenAIUpstreamModel):
             return cls(embeddings=True)  # a plain OpenAI-compatible API may serve anything
         # vLLM answers a clear 400 itself when its model takes no images; our llama.cpp
-        # and transformers workers load no image encoder.
+        # and transformers workers load no image or audio encoder (llama.cpp answers 500).
         return cls(vision=config.engine == "vllm")
 
 

@@ -83,7 +83,7 @@ _CAPABILITY = {"stream": "streaming", "tools": "tools", "vision": "vision"}
 def _unsupported(deployment: Deployment, need: str) -> InvalidRequestError:
     if need == "vision":
         return InvalidRequestError(
-            f"model '{deployment.name}' does not accept image input (it has no vision); "
-            "send text content only or use a vision model", param="messages",
-            code="image_input_not_supported")
+            f"model '{deployment.name}' takes text only (no vision): it cannot read image, "
+            "audio or file content parts; send text or use a multimodal model",
+            param="messages", code="unsupported_content")
     return InvalidRequestError(f"model '{deployment.name}' does not support `{need}`", param=need)

@@ -236,7 +236,7 @@ def _reject_non_text_parts(body: ChatCompletionRequest) -> None:
                 raise InvalidRequestError(
                     f"model '{body.model}' takes text only: the transformers worker cannot "
                     f"read '{part['type']}' content parts", param=f"messages[{i}].content[{j}]",
-                    code="image_input_not_supported" if part["type"] == "image_url" else None,
+                    code="unsupported_content",
                 )
 
 
