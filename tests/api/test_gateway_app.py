@@ -119,3 +119,85 @@ def test_models_lists_status_and_hides_keys(upstream):
     assert cards["echo"]["status"] == "ready" and cards["local"]["status"] == "starting"
     assert call(app, "GET", "/v1/models/echo").json()["id"] == "echo"
     assert call(app, "GET", "/v1/models/nope").status_code == 404
+
+
+def _post_chat(app, body):
+    return call(app, "POST", "/v1/chat/completions", json=body)
+
+
+def _envelope_400(response, param):
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    return error
+
+
+def test_deeply_nested_body_is_400_and_the_connection_serves_the_next_request(upstream):
+    app, _ = make_app(upstream, max_body_bytes=1024 * 1024)
+    deep = b'{"model":"echo","messages":[{"role":"user","content":"x"}],"metadata":' + \
+        b"[" * 300 + b"]" * 300 + b"}"
+    response = call(app, "POST", "/v1/chat/completions", content=deep,
+                    headers={"content-type": "application/json"})
+    assert "nested too deeply" in _envelope_400(response, None)["message"]
+    assert _post_chat(app, chat()).status_code == 200
+
+
+@pytest.mark.parametrize("message, param", [
+    ({"role": "user", "content": [{"type": "text"}]}, "messages[0].content[0].text"),
+    ({"role": "user", "content": [{"type": "audio_url", "audio_url": {}}]},
+     "messages[0].content[0].type"),
+    ({"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {}}]},
+     "messages[0].tool_calls[0].function.name"),
+])
+def test_malformed_messages_are_400_naming_the_field(upstream, message, param):
+    app, _ = make_app(upstream)
+    _envelope_400(_post_chat(app, {**chat(), "messages": [message]}), param)
+
+
+@pytest.mark.parametrize("tools, param", [
+    ([{}], "tools[0].type"),
+    ([{"type": "function", "function": {"description": "no name"}}], "tools[0].function.name"),
+])
+def test_malformed_tools_are_400_naming_the_field(upstream, tools, param):
+    app, _ = make_app(upstream)
+    _envelope_400(_post_chat(app, {**chat(), "tools": tools}), param)
+
+
+def _with_image(model):
+    return {**chat(model), "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+])
+def test_image_or_audio_to_a_text_only_local_model_is_400_naming_it(upstream, part):
+    app, _ = make_app(upstream)  # 'local' is still starting: the content is refused first
+    body = {**chat("local"), "messages": [{"role": "user", "content": [part]}]}
+    error = _envelope_400(_post_chat(app, body), "messages")
+    assert "'local' takes text only" in error["message"]
+    assert error["code"] == "unsupported_content"
+
+
+def test_image_to_an_online_model_is_forwarded(upstream):
+    app, _ = make_app(upstream)
+    assert _post_chat(app, _with_image("echo")).status_code == 200
+
+
+def test_openapi_document_is_open_and_built_from_the_request_models(upstream):
+    from modelport.protocol import ChatCompletionRequest
+
+    app, _ = make_app(upstream, api_keys=["k1"])
+    response = call(app, "GET", "/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert set(document["paths"]) == {"/v1/chat/completions", "/v1/completions",
+                                      "/v1/embeddings", "/v1/models", "/v1/models/{model}",
+                                      "/health"}
+    schemas = document["components"]["schemas"]
+    expected = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    assert schemas["ChatCompletionRequest"] == {k: v for k, v in expected.items() if k != "$defs"}
+    assert "name" in schemas["FunctionDefinition"]["required"]
+    assert {"TextPart", "ImagePart", "ToolCall", "Tool", "ErrorEnvelope"} <= set(schemas)

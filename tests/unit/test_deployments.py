@@ -51,3 +51,30 @@ def test_registry_routes_by_name_alias_and_kind():
         registry.for_embeddings("chat")
     with pytest.raises(ModelNotFoundError, match="served: chat, emb"):
         registry.get("gpt-4")
+
+
+def test_only_online_and_vllm_models_take_images():
+    config = parse_config({"models": [
+        {"name": "gguf", "engine": "llamacpp", "path": "x.gguf"},
+        {"name": "hf", "engine": "transformers", "path": "d"},
+        {"name": "vl", "engine": "vllm", "path": "d"},
+        {"name": "emb", "engine": "sentence-transformers", "path": "e"},
+        {"name": "online", "engine": "openai", "base_url": "http://x/v1"},
+    ]})
+    vision = {m.name: Deployment(m, "http://x/v1", 1).capabilities.vision for m in config.models}
+    assert vision == {"gguf": False, "hf": False, "vl": True, "emb": False, "online": True}
+
+
+def test_plan_refuses_images_for_a_text_model_and_skips_text_fallbacks():
+    config = parse_config({"models": [
+        {"name": "gguf", "engine": "llamacpp", "path": "x.gguf"},
+        {"name": "online", "engine": "openai", "base_url": "http://x/v1"},
+    ]})
+    gguf, online = (Deployment(m, "http://x/v1", 1) for m in config.models)
+    online.fallbacks = (gguf,)
+    registry = ModelRegistry([gguf, online])
+    with pytest.raises(InvalidRequestError, match="'gguf' takes text only") as error:
+        registry.plan(gguf, vision=True)
+    assert error.value.param == "messages" and error.value.status == 400
+    assert registry.plan(online, vision=True) == (online,)
+    assert registry.plan(online) == (online, gguf)

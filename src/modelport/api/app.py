@@ -16,6 +16,7 @@ from modelport.api.access_log import AccessLog
 from modelport.api.auth import BearerAuth
 from modelport.api.health import health, readiness
 from modelport.api.models import get_model, list_models
+from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
 from modelport.errors import ModelportError, error_envelope
 
@@ -91,6 +92,7 @@ def build_app(state: GatewayState) -> AccessLog:
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/health/ready", readiness, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
             v1,
         ],
         exception_handlers={

@@ -111,7 +111,8 @@ async def _forward(
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = requested.name
     stream = bool(getattr(parsed, "stream", False))
-    plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)))
+    plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
+                         vision=parsed.has_media_input())
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
     if stream:

@@ -30,15 +30,20 @@ class Capabilities:
     embeddings: bool = False
     streaming: bool = True
     tools: bool = True
+    # Non-text content parts: images, and likewise audio and files. On by default: an online
+    # API or adapter judges such input itself.
+    vision: bool = True
 
     @classmethod
     def for_config(cls, config: ModelConfig) -> "Capabilities":
         if config.engine in EMBEDDING_ENGINES:
             return cls(chat=False, completions=False, embeddings=True, streaming=False,
-                       tools=False)
+                       tools=False, vision=False)
         if isinstance(config, OpenAIUpstreamModel):
             return cls(embeddings=True)  # a plain OpenAI-compatible API may serve anything
-        return cls()
+        # vLLM answers a clear 400 itself when its model takes no images; our llama.cpp
+        # and transformers workers load no image or audio encoder (llama.cpp answers 500).
+        return cls(vision=config.engine == "vllm")
 
 
 @dataclass

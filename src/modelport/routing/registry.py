@@ -62,19 +62,28 @@ class ModelRegistry:
             )
         return deployment
 
-    def plan(self, deployment: Deployment, *, stream: bool = False,
-             tools: bool = False) -> tuple[Deployment, ...]:
+    def plan(self, deployment: Deployment, *, stream: bool = False, tools: bool = False,
+             vision: bool = False) -> tuple[Deployment, ...]:
         """The requested model then its fallbacks, leaving out fallbacks that cannot take
         this request; the requested model itself answers 400 when it cannot."""
         plan = self._plans[deployment.name]
-        if not stream and not tools:
+        if not stream and not tools and not vision:
             return plan  # the common case: no filtering, no new tuple per request
-        for need, present in (("stream", stream), ("tools", tools)):
+        needs = (("stream", stream), ("tools", tools), ("vision", vision))
+        for need, present in needs:
             if present and not getattr(deployment.capabilities, _CAPABILITY[need]):
-                raise InvalidRequestError(
-                    f"model '{deployment.name}' does not support `{need}`", param=need)
-        return tuple(d for d in plan if (not stream or d.capabilities.streaming)
-                     and (not tools or d.capabilities.tools))
+                raise _unsupported(deployment, need)
+        return tuple(d for d in plan if all(
+            not present or getattr(d.capabilities, _CAPABILITY[need]) for need, present in needs))
 
 
-_CAPABILITY = {"stream": "streaming", "tools": "tools"}
+_CAPABILITY = {"stream": "streaming", "tools": "tools", "vision": "vision"}
+
+
+def _unsupported(deployment: Deployment, need: str) -> InvalidRequestError:
+    if need == "vision":
+        return InvalidRequestError(
+            f"model '{deployment.name}' takes text only (no vision): it cannot read image, "
+            "audio or file content parts; send text or use a multimodal model",
+            param="messages", code="unsupported_content")
+    return InvalidRequestError(f"model '{deployment.name}' does not support `{need}`", param=need)

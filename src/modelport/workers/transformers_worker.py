@@ -216,11 +216,27 @@ def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None
             raise InvalidRequestError(
                 "logprobs are not supported by the transformers worker", param="logprobs"
             )
+        _reject_non_text_parts(body)
     else:
         for name in ("echo", "suffix", "logprobs"):
             if getattr(body, name):
                 raise InvalidRequestError(
                     f"{name} is not supported by the transformers worker", param=name
+                )
+
+
+def _reject_non_text_parts(body: ChatCompletionRequest) -> None:
+    # The prompt is rendered from text alone: an image (or audio, file) part would be
+    # dropped without a word, and the model would answer as if it had seen it.
+    for i, message in enumerate(body.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if part["type"] != "text":
+                raise InvalidRequestError(
+                    f"model '{body.model}' takes text only: the transformers worker cannot "
+                    f"read '{part['type']}' content parts", param=f"messages[{i}].content[{j}]",
+                    code="unsupported_content",
                 )
 
 
