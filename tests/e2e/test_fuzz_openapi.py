@@ -138,13 +138,6 @@ def _cap_generation(body: dict) -> None:
             body[key] = REPLY_TOKENS  # unset (or null) would generate until the context is full
     if type(body.get("n")) is int and body["n"] > 2:
         body["n"] = 2
-    # Known, outside the edge: llama.cpp answers 500 ("Failed to parse messages ... type
-    # must be string, but is null") to an explicit null in an optional message field such
-    # as `name`; the relay is to drop or refuse those. Left out here until it does.
-    for message in body.get("messages") or []:
-        if isinstance(message, dict):
-            for key in [k for k, v in message.items() if v is None and k != "content"]:
-                del message[key]
 
 
 def _aim(case, model: str | None) -> None:

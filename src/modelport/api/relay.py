@@ -66,6 +66,7 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
         body.pop("max_completion_tokens", None)
         if limit is not None:
             body["max_tokens"] = limit
+        body["messages"] = [_without_nulls(m) for m in body["messages"]]
     if getattr(request, "stream", False):
         # Usage is always asked for so every stream can be accounted; the gateway drops
         # the usage event again when the client did not ask for it.
@@ -73,6 +74,14 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
         options["include_usage"] = True
         body["stream_options"] = options
     return body
+
+
+def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp fails with a 500 on an explicit null in an optional message field (`name`,
+    `tool_call_id`, an assistant's `content` beside its tool calls); null means absent."""
+    if None not in message.values():
+        return message
+    return {key: value for key, value in message.items() if value is not None}
 
 
 def _served_headers(served: Deployment, requested: Deployment) -> dict[str, str]:

@@ -59,6 +59,8 @@ class ChatProvider:
 
     # Set True when `chat`/`stream_chat` honour `request.tools` (function calling).
     supports_tools = False
+    # Set True when the plugin reads image/audio parts from `request.messages` itself.
+    supports_vision = False
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings

@@ -96,7 +96,9 @@ class PluginProvider:
         self._streams = callable(getattr(kind, "stream_chat", None))
         self.capabilities = Capabilities(
             chat=True, completions=False, embeddings=callable(getattr(kind, "embed", None)),
-            streaming=True, tools=bool(getattr(kind, "supports_tools", False)))
+            streaming=True, tools=bool(getattr(kind, "supports_tools", False)),
+            # Plugins are handed the messages' text only; an image would be dropped silently.
+            vision=bool(getattr(kind, "supports_vision", False)))
 
     # -- failures -------------------------------------------------------------------
     def _fault(self, error: BaseException) -> ModelportError:
