@@ -18,6 +18,8 @@ from modelport.config import (
 )
 from modelport.errors import ConfigError
 from modelport.locations import resolve_location
+from modelport.workers.ports import port_problem
+from modelport.workers.worker_auth import worker_access
 
 logger = logging.getLogger("modelport.worker")
 
@@ -56,26 +58,36 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
     port = port or model.port
     if port is None:
         raise ConfigError(f"model '{model.name}' has no `port`; pass --port or set it in the config")
+    access = worker_access(model, host, config.server.max_body_bytes)
+    # Before loading (which can take minutes): a taken port fails now, naming the port.
+    problem = port_problem(host, port, f"model '{model.name}'")
+    if problem:
+        raise ConfigError(problem)
     model = concrete_model(model, path)
     if isinstance(model, LlamaCppModel):
         from modelport.workers import llamacpp_worker
 
-        llamacpp_worker.run(model, path, host, port)
+        llamacpp_worker.run(model, path, host, port, access)
     elif isinstance(model, SentenceTransformersModel):
         from modelport.workers import embedding_worker
 
-        embedding_worker.run(model, path, host, port)
+        embedding_worker.run(model, path, host, port, access)
     elif isinstance(model, TransformersModel):
         from modelport.workers import transformers_worker
 
-        transformers_worker.run(model, path, host, port)
+        transformers_worker.run(model, path, host, port, access)
     elif isinstance(model, VllmModel):
         from modelport.engines.selection import check_vllm_requested, gpu_available, vllm_available
         from modelport.engines.vllm_command import vllm_command, vllm_env
 
         check_vllm_requested(vllm_available(), gpu_available())
         argv = vllm_command(model, path, host, port)
+        env = {**os.environ, **vllm_env(model)}
+        if access.keys:
+            # vLLM reads one key from its environment (not argv, which `ps` shows);
+            # the gateway's secret comes first when the supervisor started this worker.
+            env["VLLM_API_KEY"] = access.keys[0]
         # Replace this process so the supervisor's PID is vLLM's own server.
-        os.execvpe(argv[0], argv, {**os.environ, **vllm_env(model)})
+        os.execvpe(argv[0], argv, env)
     else:  # pragma: no cover - the config union is exhaustive
         raise ConfigError(f"model '{model.name}': engine {model.engine} has no worker")
