@@ -56,6 +56,44 @@ def test_check_names_invalid_fields(tmp_path):
     assert "models[0] (name 'a').parralel" in result.stderr and "parallel" in result.stderr
 
 
+def test_check_reports_every_start_up_problem_in_one_pass(tmp_path):
+    config = tmp_path / "modelport.yaml"
+    config.write_text(
+        "server: {host: 0.0.0.0}\nmodels:\n"
+        "  - {name: a, engine: openai, base_url: 'https://a.test/v1', api_key: '${MP_E2E_UNSET_A}'}\n"
+        "  - {name: b, engine: openai, base_url: 'https://b.test/v1', api_key: '${MP_E2E_UNSET_B}'}\n"
+        "  - {name: ds, engine: openai, vendor: deepseek}\n"
+        "  - {name: gone, engine: llamacpp, path: missing/model.gguf}\n")
+    env = {"DEEPSEEK_API_KEY": ""}
+    checked = run_cli("check", "--config", str(config), env=env)
+    served = run_cli("serve", "--config", str(config), env=env)
+    for result in (checked, served):
+        assert result.returncode == 2, result.stdout + result.stderr
+        for expected in ("MP_E2E_UNSET_A is not set", "MP_E2E_UNSET_B is not set",
+                         "refusing to serve on 0.0.0.0 without API keys",
+                         "model 'ds' (vendor deepseek) has no API key",
+                         str(tmp_path / "llm_models" / "missing" / "model.gguf")):
+            assert expected in result.stderr, (expected, result.stderr)
+    assert "config OK" not in checked.stdout
+
+
+def test_check_needs_secrets_only_of_models_that_start(tmp_path):
+    config = tmp_path / "modelport.yaml"
+    config.write_text(
+        "models:\n"
+        "  - {name: online, engine: openai, base_url: 'https://a.test/v1', api_key: '${MP_E2E_SET}'}\n"
+        "  - {name: spare, engine: openai, base_url: 'https://b.test/v1', autostart: false,"
+        " api_key: '${MP_E2E_UNSET_SPARE}'}\n"
+        "  - {name: spare-vendor, engine: openai, vendor: deepseek, autostart: false}\n")
+    env = {"MP_E2E_SET": "sk-set-123", "DEEPSEEK_API_KEY": ""}
+    result = run_cli("check", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "config OK" in result.stdout
+    assert "MP_E2E_UNSET_SPARE is not set" in result.stderr  # a warning, not an error
+    named = run_cli("check", "--config", str(config), "--model", "spare", env=env)
+    assert named.returncode == 2 and "MP_E2E_UNSET_SPARE is not set" in named.stderr
+
+
 def test_check_shows_resolved_default_models():
     result = run_cli("check", cwd="/")
     assert result.returncode == 0, result.stderr
