@@ -90,7 +90,10 @@ class WorkerSupervisor:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        # No kept-alive probe connections: one left open to a worker that then dies holds
+        # its port (FIN_WAIT) and can make the restarted worker's bind fail.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
+                                              connector=aiohttp.TCPConnector(force_close=True))
         for deployment in self.deployments:
             self._tasks.append(asyncio.create_task(self._keep_running(deployment)))
 
