@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from modelport.config import (
@@ -49,6 +50,17 @@ def concrete_model(model: ModelConfig, path: Path) -> ModelConfig:
     return classes[engine].model_validate(fields)
 
 
+def _wait_for_port(host: str, port: int, owner: str, wait_s: float = 5.0) -> str | None:
+    """None once host:port can be bound; else why not, after `wait_s`. The wait covers a
+    restart, when the dead predecessor's connections can hold the port for a moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        problem = port_problem(host, port, owner)
+        if problem is None or time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.2)
+
+
 def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None) -> None:
     model = config.model(name)
     if isinstance(model, OpenAIUpstreamModel):
@@ -60,7 +72,7 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
         raise ConfigError(f"model '{model.name}' has no `port`; pass --port or set it in the config")
     access = worker_access(model, host, config.server.max_body_bytes)
     # Before loading (which can take minutes): a taken port fails now, naming the port.
-    problem = port_problem(host, port, f"model '{model.name}'")
+    problem = _wait_for_port(host, port, f"model '{model.name}'")
     if problem:
         raise ConfigError(problem)
     model = concrete_model(model, path)
