@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -56,17 +55,6 @@ def _main(
     """Self-hosted OpenAI-compatible server for local and online models."""
 
 
-def _port_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 @app.command()
 def serve(
     config: Optional[str] = ConfigOption,
@@ -81,7 +69,7 @@ def serve(
     from modelport.api.app import build_app
     from modelport.api.serving import run_gateway
     from modelport.defaults import find_config
-    from modelport.gateway import build_state, check_bind_allowed, check_model_files, select_models
+    from modelport.gateway import validate_startup
 
     _setup_logging(log_level)
     try:
@@ -90,15 +78,14 @@ def serve(
             cfg.server.host = host
         if port:
             cfg.server.port = port
-        check_bind_allowed(cfg, allow_public)
-        check_model_files(cfg, select_models(cfg, model or None))
-        if not _port_free(cfg.server.host, cfg.server.port):
-            raise ConfigError(f"port {cfg.server.port} on {cfg.server.host} is already in use; "
-                              "stop the other server or pass --port")
-        state = build_state(cfg, model or None)
+        report = validate_startup(cfg, model or None, allow_public)
+        if report.problems:
+            raise ConfigError("\n".join(report.problems))
     except ConfigError as error:
         _fail(error)
         return
+    state = report.state
+    assert state is not None  # validate_startup builds it when nothing is wrong
     names = ", ".join(d.name for d in state.registry)
     logging.getLogger("modelport").info(
         "serving %s on http://%s:%d/v1", names, cfg.server.host, cfg.server.port)
@@ -137,11 +124,21 @@ def worker(
 
 
 @app.command()
-def check(config: Optional[str] = ConfigOption) -> None:
-    """Validate the config and show each model's engine, resolved location and port."""
+def check(
+    config: Optional[str] = ConfigOption,
+    model: list[str] = typer.Option(None, "--model", "-m",
+                                    help="Check as `serve --model NAME` would (repeatable)."),
+    allow_public: bool = typer.Option(False, "--allow-public",
+                                      help="As `serve --allow-public`."),
+) -> None:
+    """Run every start-up check of `serve` (all problems at once) and show each model's
+    engine, resolved location and port."""
+    from rich.markup import escape
+
     from modelport.cli_tables import CheckRow, check_table
     from modelport.config import OpenAIUpstreamModel
     from modelport.defaults import find_config
+    from modelport.gateway import validate_startup
     from modelport.locations import resolve_location
 
     try:
@@ -149,37 +146,37 @@ def check(config: Optional[str] = ConfigOption) -> None:
     except ConfigError as error:
         _fail(error)
         return
+    report = validate_startup(cfg, model or None, allow_public)
     rows: list[CheckRow] = []
-    problems, notes = [], []
-    for model in cfg.models:
+    for entry in cfg.models:
         missing = False
-        if isinstance(model, OpenAIUpstreamModel) and getattr(model, "provider", None):
-            location, where = f"plugin {model.provider}", "in gateway"
-        elif isinstance(model, OpenAIUpstreamModel):
-            location = f"{model.base_url} ({model.upstream_model or model.name})"
+        if isinstance(entry, OpenAIUpstreamModel) and getattr(entry, "provider", None):
+            location, where = f"plugin {entry.provider}", "in gateway"
+        elif isinstance(entry, OpenAIUpstreamModel):
+            location = f"{entry.base_url} ({entry.upstream_model or entry.name})"
             where = "online"
         else:
             try:
-                location = str(resolve_location(model.path, cfg.models_dir_path(), model.name))
-            except ConfigError as error:
-                # A model that does not start by default only needs its files when named.
-                (problems if model.autostart else notes).append(str(error))
-                location, missing = model.path, True
-            where = f"{model.host}:{model.port or 'auto'}"
-        rows.append(CheckRow(model.name, list(model.aliases), model.engine, location, where,
-                             model.autostart, missing))
+                location = str(resolve_location(entry.path, cfg.models_dir_path(), entry.name))
+            except ConfigError:
+                location, missing = entry.path, True
+            where = f"{entry.host}:{entry.port or 'auto'}"
+        rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
+                             entry.autostart, missing))
     Console().print(check_table(f"modelport: {len(cfg.models)} model(s), gateway "
                                 f"http://{cfg.server.host}:{cfg.server.port}/v1", rows,
                                 Path(cfg.base_dir)))
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
-    for note in notes:
-        console.print(f"[yellow]warning:[/] {note}\n  (not started by default; needed only "
-                      "with --model)", highlight=False)
-    if problems:
-        for problem in problems:
-            console.print(f"[bold red]error:[/] {problem}", highlight=False)
-        raise typer.Exit(1)
+    for note in report.notes:
+        console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
+                      "by default; needed with --model)", highlight=False, soft_wrap=True)
+    if report.problems:
+        for problem in report.problems:
+            console.print(f"[bold red]error:[/] {escape(problem)}", highlight=False,
+                          soft_wrap=True)
+        # serve exits 2 on the same problems
+        raise typer.Exit(2)
     Console().print("[green]config OK[/]")
 
 

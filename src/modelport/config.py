@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic_core import InitErrorDetails
@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -90,6 +91,18 @@ class _LocalWorkerModel(_ModelBase):
         None, ge=1, le=65535, description="Worker port (a free one when omitted)."
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="Compute device.")
+    worker_key: str | None = Field(
+        None, description="Bearer key the worker accepts from other clients, normally "
+        "'${ENV_VAR}'; required when `host` is not a loopback address (the gateway "
+        "itself uses a random per-start secret).",
+    )
+
+    @field_validator("worker_key", mode="after")
+    @classmethod
+    def _masked_worker_key(cls, key: str | None) -> "MaskedKey | None":
+        if key is not None and not key.strip():
+            raise ValueError("the worker key is empty; remove it or set its ${ENV} variable")
+        return None if key is None else MaskedKey(key)
 
 
 class LlamaCppModel(_LocalWorkerModel):
@@ -378,6 +391,9 @@ class Config(_Strict):
     )
     # Folder the config came from; relative models_dir is resolved against it.
     base_dir: str = Field(default_factory=os.getcwd, exclude=True)
+    # ${VAR}s that were not set when the file was read. They stay in their fields as
+    # written; only the ones a started model (or the server) uses are start-up errors.
+    _unset: list["UnsetVariable"] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _names_unique(self) -> "Config":
@@ -417,6 +433,22 @@ class Config(_Strict):
                 apply_vendor(model, self.vendors)
         return self
 
+    def unset_variables(self, models: list[Any]) -> tuple[list[str], list[str]]:
+        """(problems, notes): unset variables that `models` or the server need, and the
+        ones only other models (or unused vendors) need."""
+        used_vendors = {getattr(m, "vendor", None) for m in models}
+        problems, notes = [], []
+        for unset in self._unset:
+            section, key = unset.loc[0], unset.loc[1] if len(unset.loc) > 1 else None
+            if section == "models" and isinstance(key, int) and key < len(self.models):
+                needed = self.models[key] in models
+            elif section == "vendors":
+                needed = key in used_vendors
+            else:
+                needed = True
+            (problems if needed else notes).append(unset.message())
+        return problems, notes
+
     def models_dir_path(self) -> Path:
         path = Path(os.path.expanduser(self.server.models_dir))
         return path if path.is_absolute() else Path(self.base_dir) / path
@@ -429,8 +461,23 @@ class Config(_Strict):
         raise ConfigError(f"no model named '{name}' in the config (configured: {known})")
 
 
-def interpolate_env(value: Any, where: str = "") -> Any:
-    """Replace ${VAR} (or ${VAR:-default}) in every string; an unset VAR is an error."""
+class UnsetVariable(NamedTuple):
+    loc: tuple[str | int, ...]  # where the reference is, e.g. ("models", 3, "api_key")
+    var: str
+
+    def message(self) -> str:
+        where = ".".join(str(part) for part in self.loc) or "config"
+        return (f"{where}: environment variable {self.var} is not set; export "
+                f"{self.var}=... before starting, or write ${{{self.var}:-default}}")
+
+
+def interpolate_env(value: Any, unset: list[UnsetVariable] | None = None,
+                    loc: tuple[str | int, ...] = ()) -> Any:
+    """Replace ${VAR} (or ${VAR:-default}) in every string.
+
+    An unset VAR is a ConfigError, unless `unset` is given: then the reference is left as
+    written and recorded there, so that only the models that start need their secrets.
+    """
     if isinstance(value, str):
 
         def replace(match: re.Match[str]) -> str:
@@ -439,16 +486,16 @@ def interpolate_env(value: Any, where: str = "") -> Any:
                 return os.environ[var]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"{where or 'config'}: environment variable {var} is not set; "
-                f"export {var}=... before starting, or write ${{{var}:-default}}"
-            )
+            if unset is None:
+                raise ConfigError(UnsetVariable(loc, var).message())
+            unset.append(UnsetVariable(loc, var))
+            return match.group(0)
 
         return _ENV_PATTERN.sub(replace, value)
     if isinstance(value, dict):
-        return {k: interpolate_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {k: interpolate_env(v, unset, (*loc, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate_env(v, f"{where}.{i}") for i, v in enumerate(value)]
+        return [interpolate_env(v, unset, (*loc, i)) for i, v in enumerate(value)]
     return value
 
 
@@ -523,13 +570,17 @@ def parse_config(data: Any, source: str = "config", base_dir: str | None = None)
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with `server` and `models`")
-    data = interpolate_env(data)
+    unset: list[UnsetVariable] = []
+    data = interpolate_env(data, unset)
     try:
         config = Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(describe_validation_error(error, data, source)) from None
+        # A field that fails because its variable is unset is explained by both lines.
+        extra = "".join(f"\n  {u.message()}" for u in unset)
+        raise ConfigError(describe_validation_error(error, data, source) + extra) from None
     if base_dir is not None:
         config.base_dir = base_dir
+    config._unset = unset
     return config
 
 

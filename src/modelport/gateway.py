@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
+import secrets
 import socket
+from dataclasses import dataclass, field
 
 from modelport.api.state import GatewayState
 from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel
@@ -13,29 +14,28 @@ from modelport.providers.base import Provider
 from modelport.providers.factory import local_worker_provider, online_provider
 from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
 from modelport.routing.registry import ModelRegistry
+from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.supervisor import WorkerSupervisor
+from modelport.workers.worker_auth import worker_host_problem
+
+__all__ = ["StartupReport", "build_state", "is_loopback", "select_models", "validate_startup"]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+def free_port(host: str = "127.0.0.1", avoid: frozenset[int] = frozenset()) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        # The gateway binds only after this runs, so the OS may hand out its port.
+        if port not in avoid:
+            return port
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind_allowed(config: Config, allow_public: bool) -> None:
+def _bind_problem(config: Config, allow_public: bool) -> str | None:
     server = config.server
     if is_loopback(server.host) or server.api_keys or allow_public or server.allow_public_bind:
-        return
-    raise ConfigError(
+        return None
+    return (
         f"refusing to serve on {server.host} without API keys: anyone on the network could use "
         "your models. Set server.api_keys (e.g. ['${MODELPORT_API_KEY}']), bind 127.0.0.1, "
         "or pass --allow-public if this is really intended"
@@ -60,27 +60,88 @@ def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
     return unique
 
 
-def check_model_files(config: Config, models: list[ModelConfig]) -> None:
-    """Fail at start-up (every path tried, an engine that cannot run here) rather than in
-    a worker later."""
+def _model_problems(config: Config, model: ModelConfig) -> list[str]:
+    """Files that are missing, an engine that cannot run here, a worker open to the network."""
+    if isinstance(model, OpenAIUpstreamModel):
+        return []
     problems = []
-    for model in models:
-        if isinstance(model, OpenAIUpstreamModel):
-            continue
-        try:
-            resolve_location(model.path, config.models_dir_path(), model.name)
-            if model.engine == "vllm":
-                from modelport.engines.selection import (
-                    check_vllm_requested,
-                    gpu_available,
-                    vllm_available,
-                )
+    if not is_loopback(model.host) and model.worker_key is None:
+        problems.append(worker_host_problem(model.name, model.host))
+    try:
+        resolve_location(model.path, config.models_dir_path(), model.name)
+        if model.engine == "vllm":
+            from modelport.engines.selection import (
+                check_vllm_requested,
+                gpu_available,
+                vllm_available,
+            )
 
-                check_vllm_requested(vllm_available(), gpu_available(), model.name)
-        except ConfigError as error:
-            problems.append(str(error))
-    if problems:
-        raise ConfigError("\n".join(problems))
+            check_vllm_requested(vllm_available(), gpu_available(), model.name)
+    except ConfigError as error:
+        problems.append(str(error))
+    return problems
+
+
+def _port_problems(config: Config, models: list[ModelConfig]) -> list[str]:
+    server = config.server
+    problems = []
+    gateway = port_problem(server.host, server.port, "the gateway (server.port)")
+    if gateway:
+        problems.append(gateway)
+    claimed = {server.port: "the gateway (server.port)"}
+    for model in models:
+        if isinstance(model, OpenAIUpstreamModel) or model.port is None:
+            continue
+        owner = f"model '{model.name}'"
+        if model.port in claimed:
+            # Not yet listening, so binding it now would succeed: compare the numbers.
+            problems.append(f"{owner}: port {model.port} is also the port of "
+                            f"{claimed[model.port]}; give the worker its own port, or omit "
+                            "`port` to have a free one chosen")
+            continue
+        claimed[model.port] = owner
+        problem = port_problem(model.host, model.port, owner)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+@dataclass
+class StartupReport:
+    """Every reason `serve` would refuse to start (all of them, not the first), what only
+    models that do not start need, and the state to serve when there is no problem."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    state: GatewayState | None = None
+
+
+def validate_startup(config: Config, names: list[str] | None = None,
+                     allow_public: bool = False) -> StartupReport:
+    """The start-up checks, shared by `serve` (which refuses on any problem) and `check`."""
+    report = StartupReport()
+    try:
+        models = select_models(config, names)
+    except ConfigError as error:
+        report.problems.append(str(error))
+        return report
+    problems, notes = config.unset_variables(models)
+    report.problems += problems
+    report.notes += notes
+    bind = _bind_problem(config, allow_public)
+    if bind:
+        report.problems.append(bind)
+    for model in config.models:
+        found = _model_problems(config, model)
+        (report.problems if model in models else report.notes).extend(found)
+    report.problems += _port_problems(config, models)
+    try:
+        state = build_state(config, names)
+    except ConfigError as error:
+        report.problems.append(str(error))
+    else:
+        report.state = state if not report.problems else None
+    return report
 
 
 def _connect_host(bind_host: str) -> str:
@@ -94,25 +155,36 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
     deployments: list[Deployment] = []
     providers: dict[str, Provider] = {}
     ports: dict[str, int] = {}
+    worker_secrets: dict[str, str] = {}
     local: list[Deployment] = []
+    taken = {config.server.port, *(getattr(m, "port", None) or 0 for m in models)}
+    problems: list[str] = []
     for model in models:
         if isinstance(model, OpenAIUpstreamModel):
-            provider = online_provider(model, config)
+            try:
+                provider = online_provider(model, config)
+            except ConfigError as error:  # every model's problem, not only the first
+                problems.append(str(error))
+                continue
             where = f"plugin:{model.provider}" if isinstance(model, PluginModel) else model.base_url
             deployment = Deployment(model, where or "", request_limit(model),
                                     status=DeploymentStatus.READY,
                                     capabilities=provider.capabilities)
         else:
-            port = model.port or free_port(_connect_host(model.host))
+            port = model.port or free_port(_connect_host(model.host), frozenset(taken))
+            taken.add(port)
             ports[model.name] = port
             base_url = f"http://{_connect_host(model.host)}:{port}/v1"
-            provider = local_worker_provider(model, base_url)
+            worker_secrets[model.name] = secrets.token_urlsafe(32)
+            provider = local_worker_provider(model, base_url, worker_secrets[model.name])
             deployment = Deployment(model, base_url, request_limit(model))
             local.append(deployment)
         providers[model.name] = provider
         deployments.append(deployment)
+    if problems:
+        raise ConfigError("\n".join(problems))
     _link_fallbacks(config, deployments)
-    supervisor = WorkerSupervisor(config, local, ports) if local else None
+    supervisor = WorkerSupervisor(config, local, ports, worker_secrets) if local else None
     # `clients` holds each model's provider; all of them are closed with the app.
     return GatewayState(config=config, registry=ModelRegistry(deployments),
                         clients=providers, lifecycle=supervisor)  # type: ignore[arg-type]

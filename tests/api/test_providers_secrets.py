@@ -117,8 +117,12 @@ def test_modelport_check_never_prints_keys(tmp_path, fake):
     data["models"].append({"name": "plug", "engine": "plugin", "api_key": CONFIG_KEY,
                            "provider": "modelport_example_plugin.echo:EchoProvider"})
     path.write_text(yaml.safe_dump(data))
+    # check starts the plugin as serve would, so the example package must be importable
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                           "modelport-example-plugin")
     env = {**os.environ, "DEEPSEEK_API_KEY": ENV_KEY, "MP_TEST_QUERY_KEY": QUERY_KEY,
-           "MP_TEST_CONFIG_KEY": CONFIG_KEY, "COLUMNS": "200"}
+           "MP_TEST_CONFIG_KEY": CONFIG_KEY, "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), example]))}
     result = subprocess.run([sys.executable, "-m", "modelport", "check", "--config", str(path)],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -10,24 +10,28 @@ import httpx
 import pytest
 
 from support.models import TINY
+from support.server import worker_secret
 
 pytestmark = pytest.mark.e2e
 
 
-def slots_busy(worker_url: str) -> int:
-    slots = httpx.get(worker_url.removesuffix("/v1") + "/slots", timeout=5).json()
+def slots_busy(worker_url: str, headers: dict[str, str]) -> int:
+    slots = httpx.get(worker_url.removesuffix("/v1") + "/slots", headers=headers,
+                      timeout=5).json()
     return sum(1 for slot in slots if slot["is_processing"])
 
 
 def test_disconnect_cancels_generation_in_worker(server):
-    worker_url = server.health()["models"][TINY]["worker"]["url"]
+    worker = server.health()["models"][TINY]["worker"]
+    worker_url = worker["url"]
+    key = {"Authorization": f"Bearer {worker_secret(worker['pid'])}"}  # workers need it
     body = {"model": TINY, "messages": [{"role": "user", "content": "Tell a very long story."}],
             "max_tokens": 900, "ignore_eos": True, "stream": True}
     with httpx.stream("POST", server.base_url + "/chat/completions", json=body, timeout=60) as r:
         received, seen_busy = 0, False
         for line in r.iter_lines():
             received += line.startswith("data: ")
-            if received % 5 == 0 and slots_busy(worker_url) == 1:
+            if received % 5 == 0 and slots_busy(worker_url, key) == 1:
                 seen_busy = True
                 break
             if received > 200:
@@ -35,9 +39,9 @@ def test_disconnect_cancels_generation_in_worker(server):
         assert seen_busy, "the generation should be running while tokens stream"
     # Leaving the `with` closed the connection mid-stream; 900 tokens would take many seconds.
     deadline = time.monotonic() + 3
-    while slots_busy(worker_url) and time.monotonic() < deadline:
+    while slots_busy(worker_url, key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slots_busy(worker_url) == 0, "the worker kept generating for a departed client"
+    assert slots_busy(worker_url, key) == 0, "the worker kept generating for a departed client"
     deadline = time.monotonic() + 3
     while server.health()["models"][TINY]["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -18,6 +18,7 @@ from support.server import ModelportServer, pid_alive
 pytestmark = pytest.mark.e2e
 
 KEY = "mp-test-key-42"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,21 @@ def test_keys_are_enforced_on_every_v1_route(keyed_server):
     assert httpx.get(keyed_server.url + "/health").status_code == 200  # stays open
 
 
+def test_health_without_a_key_shows_status_only(keyed_server):
+    for path in ("/health", "/health/ready"):
+        anonymous = httpx.get(keyed_server.url + path).json()
+        assert set(anonymous) == {"status", "ready", "models"}
+        assert anonymous["models"][CHAT] == {"status": "ready"}
+        wrong = httpx.get(keyed_server.url + path, headers={"Authorization": "Bearer no"}).json()
+        assert wrong == anonymous
+        full = httpx.get(keyed_server.url + path, headers=AUTH).json()
+        assert full["models"][CHAT]["worker"]["pid"] > 0 and "uptime_s" in full
+
+
+def keyed_health(server) -> dict:
+    return httpx.get(server.url + "/health", headers=AUTH, timeout=5).json()
+
+
 def test_sdk_with_wrong_key_gets_authentication_error(keyed_server):
     bad = openai.OpenAI(base_url=keyed_server.base_url, api_key="nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
@@ -52,14 +68,15 @@ def test_sdk_with_wrong_key_gets_authentication_error(keyed_server):
 
 def test_killed_worker_restarts_while_other_models_answer(keyed_server):
     client = openai.OpenAI(base_url=keyed_server.base_url, api_key=KEY, max_retries=0)
-    old_pid = keyed_server.health()["models"][CHAT]["worker"]["pid"]
+    old_pid = keyed_health(keyed_server)["models"][CHAT]["worker"]["pid"]
     os.kill(old_pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while keyed_server.health()["models"][CHAT]["status"] == "ready" and time.monotonic() < deadline:
+    while (keyed_health(keyed_server)["models"][CHAT]["status"] == "ready"
+           and time.monotonic() < deadline):
         time.sleep(0.02)
     # While the chat worker is down (a restart waits >= 1 s of backoff, then loads the model):
     # its requests get 503 + Retry-After at once, and embeddings still work.
-    assert keyed_server.health()["models"][CHAT]["status"] == "restarting"
+    assert keyed_health(keyed_server)["models"][CHAT]["status"] == "restarting"
     response = httpx.post(keyed_server.base_url + "/chat/completions",
                           headers={"Authorization": f"Bearer {KEY}"},
                           json={"model": CHAT, "messages": [{"role": "user", "content": "x"}]})
@@ -67,7 +84,8 @@ def test_killed_worker_restarts_while_other_models_answer(keyed_server):
     assert int(response.headers["retry-after"]) >= 1
     assert response.json()["error"]["code"] == "model_not_ready"
     assert len(client.embeddings.create(model=EMBED, input="still here").data[0].embedding) == 384
-    health = keyed_server.wait_ready(60)
+    keyed_server.wait_ready(60)
+    health = keyed_health(keyed_server)
     assert health["models"][CHAT]["restarts"] == 1
     assert health["models"][CHAT]["worker"]["pid"] != old_pid
     reply = client.chat.completions.create(

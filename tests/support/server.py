@@ -98,3 +98,12 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def worker_secret(pid: int) -> str:
+    """The per-start secret the supervisor gave a worker (readable only by its own user),
+    for tests that call a worker directly."""
+    for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        if entry.startswith(b"MODELPORT_WORKER_SECRET="):
+            return entry.split(b"=", 1)[1].decode()
+    raise AssertionError(f"no worker secret in the environment of pid {pid}")

@@ -26,11 +26,28 @@ def test_env_interpolation_and_default(monkeypatch):
 
 def test_unset_env_var_names_the_variable_and_field(monkeypatch):
     monkeypatch.delenv("MP_NOPE", raising=False)
+    config = parse_config({"models": [{"name": "x", "engine": "openai",
+                                       "base_url": "http://a/v1", "api_key": "${MP_NOPE}"}]})
+    problems, notes = config.unset_variables(config.models)
+    assert len(problems) == 1 and not notes
+    assert "MP_NOPE is not set" in problems[0] and "models.0.api_key" in problems[0]
+
+
+def test_unset_env_var_of_a_model_that_does_not_start_is_only_a_note(monkeypatch):
+    monkeypatch.delenv("MP_NOPE", raising=False)
+    config = parse_config({"models": [
+        {"name": "x", "engine": "openai", "base_url": "http://a/v1", "api_key": "${MP_NOPE}",
+         "autostart": False},
+        {"name": "y", "engine": "openai", "base_url": "http://a/v1"}]})
+    problems, notes = config.unset_variables([config.models[1]])
+    assert not problems and "MP_NOPE is not set" in notes[0]
+
+
+def test_unset_env_var_in_an_invalid_field_is_named_with_the_field(monkeypatch):
+    monkeypatch.delenv("MP_PORT", raising=False)
     with pytest.raises(ConfigError) as error:
-        parse_config({"models": [{"name": "x", "engine": "openai", "base_url": "http://a/v1",
-                                  "api_key": "${MP_NOPE}"}]})
-    assert "MP_NOPE is not set" in str(error.value)
-    assert "models.0.api_key" in str(error.value)
+        parse_config({"server": {"port": "${MP_PORT}"}})
+    assert "server.port" in str(error.value) and "MP_PORT is not set" in str(error.value)
 
 
 def test_unknown_field_suggests_the_right_name():

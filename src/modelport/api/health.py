@@ -1,4 +1,8 @@
-"""/health (liveness plus per-model readiness) and /health/ready (503 until all are ready)."""
+"""/health (liveness plus per-model readiness) and /health/ready (503 until all are ready).
+
+Both stay open for probes; when the gateway has API keys, a caller without a valid one
+sees status only: no worker pids, internal URLs or failure details (which can name paths).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,23 @@ from starlette.responses import JSONResponse
 
 from modelport.api.state import GatewayState
 from modelport.routing.deployments import DeploymentStatus
+from modelport.workers.worker_auth import bearer_matches
+
+
+def _full_view(request: Request, state: GatewayState) -> bool:
+    keys = tuple(key.encode() for key in state.config.server.api_keys)
+    return not keys or bearer_matches(request.headers.get("authorization", "").encode("latin-1"), keys)
+
+
+def _redacted(report: dict) -> dict:
+    return {"status": report["status"], "ready": report["ready"],
+            "models": {name: {"status": m["status"]} for name, m in report["models"].items()}}
+
+
+def _view(request: Request) -> dict:
+    state = request.app.state.gateway
+    report = _report(state)
+    return report if _full_view(request, state) else _redacted(report)
 
 
 def _report(state: GatewayState) -> dict:
@@ -33,9 +54,9 @@ def _report(state: GatewayState) -> dict:
 
 
 async def health(request: Request) -> JSONResponse:
-    return JSONResponse(_report(request.app.state.gateway))
+    return JSONResponse(_view(request))
 
 
 async def readiness(request: Request) -> JSONResponse:
-    report = _report(request.app.state.gateway)
+    report = _view(request)
     return JSONResponse(report, status_code=200 if report["ready"] else 503)

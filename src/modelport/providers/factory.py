@@ -14,9 +14,11 @@ from modelport.routing.deployments import Capabilities
 from modelport.upstream import ErrorMapper, UpstreamClient
 
 
-def local_worker_provider(model: ModelConfig, base_url: str) -> Provider:
+def local_worker_provider(model: ModelConfig, base_url: str, worker_secret: str) -> Provider:
     # Local generations can be long; only a silent worker (no byte for an hour) times out.
-    client = UpstreamClient(base_url, label=model.name, read_timeout=3600)
+    # The secret is the worker's per-start key (sent as Bearer, redacted from errors).
+    client = UpstreamClient(base_url, label=model.name, read_timeout=3600,
+                            api_key=worker_secret)
     return OpenAICompatProvider(client, Capabilities.for_config(model),
                                 stream_always=_runs_on_llamacpp(model))
 

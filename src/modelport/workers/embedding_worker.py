@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +17,7 @@ from modelport.config import SentenceTransformersModel
 from modelport.engines.embeddings import EmbeddingEngine
 from modelport.errors import InvalidRequestError, ModelportError, error_envelope
 from modelport.protocol import EmbeddingRequest, parse_json_body, validate_request
+from modelport.workers.worker_auth import WorkerAccess, serve_guarded
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -83,7 +83,7 @@ def build_app(engine: EmbeddingEngine) -> Starlette:
     )
 
 
-def run(model: SentenceTransformersModel, path: Path, host: str, port: int) -> None:
+def run(model: SentenceTransformersModel, path: Path, host: str, port: int,
+        access: WorkerAccess) -> None:
     engine = EmbeddingEngine(model, path)
-    uvicorn.run(build_app(engine), host=host, port=port, log_level="warning",
-                access_log=False, loop="uvloop", http="httptools")
+    serve_guarded(build_app(engine), access, host, port)

@@ -11,16 +11,22 @@ import os
 from pathlib import Path
 
 from modelport.config import LlamaCppModel
+from modelport.errors import ConfigError
 from modelport.workers.lifetime import wait_for_stop_signal
+from modelport.workers.ports import port_problem
+from modelport.workers.worker_auth import WorkerAccess
 
 
-def build_params(model: LlamaCppModel, path: Path, host: str, port: int):  # noqa: ANN201
+def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa: ANN201
+                 access: WorkerAccess | None = None):
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = str(path)
     params.hostnames = [host]
     params.port = port
+    # llama.cpp checks these itself on every route but /health (and answers 401).
+    params.api_keys = list(access.keys) if access else []
     params.model_alias = {model.name}
     params.n_parallel = model.parallel
     # Each slot gets the full per-request context; llama.cpp splits n_ctx across slots.
@@ -51,10 +57,18 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int):  # noq
     return params
 
 
-def run(model: LlamaCppModel, path: Path, host: str, port: int) -> None:
+def run(model: LlamaCppModel, path: Path, host: str, port: int, access: WorkerAccess) -> None:
     import xllamacpp
 
-    server = xllamacpp.Server(build_params(model, path, host, port))
+    try:
+        server = xllamacpp.Server(build_params(model, path, host, port, access))
+    except RuntimeError:
+        # llama.cpp says only "Failed to init server"; a port taken since the runner
+        # checked it is the one cause worth naming (and not worth restarting for).
+        problem = port_problem(host, port, f"model '{model.name}'")
+        if problem:
+            raise ConfigError(problem) from None
+        raise
     print(f"modelport worker '{model.name}': llama.cpp serving on {server.listening_address}",
           flush=True)
     wait_for_stop_signal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 from modelport.config import (
@@ -18,6 +19,8 @@ from modelport.config import (
 )
 from modelport.errors import ConfigError
 from modelport.locations import resolve_location
+from modelport.workers.ports import port_problem
+from modelport.workers.worker_auth import worker_access
 
 logger = logging.getLogger("modelport.worker")
 
@@ -47,6 +50,17 @@ def concrete_model(model: ModelConfig, path: Path) -> ModelConfig:
     return classes[engine].model_validate(fields)
 
 
+def _wait_for_port(host: str, port: int, owner: str, wait_s: float = 5.0) -> str | None:
+    """None once host:port can be bound; else why not, after `wait_s`. The wait covers a
+    restart, when the dead predecessor's connections can hold the port for a moment."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        problem = port_problem(host, port, owner)
+        if problem is None or time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.2)
+
+
 def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None) -> None:
     model = config.model(name)
     if isinstance(model, OpenAIUpstreamModel):
@@ -56,26 +70,36 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
     port = port or model.port
     if port is None:
         raise ConfigError(f"model '{model.name}' has no `port`; pass --port or set it in the config")
+    access = worker_access(model, host, config.server.max_body_bytes)
+    # Before loading (which can take minutes): a taken port fails now, naming the port.
+    problem = _wait_for_port(host, port, f"model '{model.name}'")
+    if problem:
+        raise ConfigError(problem)
     model = concrete_model(model, path)
     if isinstance(model, LlamaCppModel):
         from modelport.workers import llamacpp_worker
 
-        llamacpp_worker.run(model, path, host, port)
+        llamacpp_worker.run(model, path, host, port, access)
     elif isinstance(model, SentenceTransformersModel):
         from modelport.workers import embedding_worker
 
-        embedding_worker.run(model, path, host, port)
+        embedding_worker.run(model, path, host, port, access)
     elif isinstance(model, TransformersModel):
         from modelport.workers import transformers_worker
 
-        transformers_worker.run(model, path, host, port)
+        transformers_worker.run(model, path, host, port, access)
     elif isinstance(model, VllmModel):
         from modelport.engines.selection import check_vllm_requested, gpu_available, vllm_available
         from modelport.engines.vllm_command import vllm_command, vllm_env
 
         check_vllm_requested(vllm_available(), gpu_available())
         argv = vllm_command(model, path, host, port)
+        env = {**os.environ, **vllm_env(model)}
+        if access.keys:
+            # vLLM reads one key from its environment (not argv, which `ps` shows);
+            # the gateway's secret comes first when the supervisor started this worker.
+            env["VLLM_API_KEY"] = access.keys[0]
         # Replace this process so the supervisor's PID is vLLM's own server.
-        os.execvpe(argv[0], argv, {**os.environ, **vllm_env(model)})
+        os.execvpe(argv[0], argv, env)
     else:  # pragma: no cover - the config union is exhaustive
         raise ConfigError(f"model '{model.name}': engine {model.engine} has no worker")

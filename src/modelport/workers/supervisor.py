@@ -12,6 +12,7 @@ import asyncio
 import collections
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ import orjson
 from modelport.config import Config
 from modelport.routing.deployments import Deployment, DeploymentStatus
 from modelport.workers.lifetime import die_with_parent
+from modelport.workers.worker_auth import WORKER_SECRET_ENV
 
 logger = logging.getLogger("modelport.supervisor")
 
@@ -31,12 +33,16 @@ _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _STABLE_AFTER_S = 60.0
 _STOP_GRACE_S = 10.0
+# A path no server serves: our worker answers it 401 without its secret and something
+# else (404) with it; a server that answers both the same way is not the worker we started.
+_IDENTITY_PATH = "/v1/modelport-identity"
 
 
 def worker_spec(config: Config, deployment: Deployment) -> str:
     """The one-model config a spawned worker runs with (already interpolated and resolved)."""
     return orjson.dumps({
-        "server": {"models_dir": str(config.models_dir_path())},
+        "server": {"models_dir": str(config.models_dir_path()),
+                   "max_body_bytes": config.server.max_body_bytes},
         "models": [deployment.config.model_dump(mode="json")],
         "base_dir": config.base_dir,
     }).decode()
@@ -70,17 +76,24 @@ class WorkerProcess:
 
 
 class WorkerSupervisor:
-    def __init__(self, config: Config, deployments: list[Deployment], ports: dict[str, int]):
+    def __init__(self, config: Config, deployments: list[Deployment], ports: dict[str, int],
+                 worker_secrets: dict[str, str]):
         self.config = config
         self.deployments = deployments
         self.ports = ports
+        # One per model and gateway run, also held by that model's provider; a restarted
+        # worker gets the same one, so the provider's long-lived client keeps working.
+        self._secrets = worker_secrets
         self._tasks: list[asyncio.Task] = []
         self._running: dict[str, WorkerProcess] = {}
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+        # No kept-alive probe connections: one left open to a worker that then dies holds
+        # its port (FIN_WAIT) and can make the restarted worker's bind fail.
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
+                                              connector=aiohttp.TCPConnector(force_close=True))
         for deployment in self.deployments:
             self._tasks.append(asyncio.create_task(self._keep_running(deployment)))
 
@@ -113,7 +126,7 @@ class WorkerSupervisor:
         argv = [sys.executable, "-m", "modelport", "worker", deployment.name,
                 "--host", deployment.config.host, "--port", str(port)]  # type: ignore[union-attr]
         env = {**os.environ, WORKER_SPEC_ENV: worker_spec(self.config, deployment),
-               "PYTHONUNBUFFERED": "1"}
+               WORKER_SECRET_ENV: self._secrets[deployment.name], "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -133,10 +146,8 @@ class WorkerSupervisor:
             if worker.process.returncode is not None:
                 return False
             try:
-                assert self._session is not None
-                async with self._session.get(url) as response:
-                    if response.status == 200:
-                        return True
+                if await self._answers_as_ours(deployment, url):
+                    return True
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             if time.monotonic() > next_report:
@@ -148,6 +159,23 @@ class WorkerSupervisor:
                      "stopping its worker", deployment.name, timeout)
         _signal_group(worker.process, signal.SIGKILL)
         return False
+
+    async def _answers_as_ours(self, deployment: Deployment, health_url: str) -> bool:
+        """Loaded, and the server on the port is the worker holding our secret (not the
+        gateway or another server that took the port: our worker then fails to bind and
+        exits with the reason, which ends the wait)."""
+        assert self._session is not None
+        async with self._session.get(health_url) as response:
+            if response.status != 200:
+                return False
+        probe = deployment.base_url.removesuffix("/v1") + _IDENTITY_PATH
+        stranger = {"Authorization": f"Bearer {secrets.token_urlsafe(16)}"}
+        async with self._session.get(probe, headers=stranger) as response:
+            if response.status != 401:
+                return False
+        ours = {"Authorization": f"Bearer {self._secrets[deployment.name]}"}
+        async with self._session.get(probe, headers=ours) as response:
+            return response.status != 401
 
     async def _keep_running(self, deployment: Deployment) -> None:
         delay = _BACKOFF_START_S

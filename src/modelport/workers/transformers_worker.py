@@ -44,6 +44,7 @@ from modelport.protocol import (
     parse_json_body,
     validate_request,
 )
+from modelport.workers.worker_auth import WorkerAccess, serve_guarded
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,9 @@ def build_app(engine: TransformersEngine) -> Starlette:
     return app
 
 
-def run(model: TransformersModel, path: Path, host: str, port: int) -> None:
+def run(model: TransformersModel, path: Path, host: str, port: int,
+        access: WorkerAccess) -> None:
     """Load `model` from `path`, then serve it on host:port until interrupted (blocking)."""
-    import uvicorn
-
     # Both must happen before torch initialises CUDA or huggingface_hub reads its
     # settings, i.e. before the engine imports them.
     apply_visible_gpus(model.gpus)
@@ -85,16 +85,7 @@ def run(model: TransformersModel, path: Path, host: str, port: int) -> None:
     started = time.monotonic()
     engine = TransformersEngine.load(model, path)
     log.info("model '%s' loaded from %s in %.1fs", model.name, path, time.monotonic() - started)
-    uvicorn.run(
-        build_app(engine),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=5,
-    )
+    serve_guarded(build_app(engine), access, host, port, timeout_graceful_shutdown=5)
 
 
 # -- plumbing -----------------------------------------------------------------------
