@@ -55,7 +55,9 @@ def test_disconnect_cancels_generation_in_worker(server):
 def test_non_streaming_disconnect_cancels_generation_and_frees_the_slot(server):
     """A client that gives up on a non-streaming answer stops the generation too (it used
     to run to its end, holding the slot and the model's in-flight count)."""
-    worker_url = server.health()["models"][TINY]["worker"]["url"]
+    worker = server.health()["models"][TINY]["worker"]
+    worker_url = worker["url"]
+    key = {"Authorization": f"Bearer {worker_secret(worker['pid'])}"}  # workers need it
     body = json.dumps({"model": TINY, "max_tokens": 900, "ignore_eos": True,
                        "messages": [{"role": "user", "content": "Tell a very long story."}]})
     request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -63,14 +65,14 @@ def test_non_streaming_disconnect_cancels_generation_and_frees_the_slot(server):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(request.encode())
         deadline = time.monotonic() + 20
-        while not slots_busy(worker_url) and time.monotonic() < deadline:
+        while not slots_busy(worker_url, key) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert slots_busy(worker_url) == 1, "the generation should be running"
+        assert slots_busy(worker_url, key) == 1, "the generation should be running"
     # The socket is closed: 900 tokens would take many seconds more.
     deadline = time.monotonic() + 3
-    while slots_busy(worker_url) and time.monotonic() < deadline:
+    while slots_busy(worker_url, key) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert slots_busy(worker_url) == 0, "the worker kept generating for a departed client"
+    assert slots_busy(worker_url, key) == 0, "the worker kept generating for a departed client"
     deadline = time.monotonic() + 3
     while server.health()["models"][TINY]["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
