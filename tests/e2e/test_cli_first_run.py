@@ -54,7 +54,9 @@ def gateway(upstream, tmp_path_factory):
 def config_pointing_at(port: int, folder: Path, host: str = "127.0.0.1") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "modelport.yaml"
-    path.write_text(yaml.safe_dump({"server": {"host": host, "port": port}, "models": []}))
+    # One online model, so that `check` (which refuses a config that serves nothing) passes.
+    path.write_text(yaml.safe_dump({"server": {"host": host, "port": port}, "models": [
+        {"name": "remote", "engine": "openai", "base_url": f"http://127.0.0.1:{port}/v1"}]}))
     return path
 
 
