@@ -216,7 +216,8 @@ class Soak:
         self.args, self.url, self.gateway_pid = args, url, gateway_pid
         self.rng = random.Random(args.seed)
         self.shapes = malformed_shapes(args.max_body_bytes)
-        self.kind_deck = list(WEIGHTS)  # every kind once before the weighted draw
+        self.weights = {**WEIGHTS, **dict(args.weight or [])}
+        self.kind_deck = [kind for kind, weight in self.weights.items() if weight > 0]  # every kind once before the weighted draw
         self.rng.shuffle(self.kind_deck)
         self.shape_deck: list[Malformed] = []
         self.stop = asyncio.Event()
@@ -236,7 +237,7 @@ class Soak:
     def next_kind(self) -> str:
         if self.kind_deck:
             return self.kind_deck.pop()
-        return self.rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+        return self.rng.choices(list(self.weights), weights=list(self.weights.values()))[0]
 
     def next_shape(self) -> Malformed:
         if not self.shape_deck:
@@ -525,6 +526,8 @@ def print_summary(report: dict) -> None:
         rows.append([sample["t_s"], round(gateway / 1024, 1) if gateway else "?", workers,
                      sum(sample["requests_by_kind"].values())])
     print_table("RSS (MiB)", ["t s", "gateway", "workers", "requests"], rows)
+    for line, count in report.get("server_log_exceptions", {}).items():
+        print(f"server log: {count} x {line}")
     print(f"\nin flight after drain: {report['in_flight_after_drain']}")
     for label, probe in report["cancellation_probes"].items():
         print(f"abandoned {label} request: {probe}")
@@ -560,6 +563,31 @@ def stop_server(serve: ServeProcess, known_pids: set[int]) -> list[int]:
     return leftover
 
 
+def log_exceptions(log: Path) -> dict[str, int]:
+    """Exceptions the server logged, by their last line: errors a client may never see."""
+    found: Counter[str] = Counter()
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    in_traceback = False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and line and not line.startswith((" ", "\t", "Traceback", "The above",
+                                                            "During handling")):
+            found[line.strip()[:200]] += 1
+            in_traceback = False
+    return dict(found)
+
+
+def _weight(text: str) -> tuple[str, float]:
+    kind, _, value = text.partition("=")
+    if kind not in WEIGHTS:
+        raise argparse.ArgumentTypeError(f"unknown kind {kind!r}; one of {', '.join(WEIGHTS)}")
+    try:
+        return kind, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND=NUMBER") from None
+
+
 def _interrupted(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -580,6 +608,9 @@ def main() -> None:
                         help="seconds after which a request counts as hung")
     parser.add_argument("--cancel-window", type=float, default=3,
                         help="seconds an abandoned request may hold its slot in the end probes")
+    parser.add_argument("--weight", type=_weight, action="append", metavar="KIND=N",
+                        help=f"change one kind's weight (repeatable); defaults: "
+                             f"{', '.join(f'{k}={v}' for k, v in WEIGHTS.items())}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--url", help="target this running server instead of starting one")
     parser.add_argument("--pid", type=int, help="gateway pid with --url (default: its workers' parent)")
@@ -611,6 +642,8 @@ def main() -> None:
     if serve is not None:
         report["leftover_worker_pids_after_stop"] = leftover
         report["startup_to_ready_s"] = round(serve.ready_after_s or 0, 1)
+        report["server_log"] = str(serve.log)
+        report["server_log_exceptions"] = log_exceptions(serve.log)
     print_summary(report)
     print(f"\nwritten: {write(report, args.out)}")
 
