@@ -462,6 +462,15 @@ class Soak:
             await self.sample(session)
         return self.summary(load_s, in_flight, cancellation)
 
+    def growth(self, rss) -> tuple[float | None, float | None]:
+        """Percent growth from the sample at --warmup (the first if none is earlier than the
+        last) to the last sample, and the time of that baseline sample."""
+        series = [(s["t_s"], rss(s)) for s in self.samples if rss(s)]
+        if len(series) < 2:
+            return None, None
+        base = next((p for p in series[:-1] if p[0] >= self.args.warmup), series[0])
+        return round((series[-1][1] - base[1]) / base[1] * 100, 2), base[0]
+
     def summary(self, load_s: float, in_flight: dict | None, cancellation: dict) -> dict:
         totals: Counter[str] = Counter()
         flag_totals: Counter[str] = Counter()
@@ -469,11 +478,11 @@ class Soak:
             totals.update(self.outcomes[kind])
             flag_totals.update(self.flags[kind])
         five_xx = sum(n for o, n in totals.items() if o.startswith("5xx"))
-        series = [(s["t_s"], s["gateway_rss_kib"]) for s in self.samples if s["gateway_rss_kib"]]
-        base = next((s for s in series if s[0] >= self.args.warmup), series[0] if series else None)
-        growth = None
-        if base and series:
-            growth = round((series[-1][1] - base[1]) / base[1] * 100, 2)
+        growth, base_t = self.growth(lambda s: s["gateway_rss_kib"])
+        worker_growth = {}
+        for name in {n for s in self.samples for n in s["workers"]}:
+            pct, _ = self.growth(lambda s: (s["workers"].get(name) or {}).get("rss_kib"))
+            worker_growth[name] = pct
         checks = {
             "zero_5xx": five_xx == 0,
             "zero_hung": totals["hung"] == 0,
@@ -483,9 +492,10 @@ class Soak:
             "zero_stream_no_done": totals["stream_no_done"] + flag_totals["stream_no_done"] == 0,
             "zero_transport_errors": totals["transport"] == 0,
             "in_flight_drained": in_flight is not None and not any(in_flight.values()),
-            "abandoned_requests_cancelled": all(p.get("released_within_window")
-                                                for p in cancellation.values()),
         }
+        if cancellation:
+            checks["abandoned_requests_cancelled"] = all(p.get("released_within_window")
+                                                         for p in cancellation.values())
         passed = all(checks[k] for k in ("zero_5xx", "zero_hung", "gateway_rss_growth_below_5pct"))
         return {
             "settings": vars(self.args), "url": self.url, "interrupted": self.interrupted,
@@ -503,7 +513,8 @@ class Soak:
             "cancellation_probes": cancellation,
             "rss_samples": self.samples,
             "gateway_rss_growth_pct": growth,
-            "growth_baseline_t_s": base[0] if base else None,
+            "growth_baseline_t_s": base_t,
+            "worker_rss_growth_pct": worker_growth,
             "checks": checks, "pass": passed,
         }
 
@@ -532,11 +543,13 @@ def print_summary(report: dict) -> None:
     for label, probe in report["cancellation_probes"].items():
         print(f"abandoned {label} request: {probe}")
     growth = report["gateway_rss_growth_pct"]
-    print(f"gateway RSS growth from t={report['growth_baseline_t_s']}s to the end: {growth}%")
+    print(f"gateway RSS growth from t={report['growth_baseline_t_s']}s to the end: {growth}%; "
+          f"workers: {report['worker_rss_growth_pct']}")
     for name, ok in report["checks"].items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
     print(f"{'PASS' if report['pass'] else 'FAIL'}: 5xx {report['five_xx']} (target 0), hung "
-          f"{report['hung']} (target 0), gateway RSS growth {growth}% (target < {TARGET_GROWTH_PCT}%)")
+          f"{report['hung']} (target 0), gateway RSS growth {growth}% (target < {TARGET_GROWTH_PCT}%)"
+          f"{' (interrupted after ' + str(report['load_s']) + ' s)' if report['interrupted'] else ''}")
 
 
 def write(report: dict, out: str | None) -> Path:
