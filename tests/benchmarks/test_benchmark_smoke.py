@@ -65,3 +65,30 @@ def test_every_script_has_help():
         result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_soak_smoke():
+    # Outcomes are not asserted: the soak reports today's errors, the full run judges them.
+    # As many clients as kinds, so that the first draw (every kind once) goes out at once
+    # however slow the shared machine makes generation.
+    data = run("soak.py", "--duration", "20", "--sample-interval", "5", "--concurrency", "11",
+               "--max-tokens", "8", "--request-deadline", "60")
+    for key in ("totals", "by_kind", "five_xx", "hung", "non_envelope", "stream_no_done",
+                "examples", "rss_samples", "gateway_rss_growth_pct", "cancellation_probes",
+                "checks", "pass"):
+        assert key in data, key
+    sys.path.insert(0, str(BENCHMARKS))
+    from soak import WEIGHTS
+
+    assert len(WEIGHTS) <= 11
+    assert not [kind for kind in WEIGHTS if not data["sent_by_kind"].get(kind)], data["sent_by_kind"]
+    assert sum(data["totals"].values()) == sum(data["sent_by_kind"].values())
+    assert len(data["rss_samples"]) >= 3
+    assert all(s["gateway_rss_kib"] and s["workers"] for s in data["rss_samples"])
+    assert data["leftover_worker_pids_after_stop"] == []
+
+
+def test_soak_help():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "soak.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "usage" in result.stdout
