@@ -55,6 +55,8 @@ class ChatMessage(BaseModel):
             raise ValueError(f"a '{self.role}' message needs `content`")
         if self.role == "assistant" and self.content is None and not self.tool_calls:
             raise ValueError("an assistant message needs `content` or `tool_calls`")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a 'tool' message needs `tool_call_id` (the id of the call it answers)")
         return self
 
     def text(self) -> str:
@@ -121,6 +123,19 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: ToolChoice | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _tool_choice_matches_tools(self) -> "ChatCompletionRequest":
+        choice = self.tool_choice
+        if choice is None or choice in ("none", "auto"):
+            return self
+        names = {tool["function"]["name"] for tool in self.tools or ()}
+        if not names:
+            raise ValueError(f"tool_choice {choice!r} needs `tools` to choose from")
+        if isinstance(choice, dict) and choice["function"]["name"] not in names:
+            raise ValueError(f"tool_choice names the function '{choice['function']['name']}', "
+                             f"which is not among `tools` ({', '.join(sorted(names))})")
+        return self
 
     def has_media_input(self) -> bool:
         """Whether any message carries an image, audio or file part (not just text)."""

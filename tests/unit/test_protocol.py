@@ -137,7 +137,9 @@ def test_well_formed_parts_and_tools_stay_the_dicts_the_client_sent():
     assert request.messages[1].tool_calls == [_CALL]
     assert request.tools == [_TOOL]
     assert request.tool_choice == {"type": "function", "function": {"name": "f"}}
-    assert validate_request(ChatCompletionRequest, chat(tool_choice="required")).tool_choice == "required"
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert validate_request(ChatCompletionRequest, chat(tool_choice="required", tools=tools)
+                            ).tool_choice == "required"
 
 
 def test_media_input_is_noticed():
@@ -165,3 +167,24 @@ def test_nesting_up_to_the_bound_and_brackets_in_strings_are_fine():
     assert parse_json_body(b'{"messages":[{"content":"' + text.encode() + b'"}]}')
     wide = b'{"input":[' + b",".join(b"[1,2]" for _ in range(3000)) + b"]}"
     assert len(parse_json_body(wide)["input"]) == 3000
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "sunny"}]},
+     "tool_call_id"),
+    ({"tool_choice": "required"}, "needs `tools`"),
+    ({"tool_choice": {"type": "function", "function": {"name": "nope"}},
+      "tools": [{"type": "function", "function": {"name": "get_weather"}}]}, "not among"),
+])
+def test_tool_messages_and_tool_choice_must_be_consistent(extra, needle):
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}], **extra}
+    with pytest.raises(InvalidRequestError, match=needle):
+        validate_request(ChatCompletionRequest, body)
+
+
+def test_a_named_tool_choice_among_tools_is_accepted():
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "get_weather"}}],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    assert validate_request(ChatCompletionRequest, body).tool_choice["function"]["name"] == \
+        "get_weather"
