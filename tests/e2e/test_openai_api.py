@@ -138,6 +138,20 @@ def test_completions_stream(client):
     assert len(pieces) >= 3
 
 
+def test_completions_of_several_prompts_stream_and_not(client):
+    """llama.cpp opens such a stream with `data: null`, which clients cannot parse."""
+    whole = client.completions.create(model=CHAT, prompt=["One", "Two"], max_tokens=3,
+                                      extra_body={"ignore_eos": True})
+    assert sorted(c.index for c in whole.choices) == [0, 1]
+    assert all(c.text for c in whole.choices)
+    streamed = {}
+    for chunk in client.completions.create(model=CHAT, prompt=["One", "Two"], max_tokens=3,
+                                           stream=True, extra_body={"ignore_eos": True}):
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+    assert sorted(streamed) == [0, 1] and all(streamed.values())
+
+
 def test_embeddings_float_and_base64_agree(client):
     floats = client.embeddings.create(model=EMBED, input=["hello world", "modelport"],
                                       encoding_format="float")

@@ -91,3 +91,12 @@ def test_an_error_chunk_is_an_upstream_error():
 def test_an_unfinished_or_malformed_stream_is_a_502(items):
     with pytest.raises(MalformedUpstreamError):
         run(items)
+
+
+def test_the_null_event_that_opens_a_several_prompt_stream_is_skipped():
+    answer = run([b"data: null\n\n"] + events(
+        {"id": "x", "object": "text_completion", "created": 1, "model": "m",
+         "choices": [{"index": 1, "text": "b"}]},
+        {"id": "x", "object": "text_completion", "created": 1, "model": "m",
+         "choices": [{"index": 0, "text": "a", "finish_reason": "length"}]}), chat=False)
+    assert [c["text"] for c in answer["choices"]] == ["a", "b"]

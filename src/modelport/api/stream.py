@@ -122,6 +122,7 @@ def checked_event(event: bytes, label: str) -> bytes:
 
 
 _SIMPLE_DATA = (b"data: {", b"data:{")
+_NULL_DATA = b"data: null\n"
 _FIELDS = (b"data", b"event", b"id", b"retry")
 
 
@@ -173,6 +174,8 @@ async def relay_sse(
                 return
             if validate:
                 event = checked_event(event, label)
+            elif event.startswith(_NULL_DATA):
+                continue  # llama.cpp opens a stream of several prompts with it; clients choke
             if b'"usage"' in event and any(m in event for m in _USAGE_MARKERS):
                 accounting.observe_usage(event)
                 if not forward_usage:

@@ -136,8 +136,8 @@ async def assemble(events: AsyncIterator[bytes], *, chat: bool, label: str) -> d
         if event.startswith(_DONE):
             return assembler.answer()
         data = event[event.find(b"data:") + 5:] if b"data:" in event else b""
-        if not data.strip():
-            continue
+        if not data.strip() or data.strip() == b"null":
+            continue  # llama.cpp opens a stream of several prompts with `data: null`
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
