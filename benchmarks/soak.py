@@ -32,8 +32,8 @@ import signal
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -97,6 +97,16 @@ def error_detail(payload: object, raw: bytes) -> str:
     else:
         text = raw[:400].decode("utf-8", "replace")
     return " ".join(text.split())[:200]
+
+
+def worker_secret(pid: int | None) -> str:
+    try:
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            if entry.startswith(b"MODELPORT_WORKER_SECRET="):
+                return entry.split(b"=", 1)[1].decode()
+    except OSError:
+        pass
+    return ""
 
 
 @dataclass
@@ -379,18 +389,22 @@ class Soak:
 
     async def idle_engine(self, session: aiohttp.ClientSession) -> None:
         report = await self.health(session) or {}
-        worker_url = (report.get("models", {}).get(CHAT_MODELS[0], {}).get("worker") or {}).get("url")
+        worker = report.get("models", {}).get(CHAT_MODELS[0], {}).get("worker")
         deadline = time.monotonic() + self.args.request_deadline
-        while await self.busy_slots(session, worker_url) and time.monotonic() < deadline:
+        while await self.busy_slots(session, worker) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
 
-    async def busy_slots(self, session: aiohttp.ClientSession, worker_url: str | None) -> int | None:
-        """Generations llama.cpp is running (its /slots), which the gateway's count cannot show."""
-        if not worker_url:
+    async def busy_slots(self, session: aiohttp.ClientSession, worker: dict | None) -> int | None:
+        """Generations llama.cpp is running (its /slots), which the gateway's count cannot show.
+        Workers only answer with their per-start secret, read from the worker's environment
+        (this benchmark runs as the same user)."""
+        if not worker or not worker.get("url"):
             return None
-        root = worker_url.rstrip("/").removesuffix("/v1")
+        root = worker["url"].rstrip("/").removesuffix("/v1")
+        headers = {"Authorization": f"Bearer {worker_secret(worker.get('pid'))}"}
         try:
-            async with session.get(root + "/slots", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            async with session.get(root + "/slots", headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=10)) as r:
                 return sum(1 for slot in await r.json() if slot.get("is_processing"))
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError, TypeError):
             return None
@@ -404,8 +418,8 @@ class Soak:
         """
         report = await self.health(session) or {}
         model = report.get("models", {}).get(CHAT_MODELS[0], {})
-        worker_url = (model.get("worker") or {}).get("url")
-        if model.get("in_flight") != 0 or await self.busy_slots(session, worker_url):
+        worker = model.get("worker")
+        if model.get("in_flight") != 0 or await self.busy_slots(session, worker):
             return {"skipped": "server not idle"}
         # Long enough (seconds even alone on the machine) to outlast the window.
         body = json.dumps(chat_body(self.rng, 600, stream=streaming, ignore_eos=True,
@@ -422,10 +436,10 @@ class Soak:
             now = round(time.monotonic() - left, 2)
             if gateway_at is None and (await self.in_flight(session) or {}).get(CHAT_MODELS[0]) == 0:
                 gateway_at = now
-            if engine_at is None and await self.busy_slots(session, worker_url) == 0:
+            if engine_at is None and await self.busy_slots(session, worker) == 0:
                 engine_at = now
             await asyncio.sleep(0.25)
-        engine_known = worker_url is not None and await self.busy_slots(session, worker_url) is not None
+        engine_known = worker is not None and await self.busy_slots(session, worker) is not None
         return {"client": result.outcome, "gateway_released_after_s": gateway_at,
                 "engine_released_after_s": engine_at if engine_known else "unknown",
                 "released_within_window": gateway_at is not None and (engine_at is not None or not engine_known)}
