@@ -112,6 +112,7 @@ def main() -> None:
     texts = make_texts(args.texts, args.min_words, args.max_words)
     cells = [(int(c), int(k)) for c in args.clients.split(",") for k in args.per_request.split(",")]
     model = load_in_process_model()
+    import torch  # loaded with the model; its default thread count is the baseline's
     tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
     in_process(model, texts[:64])  # warm-up
     serve = ServeProcess(DEFAULT_CONFIG["models"]).start()
@@ -159,6 +160,7 @@ def main() -> None:
               "tokens_per_text": {"min": min(tokens), "median": statistics.median(tokens),
                                   "max": max(tokens)},
               "startup_to_ready_s": round(serve.ready_after_s or 0.0, 2),
+              "in_process_torch_threads": torch.get_num_threads(),
               "results": results}
     print(f"\nwritten: {write_result('embedding_throughput', report)}")
 
