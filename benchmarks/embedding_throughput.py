@@ -107,12 +107,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every cell")
     parser.add_argument("--min-words", type=int, default=5, help="shortest text, in words")
     parser.add_argument("--max-words", type=int, default=60, help="longest text, in words")
+    parser.add_argument("--in-process-threads", type=int, default=0,
+                        help="torch threads of the in-process baseline (0: torch's default)")
     args = parser.parse_args()
 
     texts = make_texts(args.texts, args.min_words, args.max_words)
     cells = [(int(c), int(k)) for c in args.clients.split(",") for k in args.per_request.split(",")]
     model = load_in_process_model()
-    import torch  # loaded with the model; its default thread count is the baseline's
+    import torch  # loaded with the model
+
+    if args.in_process_threads:
+        torch.set_num_threads(args.in_process_threads)
     tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
     in_process(model, texts[:64])  # warm-up
     serve = ServeProcess(DEFAULT_CONFIG["models"]).start()
