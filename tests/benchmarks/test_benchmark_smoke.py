@@ -92,3 +92,16 @@ def test_soak_help():
     result = subprocess.run([sys.executable, str(BENCHMARKS / "soak.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_embedding_throughput_smoke():
+    data = run("embedding_throughput.py", "--clients", "2", "--per-request", "1,4",
+               "--texts", "16", "--rounds", "1")
+    assert [(r["clients"], r["texts_per_request"]) for r in data["results"]] == [(2, 1), (2, 4)]
+    for row in data["results"]:
+        assert row["modelport"]["errors"] == 0, row["modelport"]["error_kinds"]
+        assert row["modelport"]["texts_per_s"] > 0 and row["in-process"]["texts_per_s"] > 0
+        assert row["ratio"] > 0
+    help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
+                                "--help"], capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "usage" in help_text.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,18 @@ from modelport.errors import InvalidRequestError, ModelportError, error_envelope
 from modelport.protocol import EmbeddingRequest, parse_json_body, validate_request
 from modelport.workers.worker_auth import WorkerAccess, serve_guarded
 
+logger = logging.getLogger("modelport.worker")
+
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
     return vector.tolist()
+
+
+def _unexpected(error: Exception) -> JSONResponse:
+    wrapped = ModelportError(f"embedding failed: {type(error).__name__}: {error}")
+    return JSONResponse(wrapped.envelope(), status_code=wrapped.status)
 
 
 def build_app(engine: EmbeddingEngine) -> Starlette:
@@ -35,14 +43,17 @@ def build_app(engine: EmbeddingEngine) -> Starlette:
                     f"model '{engine.name}' produces {engine.dimensions}-dimensional vectors "
                     "and does not support `dimensions`", param="dimensions",
                 )
-            texts = parsed.texts()
-            if texts is None:
+            inputs = parsed.texts()
+            if inputs is None:
                 ids = parsed.input
-                texts = engine.decode_ids([ids] if isinstance(ids[0], int) else ids)  # type: ignore[index,list-item]
-            prompt_tokens = engine.check_lengths(texts)
-            vectors = await engine.embed(texts)
+                inputs = [ids] if isinstance(ids[0], int) else ids  # type: ignore[index,assignment]
+            embedded = await engine.embed(inputs)
         except ModelportError as error:
             return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+        except Exception as error:  # noqa: BLE001 - a client gets an envelope, never plain text
+            logger.exception("embedding request failed")
+            return _unexpected(error)
+        vectors, prompt_tokens = embedded.vectors, embedded.prompt_tokens
         data = [
             {"object": "embedding", "index": i, "embedding": _encode_vector(v, parsed.encoding_format)}
             for i, v in enumerate(vectors)
