@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--max-words", type=int, default=60, help="longest text, in words")
     parser.add_argument("--in-process-threads", type=int, default=0,
                         help="torch threads of the in-process baseline (0: torch's default)")
+    parser.add_argument("--worker-threads", type=int, default=0,
+                        help="the embedding model's `threads` setting (0: its default)")
     args = parser.parse_args()
 
     texts = make_texts(args.texts, args.min_words, args.max_words)
@@ -120,7 +122,12 @@ def main() -> None:
         torch.set_num_threads(args.in_process_threads)
     tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
     in_process(model, texts[:64])  # warm-up
-    serve = ServeProcess(DEFAULT_CONFIG["models"]).start()
+    models = [dict(m) for m in DEFAULT_CONFIG["models"]]
+    if args.worker_threads:
+        for entry in models:
+            if entry["name"] == DEFAULT_EMBEDDING_MODEL:
+                entry["threads"] = args.worker_threads
+    serve = ServeProcess(models).start()
     url = serve.url + "/v1/embeddings"
     runs: dict[tuple[int, int], dict[str, list[dict]]] = {
         cell: {"in-process": [], "modelport": []} for cell in cells}

@@ -124,6 +124,10 @@ class SentenceTransformersModel(_LocalWorkerModel):
     max_input_tokens: int | None = Field(
         None, ge=1, description="Longest input accepted (the model's limit when omitted)."
     )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads per forward pass (default: one fewer than the "
+        "cores, leaving one to the HTTP side; all cores suit a machine that does nothing else)."
+    )
 
 
 class TransformersModel(_LocalWorkerModel):

@@ -171,7 +171,9 @@ def test_fuzzed_requests_never_500_and_errors_are_envelopes(fuzz_server):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         for _ in range(3 if operation.method == "post" and mode is GenerationMode.POSITIVE else 1)
     ])
-    models = st.sampled_from([ONLINE] * 5 + [GGUF, EMBED, None, None])
+    # The GGUF model is weighted so that some well-formed requests reach llama.cpp in every
+    # run, whatever hypothesis draws.
+    models = st.sampled_from([ONLINE] * 4 + [GGUF] * 3 + [EMBED, None, None])
     seen: Counter = Counter()
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,

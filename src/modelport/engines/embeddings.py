@@ -61,15 +61,15 @@ def _settle(future: asyncio.Future, outcome: Embedded | BaseException) -> None:
         future.set_result(outcome)
 
 
-def _set_torch_threads() -> None:
-    """Leave a core to the HTTP side (this worker's loop, the gateway, the clients).
+def _set_torch_threads(threads: int | None) -> None:
+    """By default leave a core to the HTTP side (this worker's loop, the gateway, the clients).
 
     With one OpenMP thread per core, each forward pass waits on a thread that the HTTP
     processes have pushed off its core; measured on 2 shared cores, single-text requests
     ran at 6 texts/s with 2 threads and 47 with 1."""
     import torch
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) - 1))
 
 
 def split_by_length(lengths: list[int], max_batch: int, forward_cost: int) -> list[tuple[int, int]]:
@@ -102,6 +102,7 @@ class EmbeddingEngine:
         self.model.eval()
         self.tokenizer = self.model.tokenizer
         self.batch_size = model.batch_size
+        self.threads = model.threads
         limit = self.model.max_seq_length or 512
         self.max_tokens = min(model.max_input_tokens or limit, limit)
         self.dimensions = self.model.get_embedding_dimension() if hasattr(
@@ -130,7 +131,8 @@ class EmbeddingEngine:
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedding",
-                                            initializer=_set_torch_threads)
+                                            initializer=_set_torch_threads,
+                                            initargs=(self.threads,))
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._batch_loop())
 
