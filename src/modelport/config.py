@@ -125,8 +125,8 @@ class SentenceTransformersModel(_LocalWorkerModel):
         None, ge=1, description="Longest input accepted (the model's limit when omitted)."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads per forward pass (default: one fewer than the "
-        "cores, leaving one to the HTTP side; all cores suit a machine that does nothing else)."
+        None, ge=1, description="CPU threads per forward pass (default: one per core; fewer "
+        "when the machine is busy with other work)."
     )
 
 

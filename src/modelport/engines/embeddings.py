@@ -62,14 +62,15 @@ def _settle(future: asyncio.Future, outcome: Embedded | BaseException) -> None:
 
 
 def _set_torch_threads(threads: int | None) -> None:
-    """By default leave a core to the HTTP side (this worker's loop, the gateway, the clients).
+    """torch's own default (a thread per core) unless the model's `threads` says otherwise.
 
-    With one OpenMP thread per core, each forward pass waits on a thread that the HTTP
-    processes have pushed off its core; measured on 2 shared cores, single-text requests
-    ran at 6 texts/s with 2 threads and 47 with 1."""
-    import torch
+    Measured on 2 cores: with the machine otherwise idle, 2 threads gave 100-155 texts/s
+    at 16 clients and 1 thread 79-97; on a machine busy with other work, 1 thread did better
+    (a pass waits on the thread that other processes pushed off its core), hence the setting."""
+    if threads:
+        import torch
 
-    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0)) - 1))
+        torch.set_num_threads(threads)
 
 
 def split_by_length(lengths: list[int], max_batch: int, forward_cost: int) -> list[tuple[int, int]]:
@@ -173,14 +174,18 @@ class EmbeddingEngine:
         gather = self.batch_size * GATHER_BATCHES
         while True:
             jobs = [await self._queue.get()]
-            size = len(jobs[0].inputs)
-            while not self._queue.empty() and size < gather:
-                job = self._queue.get_nowait()
-                jobs.append(job)
-                size += len(job.inputs)
+            self._gather(jobs, len(jobs[0].inputs), gather)
             live = [job for job in jobs if not job.future.done()]
             if live:
                 await loop.run_in_executor(self._executor, self._run_isolated, live, loop)
+
+    def _gather(self, jobs: list[_Job], size: int, limit: int) -> int:
+        assert self._queue is not None
+        while not self._queue.empty() and size < limit:
+            job = self._queue.get_nowait()
+            jobs.append(job)
+            size += len(job.inputs)
+        return size
 
     # Everything below runs on the engine thread only.
 
