@@ -46,6 +46,7 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     params.cpuparams.poll = 0
     params.cpuparams_batch.poll = 0
     params.n_threads_http = max(4, model.parallel + 2)
+    params.cache_ram_mib = model.prompt_cache_mib
     params.timeout_read = 3600
     params.timeout_write = 3600
     gpu_layers = model.gpu_layers

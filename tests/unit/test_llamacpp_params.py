@@ -1,0 +1,20 @@
+"""What the llama.cpp worker asks of llama.cpp's server, from the model's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelport.config import LlamaCppModel
+from modelport.workers.llamacpp_worker import build_params
+
+
+def model(**fields) -> LlamaCppModel:
+    return LlamaCppModel.model_validate({"name": "m", "engine": "llamacpp", "path": "m.gguf",
+                                         **fields})
+
+
+def test_the_prompt_cache_is_bounded_by_default_and_configurable():
+    # llama.cpp's own default (8 GiB) let a worker grow by ~1 GB in a 30-minute soak.
+    assert build_params(model(), Path("m.gguf"), "127.0.0.1", 1).cache_ram_mib == 512
+    assert build_params(model(prompt_cache_mib=0), Path("m.gguf"), "127.0.0.1", 1
+                        ).cache_ram_mib == 0
