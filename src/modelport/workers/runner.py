@@ -62,12 +62,13 @@ def _wait_for_port(host: str, port: int, owner: str, wait_s: float = 5.0) -> str
 
 
 def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None) -> None:
-    # torch's OpenMP threads spin after every parallel region by default, burning the cores
-    # that this worker's HTTP loop, the gateway and the clients need between passes.
-    # Measured with 16 clients of single-text embeddings on 2 busy cores: 6 requests/s and
-    # 165 ms of worker CPU per request spinning, 68 requests/s and 12.5 ms passive. libgomp
-    # reads it when torch loads, so it is set before any engine is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # torch's OpenMP threads spin after every parallel region (libgomp: 300,000 turns),
+    # taking the cores that this worker's HTTP loop, the gateway and other workers need.
+    # Single-text embeddings, 16 clients, 2 cores shared with a soak: 6 requests/s and
+    # 165 ms of worker CPU each with the default spin, 35/s and 27 ms with 10,000 turns,
+    # 68/s and 13 ms never spinning; but never spinning cost 15-20% on an idle machine,
+    # where 10,000 turns lose nothing. libgomp reads it when torch loads: set it first.
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     model = config.model(name)
     if isinstance(model, OpenAIUpstreamModel):
         raise ConfigError(f"model '{model.name}' is an online API (engine: openai); it has no worker")
