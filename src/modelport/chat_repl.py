@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -72,6 +73,9 @@ class ChatSession:
 
     def loop(self, prompt: Callable[[], str]) -> None:
         """Read lines until /exit, Ctrl-D or Ctrl-C at the prompt."""
+        # Ctrl-C is part of this loop's interface. A process started in the background of a
+        # non-interactive shell inherits SIGINT ignored, and Python then leaves it so.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while True:
             try:
                 text = prompt()
