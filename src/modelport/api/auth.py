@@ -9,24 +9,26 @@ import orjson
 from modelport.errors import AuthenticationError
 
 
+def bearer_matches(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    """Whether an Authorization header carries one of `keys` (gateway and workers alike)."""
+    if not header or header[:7].lower() != b"bearer ":
+        return False
+    offered = header[7:].strip()
+    # compare against every key so timing does not reveal which one (or which prefix) matched
+    return any([hmac.compare_digest(offered, key) for key in keys])
+
+
 class BearerAuth:
     def __init__(self, app, keys: list[str]) -> None:  # noqa: ANN001 (ASGI app)
         self.app = app
-        self._keys = [key.encode() for key in keys]
-
-    def _allowed(self, header: bytes | None) -> bool:
-        if not header or not header[:7].lower() == b"bearer ":
-            return False
-        offered = header[7:].strip()
-        # compare_digest against every key so timing does not reveal which prefix matched
-        return any([hmac.compare_digest(offered, key) for key in self._keys])
+        self._keys = tuple(key.encode() for key in keys)
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http" or not self._keys:
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization")
-        if self._allowed(header):
+        if bearer_matches(header, self._keys):
             await self.app(scope, receive, send)
             return
         error = AuthenticationError(

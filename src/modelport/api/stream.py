@@ -30,7 +30,7 @@ _USAGE_MARKERS = (b'"choices":[]', b'"choices": []')
 _END = object()  # end of an event source, in RelayStreamResponse's queue
 _READY_EVENTS_MAX = 256  # read-ahead bound when the client reads slower than the upstream
 # `data:` may be followed by a space or not (iFlytek Spark sends `data:{...}`).
-_DONE_MARKERS = (b"data: [DONE]", b"data:[DONE]")
+DONE_MARKERS = (b"data: [DONE]", b"data:[DONE]")
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -168,7 +168,7 @@ async def relay_sse(
     error event + [DONE]. `validate` checks each event first (upstreams we do not run)."""
     try:
         async for event in events:
-            if event.startswith(_DONE_MARKERS):
+            if event.startswith(DONE_MARKERS):
                 accounting.finished = True
                 yield DONE
                 return

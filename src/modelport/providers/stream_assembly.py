@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
+from modelport.api.stream import DONE_MARKERS
 from modelport.errors import MalformedUpstreamError, normalize_upstream_error
-
-_DONE = (b"data: [DONE]", b"data:[DONE]")
 
 
 class _Choice:
@@ -133,7 +132,7 @@ async def assemble(events: AsyncIterator[bytes], *, chat: bool, label: str) -> d
     """The answer the stream `events` spells out; a malformed or unfinished stream is a 502."""
     assembler = CompletionAssembler(chat)
     async for event in events:
-        if event.startswith(_DONE):
+        if event.startswith(DONE_MARKERS):
             return assembler.answer()
         data = event[event.find(b"data:") + 5:] if b"data:" in event else b""
         if not data.strip() or data.strip() == b"null":

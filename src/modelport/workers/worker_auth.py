@@ -9,13 +9,13 @@ on a loopback address.
 
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from modelport.api.auth import bearer_matches
 from modelport.errors import AuthenticationError, ConfigError, ModelportError, PayloadTooLargeError
 from modelport.workers.ports import bind_error_message, bind_socket, is_loopback
 
@@ -45,14 +45,6 @@ def worker_host_problem(name: str, host: str) -> str:
     return (f"model '{name}': its worker would listen on {host} without a key, so anyone on "
             "the network could use it; set worker_key: ${YOUR_WORKER_KEY} on the model, or "
             "bind host: 127.0.0.1")
-
-
-def bearer_matches(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
-    if not header or header[:7].lower() != b"bearer ":
-        return False
-    offered = header[7:].strip()
-    # compare against every key so timing does not reveal which one (or which prefix) matched
-    return any([hmac.compare_digest(offered, key) for key in keys])
 
 
 class WorkerGuard:
