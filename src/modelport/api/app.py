@@ -14,11 +14,13 @@ from starlette.routing import Mount, Route, Router
 from modelport.api import relay
 from modelport.api.access_log import AccessLog
 from modelport.api.auth import BearerAuth
+from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
+from modelport.api.messages import count_message_tokens, create_message
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
-from modelport.errors import ModelportError, error_envelope
+from modelport.errors import InvalidRequestError, ModelportError
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -35,33 +37,31 @@ async def embeddings(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.EMBEDDINGS)
 
 
-def _error_response(error: ModelportError) -> JSONResponse:
-    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+def _error_response(request: Request, error: ModelportError) -> JSONResponse:
+    return JSONResponse(error_payload(request.url.path, error), status_code=error.status,
+                        headers=error.headers)
 
 
 async def _on_modelport_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ModelportError)
-    return _error_response(error)
+    return _error_response(request, error)
 
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
     message = {
         404: f"Unknown route {request.method} {request.url.path}",
         405: f"Method {request.method} is not allowed on {request.url.path}",
     }.get(error.status_code, str(error.detail))
-    return JSONResponse(
-        error_envelope(message, kind, None, None), status_code=error.status_code,
-        headers=getattr(error, "headers", None),
-    )
+    typed = (InvalidRequestError if error.status_code < 500 else ModelportError)(
+        message, headers=getattr(error, "headers", None))
+    typed.status = error.status_code
+    return _error_response(request, typed)
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        error_envelope(f"internal error: {type(error).__name__}", "server_error"), status_code=500
-    )
+    return _error_response(request, ModelportError(f"internal error: {type(error).__name__}"))
 
 
 def _v1_routes() -> list[Route]:
@@ -71,6 +71,8 @@ def _v1_routes() -> list[Route]:
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/completions", completions, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
+        Route("/messages", create_message, methods=["POST"]),
+        Route("/messages/count_tokens", count_message_tokens, methods=["POST"]),
     ]
 
 

@@ -24,7 +24,7 @@ from modelport.errors import (
     UpstreamError,
     normalize_upstream_error,
 )
-from modelport.foreign.anthropic_schema import MessagesRequest
+from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest
 from modelport.protocol import ChatCompletionRequest, ChatMessage
 from modelport.providers.openai_shapes import ChunkWriter, chat_completion, usage_dict
 
@@ -420,12 +420,8 @@ def _assistant_message(blocks: list[dict[str, Any]], param: str) -> dict[str, An
     return message
 
 
-def chat_body(request: MessagesRequest) -> dict[str, Any]:
-    """The OpenAI chat.completions body for a Messages API request.
-
-    `stop_sequences` stay out of it: an engine that stops at one drops it from the text and
-    reports only "stop", so the gateway matches them itself (`StopMatcher`) to tell the
-    client which one ended the turn."""
+def chat_prompt(request: CountTokensRequest) -> dict[str, Any]:
+    """The prompt half of an OpenAI chat body (model, messages, tools, tool_choice)."""
     messages: list[dict[str, Any]] = []
     system = request.system_text()
     if system:
@@ -438,12 +434,7 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
             messages.extend(_user_messages(message.content, param))  # type: ignore[arg-type]
         else:
             messages.append(_assistant_message(message.content, param))  # type: ignore[arg-type]
-    body: dict[str, Any] = {"model": request.model, "messages": messages,
-                            "max_tokens": request.max_tokens}
-    for name in ("temperature", "top_p", "top_k"):
-        value = getattr(request, name)
-        if value is not None:
-            body[name] = value
+    body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.tools:
         body["tools"] = function_tools(request.tools)  # type: ignore[arg-type]
     choice = request.tool_choice
@@ -451,6 +442,21 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         body["tool_choice"] = openai_tool_choice(choice)  # type: ignore[arg-type]
         if choice.get("disable_parallel_tool_use"):
             body["parallel_tool_calls"] = False
+    return body
+
+
+def chat_body(request: MessagesRequest) -> dict[str, Any]:
+    """The OpenAI chat.completions body for a Messages API request.
+
+    `stop_sequences` stay out of it: an engine that stops at one drops it from the text and
+    reports only "stop", so the gateway matches them itself (`StopMatcher`) to tell the
+    client which one ended the turn."""
+    body = chat_prompt(request)
+    body["max_tokens"] = request.max_tokens
+    for name in ("temperature", "top_p", "top_k"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
     if request.stream:
         body["stream"] = True
     return body
@@ -557,6 +563,7 @@ class EventWriter:
         self._tool_blocks: dict[int, int] = {}  # OpenAI tool-call index -> block index
         self._finish_reason: str | None = None
         self._usage: dict[str, Any] = {}
+        self._content_chunks = 0
 
     @property
     def stopped(self) -> bool:
@@ -579,6 +586,7 @@ class EventWriter:
                 continue
             delta = choice.get("delta") or {}
             if delta.get("content"):
+                self._content_chunks += 1
                 out += self._text(self.matcher.feed(delta["content"]))
                 if self.stopped:
                     return out
@@ -591,6 +599,10 @@ class EventWriter:
     def end(self) -> bytes:
         out = self._text(self.matcher.flush()) + self._close_block()
         usage = anthropic_usage(self._usage)
+        if not self._usage:
+            # A stop sequence ended the stream before the engine's usage chunk: engines
+            # stream one token per chunk, so the chunks read are the tokens generated.
+            usage["output_tokens"] = self._content_chunks
         reason = _stop_reason(self._finish_reason, self.matcher, bool(self._tool_blocks))
         return out + sse("message_delta", {
             "type": "message_delta",
