@@ -1,10 +1,11 @@
 """How many tokens a chat prompt is for the model that would serve it.
 
-Exact where the engine can tell: a local worker that serves llama.cpp's own routes
-(`/apply-template` renders the chat template with the messages and tools, `/tokenize`
-counts the result with the model's tokenizer, special tokens included) answers the very
-count its chat path would report as prompt tokens. Elsewhere (online APIs, engines without
-those routes) the count is an estimate from the prompt's length.
+Exact where the engine can tell, from a local worker, which counts the very prompt its
+chat path would read: llama.cpp serves `/apply-template` (the chat template rendered with
+the messages and tools) and `/tokenize` (that text counted with the model's tokenizer);
+vLLM, and the transformers worker in the same form, serve `/tokenize` taking the chat
+messages themselves. Elsewhere (online APIs) the count is an estimate from the prompt's
+length.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import orjson
 
 from modelport.api.state import GatewayState
-from modelport.errors import ModelportError
+from modelport.errors import ModelportError, UpstreamError
 from modelport.routing.deployments import Deployment
 
 # English text and JSON average about four characters per token across common tokenizers;
@@ -34,11 +35,27 @@ def estimate(chat_body: dict[str, Any]) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(chat_body["messages"])
 
 
-async def _exact(client: Any, chat_body: dict[str, Any]) -> int | None:
-    template = {key: chat_body[key] for key in ("messages", "tools", "tool_choice")
-                if key in chat_body}
-    rendered = orjson.loads((await client.post("/apply-template", orjson.dumps(template),
-                                               from_root=True)).body)
+def _prompt_fields(chat_body: dict[str, Any]) -> dict[str, Any]:
+    return {key: chat_body[key] for key in ("messages", "tools", "tool_choice") if key in chat_body}
+
+
+async def _exact(client: Any, deployment: Deployment, chat_body: dict[str, Any]) -> int | None:
+    try:
+        return await _llamacpp_count(client, chat_body)
+    except UpstreamError as error:
+        if error.upstream_status != 404:
+            raise
+    # Not llama.cpp: vLLM's /tokenize (and the transformers worker's) takes the messages.
+    counted = orjson.loads((await client.post("/tokenize", orjson.dumps(
+        {"model": deployment.upstream_model, **_prompt_fields(chat_body)}),
+        from_root=True)).body)
+    count = counted.get("count") if isinstance(counted, dict) else None
+    return count if isinstance(count, int) else None
+
+
+async def _llamacpp_count(client: Any, chat_body: dict[str, Any]) -> int | None:
+    rendered = orjson.loads((await client.post("/apply-template", orjson.dumps(
+        _prompt_fields(chat_body)), from_root=True)).body)
     if not isinstance(rendered, dict) or not isinstance(rendered.get("prompt"), str):
         return None
     # add_special as the chat path tokenizes its prompt (a BOS token where the model has one)
@@ -56,7 +73,7 @@ async def count_prompt_tokens(state: GatewayState, deployment: Deployment,
     client = getattr(state.clients.get(deployment.name), "client", None)
     if deployment.is_local and client is not None:
         try:
-            count = await _exact(client, chat_body)
+            count = await _exact(client, deployment, chat_body)
         except (ModelportError, orjson.JSONDecodeError):
             count = None  # not this engine's routes, or the worker is not up: estimate
         if count is not None:
