@@ -20,7 +20,8 @@ from modelport.api.body import read_body
 from modelport.api.chat_bridge import BridgedAnswer, BridgedStream, bridged_chat
 from modelport.api.state import GatewayState
 from modelport.api.token_count import count_prompt_tokens
-from modelport.errors import ClientDisconnectedError, ModelportError
+from modelport.api.relay import note_failure
+from modelport.errors import ModelportError
 from modelport.foreign import anthropic_messages as anthropic
 from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest, parse
 from modelport.protocol import parse_json_body
@@ -46,10 +47,7 @@ async def create_message(request: Request) -> Response:
         parsed: MessagesRequest = await _read(request, MessagesRequest)  # type: ignore[assignment]
         result = await bridged_chat(request, anthropic.chat_body(parsed))
     except ModelportError as error:
-        if error.status >= 500:  # why a request failed on our side belongs in its log line
-            record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
-        elif isinstance(error, ClientDisconnectedError):
-            record.note = "client_disconnected"
+        note_failure(record, error)
         raise
     if isinstance(result, BridgedAnswer):
         return JSONResponse(anthropic.message_from_chat(result.payload, parsed.stop_sequences),

@@ -14,9 +14,9 @@ from typing_extensions import NotRequired, TypedDict
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol import validate_request
+from modelport.protocol_parts import Name
 
 _OPEN = ConfigDict(extra="allow")
-Name = Annotated[str, Field(min_length=1)]
 
 
 @with_config(_OPEN)
