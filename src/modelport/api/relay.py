@@ -90,11 +90,17 @@ async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStream
     try:
         return await _forward(request, endpoint, state, record)
     except ModelportError as error:
-        if error.status >= 500:  # why a request failed on our side belongs in its log line
-            record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
-        elif isinstance(error, ClientDisconnectedError):
-            record.note = "client_disconnected"
+        note_failure(record, error)
         raise
+
+
+def note_failure(record: AccessRecord, error: ModelportError) -> None:
+    """What the log line and the metrics say about a request that failed with `error`."""
+    record.error = error
+    if error.status >= 500:  # why a request failed on our side belongs in its log line
+        record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
+    elif isinstance(error, ClientDisconnectedError):
+        record.note = "client_disconnected"
 
 
 async def _forward(
@@ -238,6 +244,7 @@ class RelayedStream:
         record.take_usage(accounting.usage)
         error = ended_with or accounting.error
         if error is not None:
+            record.error = error
             record.note = f"stream_error={type(error).__name__}: {error.message[:200]!r}"
         elif disconnected and not accounting.finished:
             record.note = "client_disconnected"
