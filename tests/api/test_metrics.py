@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
+from support.metrics import parse_samples, value
 from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
 
 KEY = "sk-test-upstream"
@@ -38,19 +37,11 @@ def gateway(fake):
     gw.close()
 
 
-def samples(gateway) -> dict[tuple[str, tuple], float]:
+def samples(gateway):
     response = gateway.call("GET", "/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    found = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found, name, **labels) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+    return parse_samples(response.text)
 
 
 CHAT = "/v1/chat/completions"

@@ -4,23 +4,15 @@ llama.cpp workers' own metrics are re-exported under the model's name."""
 from __future__ import annotations
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
+from support.metrics import parse_samples, value
 from support.models import CHAT, EMBED
 
 
-def scrape(server) -> dict[tuple[str, tuple], float]:
+def scrape(server):
     response = httpx.get(server.url + "/metrics", timeout=30)
     assert response.status_code == 200
-    found = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
-
-
-def value(found, name, **labels) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+    return parse_samples(response.text)
 
 
 def test_counters_follow_real_requests(server, client):
