@@ -241,7 +241,7 @@ class RelayedStream:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
         self._outcome.served.release()
         record, accounting = self._record, self.accounting
-        record.take_usage(accounting.usage)
+        record.take_usage(accounting.final_usage())
         error = ended_with or accounting.error
         if error is not None:
             record.error = error
