@@ -105,3 +105,9 @@ def test_embedding_throughput_smoke():
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
+
+
+def test_messages_overhead_smoke():
+    data = run("messages_overhead.py", "--rounds", "5", "--chunks", "3")
+    assert set(data["results"]) == {"non-streaming", "streaming"}
+    assert data["results"]["streaming"]["messages"]["total_ms"]["p50"] > 0
