@@ -115,3 +115,16 @@ def test_errors_reach_the_sdk_as_its_typed_errors(claude):
     with pytest.raises(anthropic.BadRequestError) as embedding:
         claude.messages.create(model="all-minilm-l6-v2", max_tokens=5, messages=QUESTION)
     assert embedding.value.body["error"]["type"] == "invalid_request_error"
+
+
+def test_structured_output_is_constrained_to_the_schema(claude):
+    import json
+
+    schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 20}},
+              "required": ["color"], "additionalProperties": False}
+    message = claude.messages.create(
+        model=CHAT, max_tokens=40, output_config={"format": {"type": "json_schema",
+                                                             "schema": schema}},
+        messages=[{"role": "user", "content": "Name a color."}])
+    answer = json.loads(message.content[0].text)
+    assert list(answer) == ["color"] and isinstance(answer["color"], str)

@@ -288,3 +288,14 @@ def test_errors_take_anthropics_envelope_by_status(error, status, kind):
 def test_mid_stream_failure_is_an_error_event():
     assert events_of(anthropic.error_event(UpstreamError("slot died"))) == [
         ("error", {"type": "error", "error": {"type": "api_error", "message": "slot died"}})]
+
+
+def test_structured_output_format_becomes_a_json_schema_response_format():
+    schema = {"type": "object", "properties": {"color": {"type": "string"}}}
+    body = anthropic.chat_body(request(
+        messages=[{"role": "user", "content": "A color?"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"}))
+    assert body["response_format"] == {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": schema}}
+    assert "response_format" not in anthropic.chat_body(request(
+        messages=[{"role": "user", "content": "Hi"}], output_config={"effort": "high"}))

@@ -457,6 +457,10 @@ def chat_body(request: MessagesRequest) -> dict[str, Any]:
         value = getattr(request, name)
         if value is not None:
             body[name] = value
+    output_format = (request.output_config or {}).get("format")
+    if output_format:  # structured output: the engine's constrained decoding
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "output", "schema": output_format["schema"]}}
     if request.stream:
         body["stream"] = True
     return body

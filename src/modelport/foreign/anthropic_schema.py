@@ -112,6 +112,18 @@ class ToolChoice(TypedDict):
     disable_parallel_tool_use: NotRequired[bool]
 
 
+@with_config(_OPEN)
+class JSONOutputFormat(TypedDict):
+    type: Literal["json_schema"]
+    schema: dict[str, Any]
+
+
+@with_config(_OPEN)
+class OutputConfig(TypedDict):
+    format: NotRequired[JSONOutputFormat | None]
+    effort: NotRequired[str | None]  # a reasoning budget: nothing here to spend it on
+
+
 class CountTokensRequest(BaseModel):
     """What /v1/messages/count_tokens reads: the prompt half of a Messages request."""
 
@@ -150,6 +162,7 @@ class MessagesRequest(CountTokensRequest):
     top_k: int | None = Field(None, ge=0)
     stream: bool = False
     metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
 
 
 def parse(model: type[CountTokensRequest], data: dict[str, Any]) -> Any:
