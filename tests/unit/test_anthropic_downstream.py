@@ -129,6 +129,12 @@ def test_bad_requests_are_400s_naming_the_parameter(fields, param):
     assert error.value.param == param
 
 
+def test_an_empty_user_turn_is_a_400():
+    with pytest.raises(InvalidRequestError) as error:
+        anthropic.chat_body(request(messages=[{"role": "user", "content": []}]))
+    assert error.value.param == "messages[0].content"
+
+
 def test_tool_use_in_a_user_turn_is_a_400_naming_the_block():
     with pytest.raises(InvalidRequestError) as error:
         anthropic.chat_body(request(messages=[{"role": "user", "content": [

@@ -396,11 +396,12 @@ def _user_messages(blocks: list[dict[str, Any]], param: str) -> list[dict[str, A
         else:
             raise InvalidRequestError(f"a user message cannot carry a '{kind}' block",
                                       param=f"{param}[{index}].type")
+    if not parts and not results:
+        raise InvalidRequestError("a user message needs at least one content block",
+                                  param=param)
     if parts and all(part["type"] == "text" for part in parts):
         return results + [{"role": "user", "content": "".join(p["text"] for p in parts)}]
-    if parts or not results:
-        return results + [{"role": "user", "content": parts}]
-    return results
+    return results + ([{"role": "user", "content": parts}] if parts else [])
 
 
 def _assistant_message(blocks: list[dict[str, Any]], param: str) -> dict[str, Any]:
