@@ -49,6 +49,9 @@ def gateway(fake):
         {"name": "remote", "engine": "openai", "base_url": fake.url + "/v1",
          "upstream_model": "vendor-id", "retries": {"attempts": 1},
          "cooldown": {"failures": 1000}},
+        {"name": "claude", "engine": "openai", "vendor": "anthropic", "api_key": "sk-vendor",
+         "base_url": fake.url + "/v1", "upstream_model": "claude-sonnet-4-5",
+         "retries": {"attempts": 1}},
     ]})
     yield gw
     gw.close()
@@ -214,3 +217,31 @@ def test_sdk_raises_its_typed_errors(gateway, fake):
         gateway.run(run())
     with pytest.raises(anthropic.NotFoundError):
         gateway.run(run(model="nope"))
+
+
+def test_an_anthropic_vendor_behind_v1_messages_gets_back_the_request_it_was_sent(gateway, fake):
+    """Both directions of the one translation module in a row: Anthropic -> OpenAI chat ->
+    Anthropic again, and the vendor's answer back the same way."""
+    fake.script(Reply(json={
+        "id": "msg_up", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "tool_use", "id": "toolu_9", "name": "weather",
+                     "input": {"city": "Paris"}}],
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "usage": {"input_tokens": 30, "output_tokens": 12}}))
+    sent = {"model": "claude", "max_tokens": 50, "system": "Be brief.", "tools": [WEATHER],
+            "tool_choice": {"type": "any"},
+            "messages": [{"role": "user", "content": "Weather in Paris?"},
+                         {"role": "assistant", "content": [
+                             {"type": "tool_use", "id": "toolu_1", "name": "weather",
+                              "input": {"city": "Paris"}}]},
+                         {"role": "user", "content": [
+                             {"type": "tool_result", "tool_use_id": "toolu_1",
+                              "content": "sunny"}]}]}
+    response = post(gateway, **sent)
+    assert response.status_code == 200, response.text
+    assert fake.last().body == {**sent, "model": "claude-sonnet-4-5"}
+    answer = response.json()
+    assert answer["content"] == [{"type": "tool_use", "id": "toolu_9", "name": "weather",
+                                  "input": {"city": "Paris"}}]
+    assert answer["stop_reason"] == "tool_use" and answer["model"] == "claude"
+    assert answer["usage"] == {"input_tokens": 30, "output_tokens": 12}
