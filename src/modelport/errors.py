@@ -54,6 +54,18 @@ class AuthenticationError(ModelportError):
     code = "invalid_api_key"
 
 
+class PermissionDeniedError(ModelportError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class NotFoundError(ModelportError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class ModelNotFoundError(ModelportError):
     status = 404
     type = "invalid_request_error"

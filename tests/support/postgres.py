@@ -75,6 +75,12 @@ class PostgresServer:
                           "-w", "-t", "60", "start")
         return self
 
+    def create_database(self, name: str) -> str:
+        """A new empty database; its URL."""
+        self._as_postgres(self.bin / "createdb", "-h", "127.0.0.1", "-p", str(self.port),
+                          "-U", USER, name)
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+
     @property
     def pid(self) -> int | None:
         try:
