@@ -1,4 +1,5 @@
-"""The `modelport` command: serve | worker | check | models | chat | import-config | pull."""
+"""The `modelport` command: serve | worker | check | models | chat | import-config | pull |
+keys | usage."""
 
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ def serve(
     allow_public: bool = typer.Option(False, "--allow-public",
                                       help="Allow a non-loopback host without API keys."),
     log_level: str = typer.Option("info", help="debug shows worker output and request bodies."),
+    master_key: Optional[str] = typer.Option(
+        None, "--master-key", envvar="MODELPORT_MASTER_KEY", show_envvar=True,
+        help="Unlock the admin API (/admin) with this key; overrides server.master_key."),
 ) -> None:
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
@@ -78,6 +82,8 @@ def serve(
             cfg.server.host = host
         if port:
             cfg.server.port = port
+        if master_key:
+            cfg.server.master_key = master_key
         report = validate_startup(cfg, model or None, allow_public)
         if report.problems:
             raise ConfigError("\n".join(report.problems))
@@ -294,6 +300,16 @@ def pull(
         _fail(error)
         return
     Console().print(f"[green]downloaded to {target}[/]")
+
+
+def _add_admin_commands() -> None:
+    from modelport.cli_admin import keys_app, usage
+
+    app.add_typer(keys_app, name="keys")
+    app.command()(usage)
+
+
+_add_admin_commands()
 
 
 def main() -> None:
