@@ -169,3 +169,60 @@ def test_summary_rejects_an_unknown_grouping(tmp_path):
 
 def run(coroutine):  # noqa: ANN001, ANN201
     return asyncio.run(coroutine)
+
+
+def test_window_totals_match_the_raw_rows_for_any_since_and_until(database_url):
+    """Whole days come from the daily totals and partial days from the raw rows: for
+    windows that start and end at midnight, mid-day, on the same day or not at all, the
+    totals are those of the rows whose time falls inside."""
+    import random
+
+    rng = random.Random(11)
+    base = datetime(2026, 4, 1, tzinfo=UTC).timestamp()
+    rows = [_row(model=rng.choice(["priced", "free"]), key_id=rng.choice(["k1", "k2", None]),
+                 prompt_tokens=rng.randrange(100), completion_tokens=rng.randrange(50),
+                 status=rng.choice([200, 200, 429]), at=base + rng.uniform(0, 5 * 86400))
+            for _ in range(400)]
+    day = 86400
+    points = [None, base, base + day, base + 1.5 * day, base + 2.25 * day, base + 2.75 * day,
+              base + 3 * day, base + 4.5 * day, base + 9 * day]
+    windows = [(s, u) for s in points for u in points if s is None or u is None or s <= u]
+
+    def expected(since, until, group_by):  # noqa: ANN001, ANN202
+        totals: dict = {}
+        for row in rows:
+            if (since is None or row.at >= since) and (until is None or row.at < until):
+                label = {"key": row.key_id, "model": row.model,
+                         "day": datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%d")
+                         }[group_by]
+                requests, tokens = totals.get(label, (0, 0))
+                totals[label] = (requests + 1, tokens + row.prompt_tokens + row.completion_tokens)
+        return totals
+
+    def as_time(value):  # noqa: ANN001, ANN202
+        return None if value is None else datetime.fromtimestamp(value, UTC)
+
+    async def scenario():
+        store = _store(database_url)
+        await store.start()
+        try:
+            for row in rows:
+                store.usage.record(row)
+            answers = {}
+            for since, until in windows:
+                for group_by in ("key", "model", "day"):
+                    summary = await store.usage.summary(group_by, as_time(since), as_time(until))
+                    answers[since, until, group_by] = {
+                        r[group_by]: (r["requests"], r["total_tokens"]) for r in summary}
+                answers[since, until, "k1"] = await store.keys.tokens_used("k1", as_time(since))
+            return answers
+        finally:
+            await store.stop()
+
+    answers = run(scenario())
+    for since, until in windows:
+        for group_by in ("key", "model", "day"):
+            assert answers[since, until, group_by] == expected(since, until, group_by), \
+                (since, until, group_by)
+        k1 = expected(since, None, "key").get("k1", (0, 0))[1]
+        assert answers[since, until, "k1"] == k1, since

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.store.schema import keys as keys_table
-from modelport.store.schema import usage as usage_table
+from modelport.store.summary import aggregate
 
 if TYPE_CHECKING:
     from modelport.store.usage import UsageRecorder
@@ -146,13 +146,9 @@ class KeyStore:
     async def tokens_used(self, key_id: str, since: datetime | None = None) -> int:
         """Prompt plus completion tokens of the key's requests since `since` (ever, when
         None), counting rows still waiting to be written."""
-        query = select(func.coalesce(
-            func.sum(usage_table.c.prompt_tokens + usage_table.c.completion_tokens), 0,
-        )).where(usage_table.c.key_id == key_id)
-        if since is not None:
-            query = query.where(usage_table.c.at >= since)
         async with self.engine.connect() as connection:
-            stored = int((await connection.execute(query)).scalar_one())
+            totals = (await aggregate(connection, None, since, key_id=key_id)).get(None)
+        stored = totals.total_tokens if totals else 0
         pending = self._usage.pending_tokens(key_id, since) if self._usage else 0
         return stored + pending
 

@@ -85,6 +85,21 @@ usage = Table(
     Column("cost", Float),
     Index("ix_usage_at", "at"),
     Index("ix_usage_key_at", "key_id", "at"),
-    Index("ix_usage_model_at", "model", "at"),
-    Index("ix_usage_day", "day"),
+)
+
+# Totals per UTC day, key and model, kept in step with `usage` (same transaction): the
+# summaries and budgets read whole days from here, and only the raw rows of a partial
+# first or last day, instead of aggregating every row ever written.
+usage_daily = Table(
+    "usage_daily", metadata,
+    Column("day", String(10), primary_key=True),
+    Column("key_id", String(32), primary_key=True),  # '' for requests without a virtual key
+    Column("model", String(200), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("errors", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost", Float),
+    Column("latency_ms_sum", Float, nullable=False),
 )

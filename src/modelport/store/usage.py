@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import case, func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
 from modelport.store.schema import usage as usage_table
+from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
 
@@ -145,10 +146,12 @@ class UsageRecorder:
     async def _insert(self, rows: list[UsageRow]) -> None:
         assert self._engine is not None
         values = [self._values(row) for row in rows]
+        upsert = upsert_daily(self._engine.dialect.name)
         async with self._engine.begin() as connection:
             for start in range(0, len(values), self._batch_rows):
-                await connection.execute(insert(usage_table),
-                                         values[start:start + self._batch_rows])
+                batch = values[start:start + self._batch_rows]
+                await connection.execute(insert(usage_table), batch)
+                await connection.execute(upsert, daily_increments(batch))
 
     def _values(self, row: UsageRow) -> dict[str, Any]:
         values = asdict(row)
@@ -162,40 +165,14 @@ class UsageRecorder:
     async def summary(self, group_by: str = "key", since: datetime | None = None,
                       until: datetime | None = None) -> list[dict[str, Any]]:
         """Requests, errors, tokens, cost and mean latency per key, model or UTC day,
-        over [since, until), rows recorded so far included."""
+        over [since, until), rows recorded so far included; days in order, keys and
+        models by most tokens first."""
         if group_by not in GROUPINGS:
             raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
         await self.flush()
         assert self._engine is not None, "the usage recorder is not started"
-        column = {"key": usage_table.c.key_id, "model": usage_table.c.model,
-                  "day": usage_table.c.day}[group_by]
-        c = usage_table.c
-        total = func.sum(c.prompt_tokens + c.completion_tokens)
-        query = select(
-            column.label("group"),
-            func.count().label("requests"),
-            func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
-            func.sum(c.prompt_tokens).label("prompt_tokens"),
-            func.sum(c.completion_tokens).label("completion_tokens"),
-            func.sum(c.cached_tokens).label("cached_tokens"),
-            total.label("total_tokens"),
-            func.sum(c.cost).label("cost"),
-            func.avg(c.latency_ms).label("mean_latency_ms"),
-        ).group_by(column)
-        if since is not None:
-            query = query.where(c.at >= since)
-        if until is not None:
-            query = query.where(c.at < until)
-        query = query.order_by(column) if group_by == "day" else query.order_by(total.desc())
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).mappings().all()
-        return [{
-            group_by: row["group"],
-            "requests": int(row["requests"]), "errors": int(row["errors"] or 0),
-            "prompt_tokens": int(row["prompt_tokens"] or 0),
-            "completion_tokens": int(row["completion_tokens"] or 0),
-            "cached_tokens": int(row["cached_tokens"] or 0),
-            "total_tokens": int(row["total_tokens"] or 0),
-            "cost": None if row["cost"] is None else float(row["cost"]),
-            "mean_latency_ms": round(float(row["mean_latency_ms"] or 0.0), 1),
-        } for row in rows]
+            groups = await aggregate(connection, group_by, since, until)
+        ordered = sorted(groups.items(), key=(lambda item: item[0]) if group_by == "day"
+                         else (lambda item: (-item[1].total_tokens, str(item[0]))))
+        return [{group_by: label, **totals.as_json()} for label, totals in ordered]

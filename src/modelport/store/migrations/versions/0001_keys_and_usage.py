@@ -1,4 +1,4 @@
-"""keys and usage
+"""keys, usage and daily usage totals
 
 Revision ID: 0001
 Revises:
@@ -54,10 +54,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_usage_at", "usage", ["at"])
     op.create_index("ix_usage_key_at", "usage", ["key_id", "at"])
-    op.create_index("ix_usage_model_at", "usage", ["model", "at"])
-    op.create_index("ix_usage_day", "usage", ["day"])
+    op.create_table(
+        "usage_daily",
+        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("key_id", sa.String(32), primary_key=True),
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("requests", sa.BigInteger, nullable=False),
+        sa.Column("errors", sa.BigInteger, nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger, nullable=False),
+        sa.Column("cached_tokens", sa.BigInteger, nullable=False),
+        sa.Column("cost", sa.Float),
+        sa.Column("latency_ms_sum", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("usage_daily")
     op.drop_table("usage")
     op.drop_table("keys")
