@@ -174,6 +174,11 @@ def check(
                                 Path(cfg.base_dir)))
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
+    from modelport.store.database import database_url, redacted
+
+    admin = "on" if cfg.server.master_key else "off (no master key)"
+    Console().print(f"keys and usage: {redacted(database_url(cfg))}; admin API {admin}",
+                    markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)

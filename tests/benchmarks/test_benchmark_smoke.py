@@ -105,3 +105,10 @@ def test_embedding_throughput_smoke():
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
+
+
+def test_usage_query_smoke():
+    data = run("usage_query.py", "--rows", "3000", "--keys", "5", "--repeat", "2")
+    assert data["rows"] == 3000
+    assert set(data["results"]) == {"summary_key", "summary_model", "summary_day",
+                                    "admin_usage_key", "admin_usage_key_1d"}

@@ -96,3 +96,14 @@ def test_keys_commands_explain_a_missing_master_key():
                      env={"MODELPORT_MASTER_KEY": ""})
     assert result.returncode == 2
     assert "--master-key" in result.stderr and "MODELPORT_MASTER_KEY" in result.stderr
+
+
+def test_check_shows_where_keys_live_without_the_password(tmp_path):
+    config = tmp_path / "modelport.yaml"
+    config.write_text(
+        "server:\n  database_url: postgresql://mp:hunter2-secret@db.internal:5432/mp\n"
+        "models:\n  - {name: m, engine: openai, base_url: 'http://127.0.0.1:9/v1'}\n")
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "keys and usage: postgresql+asyncpg://mp:***@db.internal:5432/mp" in result.stdout
+    assert "admin API off" in result.stdout and "hunter2" not in result.stdout + result.stderr

@@ -42,7 +42,7 @@ class Store:
         except Exception as error:
             await engine.dispose()
             raise StoreError(f"cannot open the database {redacted(self.url)}: "
-                             f"{type(error).__name__}: {error}") from error
+                             f"{type(error).__name__}: {error}") from None
         self._engine = engine
         logger.info("keys and usage in %s", redacted(self.url))
 
