@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Optional
 
 import orjson
@@ -13,10 +12,6 @@ from rich.console import Console
 
 keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys of a running server "
                        "(needs its master key).")
-
-_AGE = re.compile(r"^(\d+)([mhdw])$")
-_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def _url_option() -> Optional[str]:
     return typer.Option(None, "--url", envvar="MODELPORT_URL",
@@ -64,13 +59,12 @@ def _print_json(data: object) -> None:
 
 def _expiry(text: Optional[str]) -> Optional[str]:
     """30d, 12h … from now, or a time as the server accepts it (ISO 8601)."""
+    from modelport.api.admin_bodies import parse_age
+
     if text is None:
         return None
-    age = _AGE.match(text.strip())
-    if age:
-        later = datetime.now(UTC) + timedelta(**{_UNITS[age.group(2)]: int(age.group(1))})
-        return later.isoformat()
-    return text
+    age = parse_age(text)
+    return (datetime.now(UTC) + age).isoformat() if age is not None else text
 
 
 def _metadata(pairs: list[str]) -> dict[str, str]:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -47,7 +48,7 @@ def test_keys_through_the_cli_survive_a_restart(tmp_path, request, kind):
     try:
         created = run_cli("keys", "create", "analytics", "--model", "tc", "--rpm", "3",
                           "--budget-tokens", "5000", "--budget-period", "day",
-                          "--meta", "owner=ana", env=admin)
+                          "--meta", "owner=ana", "--expires", "30d", env=admin)
         assert created.returncode == 0, created.stderr
         secret = created.stdout.strip().splitlines()[-1]
         assert secret.startswith("sk-mp-")
@@ -58,6 +59,8 @@ def test_keys_through_the_cli_survive_a_restart(tmp_path, request, kind):
         assert [(k["name"], k["models"], k["rpm"]) for k in keys] == \
             [("analytics", ["team-chat"], 3)]
         key_id = keys[0]["id"]
+        expires_in = datetime.fromisoformat(keys[0]["expires_at"]) - datetime.now(UTC)
+        assert timedelta(days=29) < expires_in <= timedelta(days=30)
         assert secret not in listed.stdout
 
         table = run_cli("keys", "list", env=admin)

@@ -66,14 +66,20 @@ class KeyPatch(_KeyFields):
         return value
 
 
+def parse_age(text: str) -> timedelta | None:
+    """15m, 24h, 7d, 2w as a duration; None for anything else."""
+    match = _RELATIVE.match(text.strip())
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))}) if match else None
+
+
 def parse_time(text: str | None, name: str, now: datetime) -> datetime | None:
     """A query time: ISO 8601 (a date, or a time; UTC without an offset), epoch seconds,
     or an age such as 15m, 24h, 7d, 2w (that long before `now`)."""
     if text is None or text == "":
         return None
-    relative = _RELATIVE.match(text.strip())
-    if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+    age = parse_age(text)
+    if age is not None:
+        return now - age
     try:
         when = datetime.fromtimestamp(float(text), UTC)
     except (ValueError, OverflowError, OSError):
