@@ -7,6 +7,7 @@ package and run at every start (a no-op when the schema is current).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,8 @@ DATABASE_FILE = "modelport.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant works; gateways starting together take turns migrating a shared PostgreSQL.
 _MIGRATION_LOCK_ID = 0x6D706F7274
+
+logger = logging.getLogger("modelport.store")
 
 
 def data_dir(config: Config) -> Path:
@@ -56,6 +59,9 @@ def open_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
+    # aiosqlite logs every single operation at DEBUG, which buries modelport's own lines
+    # under `--log-level debug`.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
@@ -80,12 +86,20 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
+    # Alembic's own INFO lines (its plugins, dialect, transactional DDL) come on every
+    # start; one line of ours says when the schema actually changed.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config as AlembicConfig
+    from alembic.runtime.migration import MigrationContext
 
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+    before = MigrationContext.configure(connection).get_current_revision()
     settings = AlembicConfig()
     settings.set_main_option("script_location", str(MIGRATIONS))
     settings.attributes["connection"] = connection
     command.upgrade(settings, "head")
+    after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        logger.info("database schema upgraded from revision %s to %s", before or "(none)", after)
