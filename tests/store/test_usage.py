@@ -226,3 +226,39 @@ def test_window_totals_match_the_raw_rows_for_any_since_and_until(database_url):
                 (since, until, group_by)
         k1 = expected(since, None, "key").get("k1", (0, 0))[1]
         assert answers[since, until, "k1"] == k1, since
+
+
+def test_rows_wait_while_the_database_refuses_writes_and_are_written_after(tmp_path):
+    """Another process holds SQLite's write lock: the batch fails (after SQLite's busy
+    timeout), its rows stay queued in order, and the writer's retry writes them once the
+    lock is gone."""
+    import sqlite3
+
+    path = tmp_path / "locked.db"
+
+    async def scenario():
+        store = _store(f"sqlite:///{path}")
+        await store.start()
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
+            for i in range(10):
+                store.usage.record(_row(prompt_tokens=i))
+            with pytest.raises(Exception, match="locked"):
+                await store.usage.flush()
+            kept = [row.prompt_tokens for row in store.usage._buffer]
+            blocker.execute("ROLLBACK")
+            deadline = time.monotonic() + 60
+            while await _count(store) < 10 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)  # the background writer retries on its own
+            async with store._engine.connect() as connection:
+                written = (await connection.execute(
+                    select(usage_table.c.prompt_tokens).order_by(usage_table.c.id))).scalars().all()
+            return kept, written, store.usage.pending
+        finally:
+            blocker.close()
+            await store.stop()
+
+    kept, written, pending = run(scenario())
+    assert kept == list(range(10))
+    assert written == list(range(10)) and pending == 0
