@@ -102,4 +102,5 @@ usage_daily = Table(
     Column("cached_tokens", BigInteger, nullable=False),
     Column("cost", Float),
     Column("latency_ms_sum", Float, nullable=False),
+    Index("ix_usage_daily_key_day", "key_id", "day"),  # one key's budget
 )

@@ -169,7 +169,8 @@ class UsageRecorder:
         models by most tokens first."""
         if group_by not in GROUPINGS:
             raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
-        await self.flush()
+        # Shielded: an admin request given up half-way must not cut a batch off mid-commit.
+        await asyncio.shield(self.flush())
         assert self._engine is not None, "the usage recorder is not started"
         async with self._engine.connect() as connection:
             groups = await aggregate(connection, group_by, since, until)

@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("cost", sa.Float),
         sa.Column("latency_ms_sum", sa.Float, nullable=False),
     )
+    op.create_index("ix_usage_daily_key_day", "usage_daily", ["key_id", "day"])
 
 
 def downgrade() -> None:
