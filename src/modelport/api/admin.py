@@ -111,13 +111,6 @@ class AdminRoutes:
                 canonical.append(model)
         return canonical
 
-    async def _key(self, request: Request) -> VirtualKey:
-        key_id = request.path_params["key_id"]
-        key = await self.keys.get(key_id)
-        if key is None:
-            raise NotFoundError(f"no API key with id '{key_id}'", param="id",
-                                code="key_not_found")
-        return key
 
     async def create(self, request: Request) -> JSONResponse:
         fields = _validated(KeyCreate, await self._json(request))
@@ -128,12 +121,12 @@ class AdminRoutes:
             expires_at=fields.expires_at, metadata=fields.metadata)
         return JSONResponse({**key_view(created.key), "key": created.secret}, status_code=201)
 
-    async def list(self, request: Request) -> JSONResponse:
+    async def list_keys(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list",
                              "data": [key_view(key) for key in await self.keys.list()]})
 
     async def show(self, request: Request) -> JSONResponse:
-        key = await self._key(request)
+        key = _found(await self.keys.get(request.path_params["key_id"]), request)
         since = period_start(key.budget_period)
         view = key_view(key)
         view["tokens_used"] = await self.keys.tokens_used(key.id, since)
@@ -147,18 +140,11 @@ class AdminRoutes:
             changes["models"] = self._canonical_models(changes["models"])
         key_id = request.path_params["key_id"]
         key = await self.keys.update(key_id, changes) if changes else await self.keys.get(key_id)
-        if key is None:
-            raise NotFoundError(f"no API key with id '{key_id}'", param="id",
-                                code="key_not_found")
-        return JSONResponse(key_view(key))
+        return JSONResponse(key_view(_found(key, request)))
 
     async def revoke(self, request: Request) -> JSONResponse:
-        key_id = request.path_params["key_id"]
-        key = await self.keys.revoke(key_id)
-        if key is None:
-            raise NotFoundError(f"no API key with id '{key_id}'", param="id",
-                                code="key_not_found")
-        return JSONResponse(key_view(key))
+        key = await self.keys.revoke(request.path_params["key_id"])
+        return JSONResponse(key_view(_found(key, request)))
 
     async def usage_summary(self, request: Request) -> JSONResponse:
         query = request.query_params
@@ -180,6 +166,13 @@ class AdminRoutes:
         })
 
 
+def _found(key: VirtualKey | None, request: Request) -> VirtualKey:
+    if key is None:
+        key_id = request.path_params["key_id"]
+        raise NotFoundError(f"no API key with id '{key_id}'", param="id", code="key_not_found")
+    return key
+
+
 def _validated(model: type, data: dict[str, Any]) -> Any:
     try:
         return model.model_validate(data)
@@ -197,7 +190,7 @@ def admin_app(state: GatewayState) -> MasterKeyGate:
     routes = AdminRoutes(state)
     return MasterKeyGate(Router(routes=[
         Route("/keys", routes.create, methods=["POST"]),
-        Route("/keys", routes.list, methods=["GET"]),
+        Route("/keys", routes.list_keys, methods=["GET"]),
         Route("/keys/{key_id}", routes.show, methods=["GET"]),
         Route("/keys/{key_id}", routes.patch, methods=["PATCH"]),
         Route("/keys/{key_id}", routes.revoke, methods=["DELETE"]),
