@@ -2,10 +2,11 @@
 """Usage accounting on the embedded database: write 100,000 rows, then time the summaries.
 
 Rows go in through the UsageRecorder as the gateway writes them (record, then batched
-writes; here a flush every 5,000 rows), spread over --keys keys, --models models and --days days. Then each grouping
-(key, model, day) is timed --repeat times through the store, and `GET /admin/usage`
-grouped by key through the real admin app over ASGI (in-process: the HTTP stack is
-Starlette's, without a socket). Target: /admin/usage by key < 200 ms at 100,000 rows.
+writes; here a flush every 5,000 rows), spread over --keys keys, --models models and
+--days days. Then each grouping (key, model, day) is timed --repeat times through the
+store, and `GET /admin/usage` grouped by key through the real admin app over ASGI
+(in-process: the HTTP stack is Starlette's, without a socket). Target: /admin/usage by
+key under 200 ms at 100,000 rows.
 
     python benchmarks/usage_query.py [--rows 100000] [--repeat 20]
 """

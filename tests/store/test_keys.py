@@ -184,8 +184,8 @@ def test_tokens_used_counts_stored_and_pending_rows_since_a_time(database_url):
             store.usage.record(UsageRow("m", "/v1/chat/completions", 200, key_id=key.id,
                                         prompt_tokens=10, completion_tokens=5))  # not written
             since = datetime(2025, 6, 1, tzinfo=UTC)
-            return (await store.keys.tokens_used(key.id), await store.keys.tokens_used(key.id, since),
-                    store.usage.pending)
+            return (await store.keys.tokens_used(key.id),
+                    await store.keys.tokens_used(key.id, since), store.usage.pending)
         finally:
             await store.stop()
 

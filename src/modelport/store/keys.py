@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("modelport.store")
 
 SECRET_PREFIX = "sk-mp-"
-BudgetPeriod = Literal["day", "month", "total"]
 BUDGET_PERIODS: tuple[str, ...] = ("day", "month", "total")
 # Fields a PATCH may change; the secret, the id and the revocation are not among them.
 UPDATABLE = ("name", "models", "rpm", "tpm", "max_parallel", "budget_tokens",

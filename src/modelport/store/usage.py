@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,7 +25,6 @@ from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
 
-GroupBy = Literal["key", "model", "day"]
 GROUPINGS: tuple[str, ...] = ("key", "model", "day")
 
 
