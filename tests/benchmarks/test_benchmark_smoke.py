@@ -61,7 +61,7 @@ def test_prompt_scaling_smoke():
 
 def test_every_script_has_help():
     for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_memory.py",
-                   "prompt_scaling.py", "zero_upstream.py"):
+                   "prompt_scaling.py", "zero_upstream.py", "usage_query.py"):
         result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout
