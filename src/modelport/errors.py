@@ -63,6 +63,12 @@ class PermissionDeniedError(ModelportError):
     code = "permission_denied"
 
 
+class NotFoundError(ModelportError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class ModelNotFoundError(ModelportError):
     status = 404
     type = "invalid_request_error"

@@ -13,6 +13,7 @@ from starlette.routing import Mount, Route, Router
 
 from modelport.api import relay
 from modelport.api.access_log import AccessLog
+from modelport.api.admin import admin_app
 from modelport.api.auth import BearerAuth
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
@@ -80,15 +81,20 @@ def _v1_routes() -> list[Route]:
 def build_app(state: GatewayState) -> AccessLog:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
-        if state.lifecycle is not None:
-            await state.lifecycle.start()
+        # The database first: a wrong URL stops the start before any model loads.
+        if state.store is not None:
+            await state.store.start()
         try:
+            if state.lifecycle is not None:
+                await state.lifecycle.start()
             yield
         finally:
             if state.lifecycle is not None:
                 await state.lifecycle.stop()
             for client in state.clients.values():
                 await client.close()
+            if state.store is not None:
+                await state.store.stop()  # after the drain: the last requests' usage is written
 
     v1_routes = _v1_routes()
     v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), state.config.server.api_keys))
@@ -101,6 +107,7 @@ def build_app(state: GatewayState) -> AccessLog:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
             v1,
+            Mount("/admin", app=admin_app(state)),
         ],
         exception_handlers={
             ModelportError: _on_modelport_error,
