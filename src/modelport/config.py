@@ -78,6 +78,8 @@ class ServerConfig(_Strict):
         "shared there by every gateway using it; without it each gateway counts alone.",
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    usage: bool = Field(True, description="Write one usage row per model request to the "
+                        "database (tokens, latency, key, cost).")
     metrics_auth: bool = Field(
         False, description="Put /metrics behind the master key (open by default, as scrapers "
         "expect).",

@@ -110,7 +110,7 @@ def build_app(state: GatewayState) -> AccessLog:
     state.limiter = KeyLimiter(RedisCounters(server.redis_url) if server.redis_url
                                else LocalCounters(),
                                tokens_used=state.keys.tokens_used if state.keys else None)
-    finished = FinishedRequests(state.usage)
+    finished = FinishedRequests(state.usage if server.usage else None)
     observers: list = [finished]
     routes = [
         Route("/health", health, methods=["GET"]),

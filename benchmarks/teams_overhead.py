@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""What keys, limits, usage accounting and metrics cost the gateway.
+
+Two gateways in front of the same zero-delay upstream:
+- "off": no keys, /metrics off, no usage rows (server.metrics/usage false);
+- "on": a virtual key with rpm/tpm/max_parallel/budget limits set high enough never to
+  refuse, a usage row per request, /metrics on (scraped once a second during the load).
+1. Added latency, one request at a time: interleaved rounds, off and on alternately,
+   non-streaming and streaming; the difference of the p50s (and of paired samples).
+2. Throughput at CONCURRENCY clients, off and on alternately, twice each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ServeProcess, percentile, print_table, summarize_ms, write_result  # noqa: E402
+from gateway_overhead import BODY, STREAM_BODY, load, start_zero_upstream, timed_request  # noqa: E402
+
+MASTER = "mk-benchmark-master-key-0123456789"
+LIMITS = {"rpm": 10_000_000, "tpm": 2_000_000_000, "max_parallel": 100_000,
+          "budget_tokens": 2_000_000_000, "budget_period": "month"}
+
+
+async def interleaved(urls: dict[str, str], headers: dict[str, dict], rounds: int) -> dict:
+    results: dict = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        for label, body in (("non-streaming", BODY), ("streaming", STREAM_BODY)):
+            samples: dict[str, list[float]] = {name: [] for name in urls}
+            for _ in range(20):
+                for name, url in urls.items():
+                    await timed_request(session, url, body, headers[name])
+            for index in range(rounds):
+                order = list(urls.items())
+                for name, url in (order if index % 2 == 0 else order[::-1]):
+                    samples[name].append((await timed_request(session, url, body,
+                                                              headers[name]))[1])
+            entry = {name: summarize_ms(values) for name, values in samples.items()}
+            entry["added_p50_ms"] = round(entry["on"]["p50"] - entry["off"]["p50"], 3)
+            paired = sorted((on - off) * 1000 for off, on in zip(samples["off"], samples["on"]))
+            entry["paired_added_p50_ms"] = round(percentile(paired, 50), 3)
+            results[label] = entry
+    return results
+
+
+async def scrape_while(url: str, stop: asyncio.Event) -> int:
+    scrapes = 0
+    async with httpx.AsyncClient() as client:
+        while not stop.is_set():
+            await client.get(url)
+            scrapes += 1
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+    return scrapes
+
+
+async def load_with_scrapes(url: str, body: dict, level: int, seconds: float,
+                            headers: dict, metrics_url: str | None) -> dict:
+    stop = asyncio.Event()
+    scraper = asyncio.ensure_future(scrape_while(metrics_url, stop)) if metrics_url else None
+    try:
+        return await load(url, body, level, seconds, headers)
+    finally:
+        stop.set()
+        if scraper:
+            await scraper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeats", type=int, default=2, help="alternations of the load phase")
+    parser.add_argument("--chunks", type=int, default=20)
+    args = parser.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="modelport-bench-")
+    os.environ["MODELPORT_DATA_DIR"] = data_dir
+    os.environ["BENCH_MASTER_KEY"] = MASTER
+    upstream_process, upstream = start_zero_upstream(args.chunks)
+    model = [{"name": "zero", "engine": "openai", "base_url": upstream,
+              "max_concurrency": 4096, "max_queue": 4096,
+              "price": {"input": 0.1, "output": 0.2}}]
+    off = ServeProcess(model, {"metrics": False, "usage": False}).start()
+    on = ServeProcess(model, {"master_key": "${BENCH_MASTER_KEY}"}).start()
+    try:
+        created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **LIMITS},
+                             headers={"Authorization": f"Bearer {MASTER}"}).json()
+        urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
+        headers = {"off": {}, "on": {"Authorization": f"Bearer {created['key']}"}}
+        report: dict = {"settings": vars(args),
+                        "latency": asyncio.run(interleaved(urls, headers, args.rounds)),
+                        "load": []}
+        for repeat in range(args.repeats):
+            for label, body in (("non-streaming", BODY), ("streaming", STREAM_BODY)):
+                for name in (("off", "on") if repeat % 2 == 0 else ("on", "off")):
+                    metrics = on.url + "/metrics" if name == "on" else None
+                    result = asyncio.run(load_with_scrapes(
+                        urls[name], body, args.concurrency, args.seconds, headers[name], metrics))
+                    report["load"].append({"gateway": name, "mode": label, **result})
+        time.sleep(2)  # the last usage batch
+        usage = httpx.get(on.url + "/admin/usage?group_by=key",
+                          headers={"Authorization": f"Bearer {MASTER}"}).json()["data"]
+        report["usage_rows_written"] = sum(row["requests"] for row in usage)
+    finally:
+        off.stop()
+        on.stop()
+        upstream_process.terminate()
+
+    rows = [[label, entry["off"]["p50"], entry["on"]["p50"], entry["added_p50_ms"],
+             entry["paired_added_p50_ms"], entry["off"]["p99"], entry["on"]["p99"]]
+            for label, entry in report["latency"].items()]
+    print_table("one request at a time (ms)", ["mode", "off p50", "on p50", "added p50",
+                                                "paired added p50", "off p99", "on p99"], rows)
+    totals: dict = {}
+    for r in report["load"]:
+        totals.setdefault((r["mode"], r["gateway"]), []).append(r["rps"])
+    rows = []
+    for mode in ("non-streaming", "streaming"):
+        off_rps = sum(totals[(mode, "off")]) / len(totals[(mode, "off")])
+        on_rps = sum(totals[(mode, "on")]) / len(totals[(mode, "on")])
+        rows.append([mode, args.concurrency, round(off_rps, 1), round(on_rps, 1),
+                     f"{(on_rps / off_rps - 1) * 100:+.1f}%"])
+        report.setdefault("throughput", {})[mode] = {"off_rps": off_rps, "on_rps": on_rps}
+    print_table("throughput (mean of the runs)", ["mode", "conc", "off req/s", "on req/s",
+                                                  "change"], rows)
+    print(f"usage rows written: {report['usage_rows_written']}")
+    print(f"\nwritten: {write_result('teams_overhead', report)}")
+
+
+if __name__ == "__main__":
+    main()
