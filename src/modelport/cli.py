@@ -64,6 +64,9 @@ def serve(
     allow_public: bool = typer.Option(False, "--allow-public",
                                       help="Allow a non-loopback host without API keys."),
     log_level: str = typer.Option("info", help="debug shows worker output and request bodies."),
+    api_key: list[str] = typer.Option(
+        None, "--api-key", help="Require this bearer key on /v1 (repeatable; MODELPORT_API_KEY "
+                                "adds one more), besides any server.api_keys of the config."),
 ) -> None:
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
@@ -78,6 +81,7 @@ def serve(
             cfg.server.host = host
         if port:
             cfg.server.port = port
+        _add_quick_keys(cfg, api_key)
         report = validate_startup(cfg, model or None, allow_public)
         if report.problems:
             raise ConfigError("\n".join(report.problems))
@@ -92,6 +96,20 @@ def serve(
     if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
                        cfg.server.drain_timeout_s):
         raise typer.Exit(3)
+
+
+def _add_quick_keys(cfg, flags: list[str] | None) -> None:  # noqa: ANN001 (Config)
+    """Keys given on the command line or in MODELPORT_API_KEY, so the built-in config (or
+    any config) can be protected without writing a file."""
+    keys = list(flags or [])
+    from_env = os.environ.get("MODELPORT_API_KEY", "")
+    if from_env.strip():
+        keys.append(from_env)
+    for key in keys:
+        if not key.strip():
+            raise ConfigError("--api-key is empty; give the key itself")
+        if key.strip() not in cfg.server.api_keys:
+            cfg.server.api_keys.append(key.strip())
 
 
 @app.command()

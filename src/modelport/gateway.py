@@ -37,7 +37,8 @@ def _bind_problem(config: Config, allow_public: bool) -> str | None:
         return None
     return (
         f"refusing to serve on {server.host} without API keys: anyone on the network could use "
-        "your models. Set server.api_keys (e.g. ['${MODELPORT_API_KEY}']), bind 127.0.0.1, "
+        "your models. Pass --api-key KEY (or set MODELPORT_API_KEY, or server.api_keys), "
+        "bind 127.0.0.1, "
         "or pass --allow-public if this is really intended"
     )
 

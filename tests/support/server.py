@@ -24,8 +24,9 @@ class ModelportServer:
     """`modelport serve` on a free loopback port with the given config, stopped by PID."""
 
     def __init__(self, config: dict, workdir: Path, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, args: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self.args = list(args or [])
         config = {**config, "server": {**config.get("server", {}), "host": "127.0.0.1",
                                        "port": self.port}}
         self.config_path = workdir / f"modelport-{self.port}.yaml"
@@ -46,7 +47,7 @@ class ModelportServer:
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modelport", "serve", "--config", str(self.config_path),
-             "--log-level", "debug"],
+             "--log-level", "debug", *self.args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
         return self

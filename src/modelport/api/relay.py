@@ -84,13 +84,6 @@ def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in message.items() if value is not None}
 
 
-def _served_headers(served: Deployment, requested: Deployment) -> dict[str, str]:
-    headers = {"x-modelport-model": served.name}
-    if served is not requested:
-        headers["x-modelport-fallback-from"] = requested.name
-    return headers
-
-
 async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStreamResponse:
     state: GatewayState = request.app.state.gateway
     record = record_of(request.scope)
@@ -112,10 +105,42 @@ async def _forward(
         logger.debug("request body %s: %s", request.url.path, body[:4000].decode("utf-8", "replace"))
     data = parse_json_body(body)
     parsed = validate_request(endpoint.schema, data)
-    record.model = parsed.model  # type: ignore[attr-defined]
     unknown = parsed.unknown_fields()
     if unknown:
         logger.debug("accepted unknown fields %s on %s", unknown, request.url.path)
+    outcome = await serve(request, endpoint, data, parsed)
+    if isinstance(outcome.answer, OpenedStream):
+        return _stream_response(outcome, parsed, record, state.in_flight)
+    try:
+        return _json_response(outcome, record)
+    finally:
+        outcome.served.release()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Who answered a request and how: an upstream reply, or a stream that has started.
+    The served deployment's slot is held until the caller releases it."""
+
+    served: Deployment
+    requested: Deployment
+    answer: UpstreamReply | OpenedStream
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"x-modelport-model": self.served.name}
+        if self.served is not self.requested:
+            headers["x-modelport-fallback-from"] = self.requested.name
+        return headers
+
+
+async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
+                parsed: OpenAIRequest) -> Outcome:
+    """Resolve the request's model, plan its deployments and get an answer from the first
+    that gives one (failover), unless the client leaves first."""
+    state: GatewayState = request.app.state.gateway
+    record = record_of(request.scope)
+    record.model = parsed.model  # type: ignore[attr-defined]
     registry = state.registry
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = requested.name
@@ -124,27 +149,17 @@ async def _forward(
                          vision=parsed.has_media_input())
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
-    if stream:
-        async def open_stream(deployment: Deployment) -> OpenedStream:
-            return await providers[deployment.name].open_stream(
-                endpoint.path, upstream_body(deployment, data, parsed), parsed)
-
-        served, opened = await _unless_client_leaves(
-            request, state.in_flight, failover.serve(plan, open_stream))
-        record.model = served.name
-        return _stream_response(served, requested, opened, parsed, record, state.in_flight)
-
-    async def complete(deployment: Deployment) -> UpstreamReply:
-        return await providers[deployment.name].complete(
-            endpoint.path, upstream_body(deployment, data, parsed), parsed)
+    async def answer(deployment: Deployment) -> UpstreamReply | OpenedStream:
+        provider = providers[deployment.name]
+        body = upstream_body(deployment, data, parsed)
+        if stream:
+            return await provider.open_stream(endpoint.path, body, parsed)
+        return await provider.complete(endpoint.path, body, parsed)
 
     served, reply = await _unless_client_leaves(
-        request, state.in_flight, failover.serve(plan, complete))
-    try:
-        record.model = served.name
-        return _json_response(served, requested, reply, record)
-    finally:
-        served.release()
+        request, state.in_flight, failover.serve(plan, answer))
+    record.model = served.name
+    return Outcome(served, requested, reply)
 
 
 class _Waiting:
@@ -189,15 +204,37 @@ async def _stop_on_disconnect(receive: Callable[[], Awaitable[dict]], waiting: _
     waiting.stop(ClientDisconnectedError("the client closed the connection before the answer"))
 
 
-def _stream_response(served: Deployment, requested: Deployment, opened: OpenedStream,
-                     parsed: OpenAIRequest, record: AccessRecord,
+def _stream_response(outcome: Outcome, parsed: OpenAIRequest, record: AccessRecord,
                      in_flight: InFlight) -> RelayStreamResponse:
-    accounting = StreamAccounting()
     wants_usage = bool(getattr(parsed, "wants_usage_in_stream", lambda: False)())
+    relayed = RelayedStream(outcome, record, forward_usage=wants_usage)
+    return RelayStreamResponse(relayed.events, relayed.on_close, headers=outcome.headers,
+                               in_flight=in_flight)
 
-    async def on_close(disconnected: bool, ended_with: ModelportError | None) -> None:
-        opened.close()  # drops the connection, so the upstream cancels the generation
-        served.release()
+
+class RelayedStream:
+    """A started upstream stream on its way to the client: its events as relayed (checked,
+    renamed, usage held back unless asked for) and what must happen when it ends."""
+
+    def __init__(self, outcome: Outcome, record: AccessRecord, *, forward_usage: bool) -> None:
+        assert isinstance(outcome.answer, OpenedStream)
+        served = outcome.served
+        self._outcome = outcome
+        self._opened = outcome.answer
+        self._record = record
+        self.accounting = StreamAccounting()
+        # Local workers already answer with the served name; online APIs use their own ids.
+        online = isinstance(served.config, OpenAIUpstreamModel)
+        self.events = relay_sse(
+            self._opened.events, forward_usage=forward_usage, accounting=self.accounting,
+            label=served.name, rename=ModelRenamer(served.name) if online else None,
+            validate=not served.is_local,
+        )
+
+    async def on_close(self, disconnected: bool, ended_with: ModelportError | None) -> None:
+        self._opened.close()  # drops the connection, so the upstream cancels the generation
+        self._outcome.served.release()
+        record, accounting = self._record, self.accounting
         record.take_usage(accounting.usage)
         error = ended_with or accounting.error
         if error is not None:
@@ -205,21 +242,22 @@ def _stream_response(served: Deployment, requested: Deployment, opened: OpenedSt
         elif disconnected and not accounting.finished:
             record.note = "client_disconnected"
 
-    # Local workers already answer with the served name; online APIs use their own ids.
-    online = isinstance(served.config, OpenAIUpstreamModel)
-    events = relay_sse(
-        opened.events, forward_usage=wants_usage, accounting=accounting, label=served.name,
-        rename=ModelRenamer(served.name) if online else None,
-        validate=not served.is_local,
-    )
-    return RelayStreamResponse(events, on_close, headers=_served_headers(served, requested),
-                               in_flight=in_flight)
+
+def _json_response(outcome: Outcome, record: AccessRecord) -> Response:
+    """The upstream's answer with the served model's name."""
+    reply = outcome.answer
+    assert isinstance(reply, UpstreamReply)
+    payload, content = answer_payload(outcome, record)
+    return Response(content, status_code=reply.status, media_type="application/json",
+                    headers={**outcome.headers, **reply.headers})
 
 
-def _json_response(served: Deployment, requested: Deployment, reply: UpstreamReply,
-                   record: AccessRecord) -> Response:
-    """The upstream's answer with the served model's name; anything but a JSON object
-    (garbage, HTML, an SSE body where JSON was asked for) is a 502, never relayed."""
+def answer_payload(outcome: Outcome, record: AccessRecord) -> tuple[dict[str, Any], bytes]:
+    """A non-streaming answer as a JSON object (with the served model's name) and as bytes;
+    anything but a JSON object (garbage, HTML, an SSE body where JSON was asked for) is a
+    502, never relayed."""
+    served, reply = outcome.served, outcome.answer
+    assert isinstance(reply, UpstreamReply)
     content = reply.body
     payload = reply.payload
     if payload is None:
@@ -235,7 +273,4 @@ def _json_response(served: Deployment, requested: Deployment, reply: UpstreamRep
     if payload.get("model", served.name) != served.name or reply.payload is not None:
         payload["model"] = served.name
         content = orjson.dumps(payload)
-    return Response(
-        content, status_code=reply.status, media_type="application/json",
-        headers={**_served_headers(served, requested), **reply.headers},
-    )
+    return payload, content

@@ -109,7 +109,7 @@ def checked_event(event: bytes, label: str) -> bytes:
     if event.startswith(_SIMPLE_DATA) and event.count(b"\n") == 2:
         payload = event[5:]  # the usual shape: one `data: {...}` line
     else:
-        payload = _data_of(event, label)
+        payload = event_data(event, label)
         if payload is None:
             return event  # comments and keep-alives carry no data for the client to parse
     try:
@@ -126,9 +126,9 @@ _NULL_DATA = b"data: null\n"
 _FIELDS = (b"data", b"event", b"id", b"retry")
 
 
-def _data_of(event: bytes, label: str) -> bytes | None:
-    """The joined `data:` lines of a multi-line event (None without any); other lines must
-    be SSE fields or comments."""
+def event_data(event: bytes, label: str) -> bytes | None:
+    """The joined `data:` lines of an event (None without any); other lines must be SSE
+    fields or comments."""
     data: list[bytes] = []
     for line in event.rstrip(b"\n").split(b"\n"):
         if not line or line.startswith(b":"):
@@ -195,6 +195,11 @@ async def relay_sse(
     yield DONE
 
 
+def openai_stream_end(error: ModelportError) -> bytes:
+    """How an OpenAI stream that cannot go on ends: an error event, then [DONE]."""
+    return error_event(error) + DONE
+
+
 class RelayStreamResponse:
     """An ASGI response that streams `events` and stops the upstream when the client leaves.
 
@@ -211,8 +216,10 @@ class RelayStreamResponse:
         on_close: Callable[[bool, ModelportError | None], Awaitable[None]],
         headers: dict[str, str] | None = None,
         in_flight: InFlight | None = None,
+        end_with: Callable[[ModelportError], bytes] | None = None,
     ) -> None:
         self._events = events
+        self._final_bytes = end_with or openai_stream_end
         self._on_close = on_close
         self._in_flight = in_flight
         raw = {"content-type": SSE_MEDIA_TYPE, **{k.lower(): v for k, v in SSE_HEADERS.items()}}
@@ -267,7 +274,7 @@ class RelayStreamResponse:
             if not self._started:
                 await send({"type": "http.response.start", "status": 200,
                             "headers": self._headers})
-            await send({"type": "http.response.body", "body": error_event(error) + DONE,
+            await send({"type": "http.response.body", "body": self._final_bytes(error),
                         "more_body": False})
         except OSError:
             return False
