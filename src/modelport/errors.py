@@ -54,9 +54,13 @@ class AuthenticationError(ModelportError):
     code = "invalid_api_key"
 
 
-class ModelNotFoundError(ModelportError):
+class NotFoundError(ModelportError):
     status = 404
     type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFoundError(NotFoundError):
     code = "model_not_found"
 
 

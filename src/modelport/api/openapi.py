@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.foreign.openai_responses_schema import ResponsesRequest
 from modelport.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 _REF = "#/components/schemas/{model}"
@@ -76,11 +77,13 @@ def _version() -> str:
 
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                                     ErrorEnvelope]
+                                     ResponsesRequest, ErrorEnvelope]
     keys, schemas = models_json_schema([(model, "validation") for model in models],
                                        ref_template=_REF)
     assert all(value == _ref(model.__name__) for (model, _), value in keys.items())
     model_path = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+    response_path = [{"name": "response_id", "in": "path", "required": True,
+                      "schema": {"type": "string"}}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelport", "version": _version(),
@@ -91,6 +94,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/completions": _generation("Create a completion", "CompletionRequest",
                                            streams=True),
             "/v1/embeddings": _generation("Create embeddings", "EmbeddingRequest", streams=False),
+            "/v1/responses": _generation("Create a model response (OpenAI Responses API)",
+                                         "ResponsesRequest", streams=True),
+            "/v1/responses/{response_id}": {
+                **_get("Retrieve a kept response", parameters=response_path),
+                "delete": {**_get("Delete a kept response", parameters=response_path)["get"]},
+            },
             "/v1/models": _get("List the served models"),
             "/v1/models/{model}": _get("Describe one served model", parameters=model_path),
             "/health": _get("Gateway and model status", auth=False),
