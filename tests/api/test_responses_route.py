@@ -166,3 +166,51 @@ def test_a_body_that_is_not_json_is_a_400(gateway):
 def test_an_upstream_failure_before_the_answer_is_a_502_envelope(gateway, fake):
     fake.script(Reply(status=500, json={"error": {"message": "boom"}}))
     assert_envelope(create(gateway, input="Hi"), 502)
+
+
+def test_tools_reach_the_upstream_in_chat_shape_and_tool_calls_come_back_as_items(gateway, fake):
+    tool = {"type": "function", "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    called = answer(None, finish="tool_calls")
+    called["choices"][0]["message"]["tool_calls"] = [{
+        "id": "call_7", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]
+    fake.script(Reply(json=called))
+    data = create(gateway, input="Weather in Oslo?", tools=[tool], tool_choice="required").json()
+    sent = fake.last().body
+    assert sent["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "parameters": tool["parameters"]}}]
+    assert sent["tool_choice"] == "required"
+    assert [(item["type"], item["call_id"], item["arguments"]) for item in data["output"]] == [
+        ("function_call", "call_7", '{"city":"Oslo"}')]
+    fake.script(Reply(events=sse(
+        chunk({"tool_calls": [{"index": 0, "id": "call_8", "type": "function",
+                               "function": {"name": "get_weather", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":"Oslo"}'}}]}),
+        chunk(finish="tool_calls"), USAGE_CHUNK)))
+    follow = create(gateway, previous_response_id=data["id"], tools=[tool], stream=True,
+                    input=[{"type": "function_call_output", "call_id": "call_7",
+                            "output": "cold"}])
+    assert fake.last().body["messages"][1:] == [
+        {"role": "assistant", "tool_calls": [{"id": "call_7", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {"role": "tool", "tool_call_id": "call_7", "content": "cold"}]
+    events = events_of(follow)
+    deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert deltas == ['{"city":"Oslo"}']
+    assert events[-1]["response"]["output"][0]["call_id"] == "call_8"
+
+
+def test_the_route_needs_the_api_key_like_every_v1_route(fake):
+    gw = InProcessGateway({"server": {"api_keys": ["sk-gateway-key-1"]}, "models": [
+        {"name": "remote", "engine": "openai", "base_url": fake.url + "/v1", "api_key": KEY}]})
+    try:
+        fake.script(Reply(json=answer()))
+        refused = create(gw, input="Hi")
+        assert refused.status_code == 401 and refused.json()["error"]["type"]
+        assert fake.requests == []
+        allowed = gw.call("POST", "/v1/responses", json={"model": "remote", "input": "Hi"},
+                          headers={"Authorization": "Bearer sk-gateway-key-1"})
+        assert allowed.status_code == 200, allowed.text
+    finally:
+        gw.close()
