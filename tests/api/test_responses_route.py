@@ -4,6 +4,7 @@ upstream is asked, what the client gets back, kept responses, errors and broken 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -214,3 +215,11 @@ def test_the_route_needs_the_api_key_like_every_v1_route(fake):
         assert allowed.status_code == 200, allowed.text
     finally:
         gw.close()
+
+
+def test_an_upstream_failure_is_noted_in_the_access_log(gateway, fake, caplog):
+    fake.script(Reply(status=500, json={"error": {"message": "engine on fire"}}))
+    with caplog.at_level(logging.INFO, logger="modelport.access"):
+        assert create(gateway, input="Hi").status_code == 502
+    line = next(r.getMessage() for r in caplog.records if "/v1/responses" in r.getMessage())
+    assert "model=remote status=502" in line and "engine on fire" in line

@@ -90,11 +90,16 @@ async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStream
     try:
         return await _forward(request, endpoint, state, record)
     except ModelportError as error:
-        if error.status >= 500:  # why a request failed on our side belongs in its log line
-            record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
-        elif isinstance(error, ClientDisconnectedError):
-            record.note = "client_disconnected"
+        note_failure(record, error)
         raise
+
+
+def note_failure(record: AccessRecord, error: ModelportError) -> None:
+    """Why a request failed on our side (or the client left) belongs in its log line."""
+    if error.status >= 500:
+        record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
+    elif isinstance(error, ClientDisconnectedError):
+        record.note = "client_disconnected"
 
 
 async def _forward(

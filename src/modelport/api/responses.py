@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from modelport.api.body import read_body
 from modelport.api.access_log import record_of
 from modelport.api.chat_bridge import BridgedAnswer, BridgedStream, bridged_chat
+from modelport.api.relay import note_failure
 from modelport.api.response_store import ResponseStore, StoredResponse
 from modelport.api.state import GatewayState
 from modelport.errors import InvalidRequestError, ModelportError, NotFoundError
@@ -65,6 +66,14 @@ async def _parsed_request(request: Request, state: GatewayState) -> ResponsesReq
 
 
 async def create_response(request: Request) -> Response:
+    try:
+        return await _create(request)
+    except ModelportError as error:
+        note_failure(record_of(request.scope), error)
+        raise
+
+
+async def _create(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
     parsed = await _parsed_request(request, state)
     history = _history(state.responses, parsed.previous_response_id)
