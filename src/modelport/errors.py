@@ -54,6 +54,15 @@ class AuthenticationError(ModelportError):
     code = "invalid_api_key"
 
 
+class PermissionDeniedError(ModelportError):
+    """The key is valid but may not do this (a model outside its allow-list, a budget
+    that is spent for good)."""
+
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class NotFoundError(ModelportError):
     status = 404
     type = "invalid_request_error"

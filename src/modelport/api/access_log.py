@@ -4,13 +4,19 @@ The line is written by an ASGI wrapper around the whole app, once the response i
 complete, so that every request gets exactly one line whatever its fate: refused by
 auth, an unknown route, an unexpected exception, a stream that ended in an error event
 or a client that went away. Handlers only add what they know (model, tokens, a note).
+The finished record then goes to the observers (metrics, usage accounting), so each of
+them sees exactly the requests the log sees.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from modelport.errors import ModelportError
 
 logger = logging.getLogger("modelport.access")
 
@@ -27,6 +33,18 @@ class AccessRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     note: str = ""
+    error: ModelportError | None = None  # why the request failed, when it did
+    streamed: bool = False
+    first_byte_s: float | None = None  # of a streamed answer's body: time to first token
+    ended: float | None = None
+    key: Any = None  # the virtual key that sent it (store.keys.VirtualKey), if any
+    admission: Any = None  # its limits' hold (limits.admission.Admission), settled when done
+    # Sent with the answer whatever route or error produced it (the rate-limit headers).
+    extra_headers: dict[str, str] | None = None
+
+    @property
+    def latency_s(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started
 
     def take_usage(self, usage: dict | None) -> None:
         if not isinstance(usage, dict):
@@ -37,7 +55,7 @@ class AccessRecord:
         self.completion_tokens = completion if isinstance(completion, int) else None
 
     def emit(self) -> None:
-        latency_ms = (time.perf_counter() - self.started) * 1000
+        latency_ms = self.latency_s * 1000
         tokens = (
             f"{self.prompt_tokens or 0}+{self.completion_tokens or 0}"
             if self.prompt_tokens is not None or self.completion_tokens is not None
@@ -61,11 +79,16 @@ def record_of(scope: dict) -> AccessRecord:
     return record
 
 
+Observer = Callable[[AccessRecord], None]
+_SSE = b"text/event-stream"
+
+
 class AccessLog:
     """ASGI wrapper that writes each HTTP request's line when its response is done."""
 
-    def __init__(self, app) -> None:  # noqa: ANN001 (ASGI app)
+    def __init__(self, app, observers: Sequence[Observer] = ()) -> None:  # noqa: ANN001
         self.app = app
+        self.observers = list(observers)
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -74,8 +97,15 @@ class AccessLog:
         record = scope[SCOPE_KEY] = AccessRecord(scope["method"], scope["path"])
 
         async def noting_send(message) -> None:  # noqa: ANN001
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 record.status = message["status"]
+                record.streamed = any(name == b"content-type" and value.startswith(_SSE)
+                                      for name, value in message.get("headers", ()))
+                if record.extra_headers:
+                    message = _with_headers(message, record.extra_headers)
+            elif record.streamed and record.first_byte_s is None and message.get("body"):
+                record.first_byte_s = time.perf_counter() - record.started
             await send(message)
 
         try:
@@ -90,4 +120,20 @@ class AccessLog:
         finally:
             if record.status == 0:  # cancelled before any answer (server stopping)
                 record.status, record.note = 499, record.note or "no_response"
+            record.ended = time.perf_counter()
             record.emit()
+            self._tell_observers(record)
+
+    def _tell_observers(self, record: AccessRecord) -> None:
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:  # noqa: BLE001 - accounting must never break a response
+                logger.exception("request observer %r failed", observe)
+
+
+def _with_headers(start: dict, extra: dict[str, str]) -> dict:
+    present = {name.lower() for name, _ in start.get("headers", ())}
+    added = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+             for name, value in extra.items() if name.lower().encode("latin-1") not in present]
+    return {**start, "headers": [*start.get("headers", ()), *added]}

@@ -15,6 +15,7 @@ from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
 from modelport.api.auth import BearerAuth
 from modelport.api.health import health, readiness
+from modelport.api.metrics import GatewayMetrics, metrics_endpoint
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
@@ -90,11 +91,15 @@ def build_app(state: GatewayState) -> AccessLog:
             for client in state.clients.values():
                 await client.close()
 
-    v1 = Mount("/v1", app=BearerAuth(Router(routes=_v1_routes()), state.config.server.api_keys))
+    v1_routes = _v1_routes()
+    v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), state.config.server.api_keys))
+    state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
+                                                    if "{" not in r.path])
     app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/health/ready", readiness, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
             v1,
         ],
@@ -107,4 +112,4 @@ def build_app(state: GatewayState) -> AccessLog:
     )
     app.state.gateway = state
     state.log_bodies = state.config.server.log_prompts or logger.isEnabledFor(logging.DEBUG)
-    return AccessLog(app)
+    return AccessLog(app, observers=[state.metrics.observe])

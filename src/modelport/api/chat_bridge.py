@@ -86,14 +86,18 @@ def _error_message(error: Any) -> str:
 
 async def bridged_chat(request: Request, chat_body: dict[str, Any]) -> BridgedAnswer | BridgedStream:
     """Serve `chat_body` (an OpenAI chat.completions body) as /v1/chat/completions would."""
-    parsed = validate_request(ChatCompletionRequest, chat_body)
-    outcome = await relay.serve(request, relay.CHAT, chat_body, parsed)
     record = record_of(request.scope)
-    if isinstance(outcome.answer, OpenedStream):
-        relayed = relay.RelayedStream(outcome, record, forward_usage=True)
-        return BridgedStream(relayed, outcome, request)
     try:
-        payload, _ = relay.answer_payload(outcome, record)
-    finally:
-        outcome.served.release()
+        parsed = validate_request(ChatCompletionRequest, chat_body)
+        outcome = await relay.serve(request, relay.CHAT, chat_body, parsed)
+        if isinstance(outcome.answer, OpenedStream):
+            relayed = relay.RelayedStream(outcome, record, forward_usage=True)
+            return BridgedStream(relayed, outcome, request)
+        try:
+            payload, _ = relay.answer_payload(outcome, record)
+        finally:
+            outcome.served.release()
+    except ModelportError as error:
+        relay.note_failure(record, error)
+        raise
     return BridgedAnswer(payload, outcome.headers, outcome.served.name)

@@ -95,8 +95,9 @@ async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStream
 
 
 def note_failure(record: AccessRecord, error: ModelportError) -> None:
-    """Why a request failed on our side (or the client left) belongs in its log line."""
-    if error.status >= 500:
+    """What the log line and the metrics say about a request that failed with `error`."""
+    record.error = error
+    if error.status >= 500:  # why a request failed on our side belongs in its log line
         record.note = f"error={type(error).__name__}: {error.message[:200]!r}"
     elif isinstance(error, ClientDisconnectedError):
         record.note = "client_disconnected"
@@ -240,9 +241,10 @@ class RelayedStream:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
         self._outcome.served.release()
         record, accounting = self._record, self.accounting
-        record.take_usage(accounting.usage)
+        record.take_usage(accounting.final_usage())
         error = ended_with or accounting.error
         if error is not None:
+            record.error = error
             record.note = f"stream_error={type(error).__name__}: {error.message[:200]!r}"
         elif disconnected and not accounting.finished:
             record.note = "client_disconnected"

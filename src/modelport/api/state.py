@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelport.api.inflight import InFlight
 from modelport.api.response_store import ResponseStore
@@ -33,3 +33,4 @@ class GatewayState:
     # Request bodies go to the debug log when asked for (log_prompts or --log-level debug);
     # decided once, not per request.
     log_bodies: bool = False
+    metrics: Any = None  # api.metrics.GatewayMetrics, made with the app (it knows the routes)

@@ -51,12 +51,22 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 
 class StreamAccounting:
-    """What accounting needs from a stream: the usage event, if one passed by."""
+    """What accounting needs from a stream: the usage event, if one passed by, else how
+    many events were relayed (a stream the client left early has no usage event, but its
+    tokens were produced and count against the key's limits)."""
 
     def __init__(self) -> None:
         self.usage: dict[str, int] | None = None
+        self.events = 0
         self.finished = False
         self.error: ModelportError | None = None  # why the stream ended with an error event
+
+    def final_usage(self) -> dict[str, int] | None:
+        """The upstream's usage, or an estimate: one completion token per relayed event
+        (what local engines send), the prompt unknown."""
+        if self.usage is not None or not self.events:
+            return self.usage
+        return {"completion_tokens": self.events, "estimated": 1}
 
     def observe_usage(self, event: bytes) -> None:
         try:
@@ -172,6 +182,7 @@ async def relay_sse(
                 accounting.finished = True
                 yield DONE
                 return
+            accounting.events += 1
             if validate:
                 event = checked_event(event, label)
             elif event.startswith(_NULL_DATA):

@@ -23,6 +23,10 @@ class ModelRegistry:
     def __len__(self) -> int:
         return len(self._deployments)
 
+    def __contains__(self, name: object) -> bool:
+        """Whether `name` is a served model's own name (not an alias)."""
+        return name in self._plans
+
     def get(self, name: str) -> Deployment:
         deployment = self._by_label.get(name)
         if deployment is None:

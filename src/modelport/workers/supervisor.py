@@ -117,6 +117,19 @@ class WorkerSupervisor:
         if self._session is not None:
             await self._session.close()
 
+    async def worker_metrics(self, name: str) -> str | None:
+        """The worker's own Prometheus metrics (llama.cpp serves /metrics), or None."""
+        deployment = next((d for d in self.deployments if d.name == name), None)
+        if deployment is None or self._session is None:
+            return None
+        url = deployment.base_url.removesuffix("/v1") + "/metrics"
+        headers = {"Authorization": f"Bearer {self._secrets[name]}"}
+        try:
+            async with self._session.get(url, headers=headers) as response:
+                return await response.text() if response.status == 200 else None
+        except aiohttp.ClientError:
+            return None
+
     def worker_pid(self, name: str) -> int | None:
         worker = self._running.get(name)
         return worker.process.pid if worker else None

@@ -1,0 +1,186 @@
+"""Prometheus metrics: `GET /metrics` in the text format.
+
+Three sources, so that nothing is counted twice and the hot path pays only for a few
+dictionary lookups and additions per request:
+- each finished request's access record (requests, latency, time to first token, tokens,
+  429s by reason, upstream failures by kind), observed once the response is done;
+- the models' state, read when scraped (in flight, queued, restarts, status);
+- the llama.cpp workers' own metrics, fetched when scraped and re-exported with the
+  model's name as a label.
+Label values are bounded: a model label is a served model's name or "-", an endpoint is
+one of the gateway's routes or "other", whatever clients send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.api.access_log import AccessRecord
+from modelport.errors import ModelportError, RateLimitError
+from modelport.routing.deployments import DeploymentStatus
+from modelport.routing.registry import ModelRegistry
+
+logger = logging.getLogger("modelport.gateway")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_UNTRACKED_PREFIXES = ("/health", "/metrics")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_WORKER_SCRAPE_TIMEOUT_S = 2.0
+
+# (model name) -> the worker's own metrics text, or None when it has none to give.
+WorkerScrape = Callable[[str], Awaitable[str | None]]
+
+
+class GatewayMetrics:
+    def __init__(self, registry: ModelRegistry, routes: Iterable[str]) -> None:
+        self._models = registry
+        self._routes = frozenset(routes)
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self._requests = Counter(
+            "modelport_requests", "Requests answered, by model, endpoint and HTTP status.",
+            ["model", "endpoint", "status"], registry=r)
+        self._latency = Histogram(
+            "modelport_request_duration_seconds", "Time from request to the end of its answer.",
+            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._ttft = Histogram(
+            "modelport_time_to_first_token_seconds",
+            "Streamed answers: time from request to the first event sent.",
+            ["model", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self._tokens = Counter(
+            "modelport_tokens", "Tokens read (prompt) and written (completion), by model.",
+            ["model", "kind"], registry=r)
+        self._limited = Counter(
+            "modelport_rate_limited", "Requests refused with 429, by model and reason.",
+            ["model", "reason"], registry=r)
+        self._failures = Counter(
+            "modelport_upstream_errors", "Requests that failed on the model's side, by kind.",
+            ["model", "kind"], registry=r)
+        r.register(_ModelStateCollector(registry))
+        # prometheus_client's labels() takes a lock and builds a key on every call; the
+        # children of a label set are kept here instead, looked up by one tuple.
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def observe(self, record: AccessRecord) -> None:
+        if record.path.startswith(_UNTRACKED_PREFIXES):
+            return
+        model = record.model if record.model in self._models else "-"
+        endpoint = record.path if record.path in self._routes else "other"
+        key = (model, endpoint, record.status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._requests.labels(model, endpoint, str(record.status)),
+                self._latency.labels(model, endpoint), self._ttft.labels(model, endpoint),
+                self._tokens.labels(model, "prompt"), self._tokens.labels(model, "completion"))
+        requests, latency, ttft, prompt, completion = children
+        requests.inc()
+        latency.observe(record.latency_s)
+        if record.first_byte_s is not None:
+            ttft.observe(record.first_byte_s)
+        if record.prompt_tokens:
+            prompt.inc(record.prompt_tokens)
+        if record.completion_tokens:
+            completion.inc(record.completion_tokens)
+        if record.error is not None:
+            self._observe_failure(model, record.error)
+
+    def _observe_failure(self, model: str, error: ModelportError) -> None:
+        if isinstance(error, RateLimitError) or error.status == 429:
+            self._limited.labels(model, error.code or "rate_limited").inc()
+        elif error.status >= 500 and error.status != 499:
+            self._failures.labels(model, type(error).__name__).inc()
+
+    async def exposition(self, scrape_worker: WorkerScrape | None) -> bytes:
+        text = generate_latest(self.registry)
+        if scrape_worker is None:
+            return text
+        return text + await _worker_metrics(self._models, scrape_worker)
+
+
+class _ModelStateCollector:
+    """Per-model gauges read from the routing state at scrape time."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self._models = registry
+
+    def describe(self) -> list[Metric]:
+        return []  # the metrics depend on the models; collected at scrape time only
+
+    def collect(self) -> Iterable[Metric]:
+        in_flight = GaugeMetricFamily("modelport_requests_in_flight",
+                                      "Requests being answered or waiting, by model.", labels=["model"])
+        queued = GaugeMetricFamily("modelport_requests_queued",
+                                   "Requests waiting for a free slot of a local model.",
+                                   labels=["model"])
+        restarts = GaugeMetricFamily("modelport_worker_restarts",
+                                     "Times a model's worker was restarted.", labels=["model"])
+        status = GaugeMetricFamily("modelport_model_status",
+                                   "1 for the model's current status.", labels=["model", "status"])
+        for deployment in self._models:
+            name = deployment.name
+            in_flight.add_metric([name], deployment.in_flight)
+            slots = getattr(deployment.config, "parallel", None)
+            waiting = max(0, deployment.in_flight - slots) if slots else 0
+            queued.add_metric([name], waiting)
+            restarts.add_metric([name], deployment.restarts)
+            for value in DeploymentStatus:
+                status.add_metric([name, value.value], 1 if deployment.status is value else 0)
+        return [in_flight, queued, restarts, status]
+
+
+async def _worker_metrics(models: ModelRegistry, scrape_worker: WorkerScrape) -> bytes:
+    """The ready llama.cpp workers' own metrics, each series labelled with its model."""
+    names = [d.name for d in models
+             if d.engine == "llamacpp" and d.status is DeploymentStatus.READY]
+    texts = await asyncio.gather(*(_bounded(scrape_worker, name) for name in names))
+    families: dict[str, tuple[str, str, list[str]]] = {}
+    for name, text in zip(names, texts):
+        if not text:
+            continue
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError as error:
+            logger.warning("model '%s': worker metrics unreadable (%s)", name, error)
+            continue
+        for family in parsed:
+            kind = family.type if family.type in ("counter", "gauge") else "untyped"
+            entry = families.setdefault(family.name, (kind, family.documentation, []))
+            for sample in family.samples:
+                labels = {"model": name, **sample.labels}
+                rendered = ",".join(f'{k}="{_escaped(v)}"' for k, v in labels.items())
+                entry[2].append(f"{sample.name}{{{rendered}}} {sample.value!r}")
+    lines: list[str] = []
+    for family_name, (kind, doc, samples) in families.items():
+        lines.append(f"# HELP {family_name} {_escaped(doc)}")
+        lines.append(f"# TYPE {family_name} {kind}")
+        lines.extend(samples)
+    return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+async def _bounded(scrape_worker: WorkerScrape, name: str) -> str | None:
+    try:
+        return await asyncio.wait_for(scrape_worker(name), _WORKER_SCRAPE_TIMEOUT_S)
+    except (asyncio.TimeoutError, OSError, ModelportError) as error:
+        logger.debug("model '%s': no worker metrics (%s)", name, type(error).__name__)
+        return None
+
+
+def _escaped(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    state = request.app.state.gateway
+    scrape = getattr(state.lifecycle, "worker_metrics", None)
+    body = await state.metrics.exposition(scrape)
+    return Response(body, media_type=CONTENT_TYPE)
+

@@ -1,0 +1,198 @@
+"""Whether a virtual key may send one more request now, and the rate-limit headers it gets.
+
+Checked before any upstream work, in this order: budget and tokens per minute (read only),
+then requests per minute and parallel requests (taken; a later refusal gives the earlier
+ones back). Tokens are counted from real usage when the answer is done (`settle`).
+Windows are fixed: requests and tokens per UTC minute, budgets per UTC day or month, or
+for the key's lifetime ("total", seeded from the usage database once per process).
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from modelport.errors import PermissionDeniedError, RateLimitError
+from modelport.limits.counters import Counters
+
+MINUTE_S = 60
+SLOT_EXPIRY_S = 3600  # a slot held by a gateway that died is not released; it expires
+_WINDOW_SLACK_S = 5
+
+
+class LimitedKey(Protocol):
+    """What admission reads of a virtual key."""
+
+    id: str
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    budget_tokens: int | None
+    budget_period: str  # "day" | "month" | "total"
+
+
+# (key id, since) -> tokens the key used since then, from the usage store.
+TokensUsed = Callable[[str, dt.datetime], Awaitable[int]]
+
+
+class KeyLimitError(RateLimitError):
+    """A key's own limit (not the model's capacity); `code` says which."""
+
+
+@dataclass
+class Admission:
+    """One admitted request: its rate-limit headers, and `settle` to run when it is done."""
+
+    key: LimitedKey
+    headers: dict[str, str]
+    _limiter: "KeyLimiter"
+    _minute: int
+    _holds_slot: bool
+    _settled: bool = False
+
+    async def settle(self, tokens: int | None) -> None:
+        """Count the tokens the answer really used and give the parallel slot back."""
+        if self._settled:
+            return
+        self._settled = True
+        await self._limiter._settle(self, tokens or 0)
+
+
+class KeyLimiter:
+    def __init__(self, counters: Counters, tokens_used: TokensUsed | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._counters = counters
+        self._tokens_used = tokens_used
+        self._clock = clock
+
+    async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> Admission:
+        now = self._clock()
+        minute, minute_left = int(now // MINUTE_S), MINUTE_S - now % MINUTE_S
+        await self._check_budget(key, now)
+        tokens_now = await self._check_tpm(key, minute, minute_left, max_tokens)
+        requests_now = await self._take_request(key, minute, minute_left, tokens_now)
+        holds_slot = False
+        if key.max_parallel is not None:
+            taken, running = await self._counters.take(
+                f"par:{key.id}", 1, key.max_parallel, SLOT_EXPIRY_S)
+            if not taken:
+                if key.rpm is not None:
+                    await self._counters.add(f"rpm:{key.id}:{minute}", -1, 0)
+                raise KeyLimitError(
+                    f"this key has {running} requests in flight, its max_parallel "
+                    f"({key.max_parallel}); retry when one finishes",
+                    code="max_parallel_exceeded", headers={"Retry-After": "1"})
+            holds_slot = True
+        headers = _headers(key, minute_left, requests_now, tokens_now)
+        return Admission(key, headers, self, minute, holds_slot)
+
+    async def _check_budget(self, key: LimitedKey, now: float) -> None:
+        if key.budget_tokens is None:
+            return
+        name, since, seconds_left = _budget_window(key, now)
+        used = await self._counters.count(name)
+        if used == 0 and self._tokens_used is not None:
+            # A new process or period: start from what the usage store already holds.
+            used = await self._counters.seed(name, await self._tokens_used(key.id, since),
+                                             int(seconds_left) + _WINDOW_SLACK_S
+                                             if seconds_left else 0)
+        if used < key.budget_tokens:
+            return
+        message = (f"this key's token budget ({key.budget_tokens} tokens per "
+                   f"{key.budget_period}) is spent: {used} used")
+        if seconds_left is None:
+            raise PermissionDeniedError(message, code="budget_exhausted")
+        raise KeyLimitError(message + "; it renews at the start of the next "
+                            f"{key.budget_period} (UTC)", code="budget_exhausted",
+                            headers={"Retry-After": str(int(seconds_left) + 1)})
+
+    async def _check_tpm(self, key: LimitedKey, minute: int, minute_left: float,
+                         max_tokens: int | None) -> int:
+        if key.tpm is None:
+            return 0
+        if max_tokens is not None and max_tokens > key.tpm:
+            raise KeyLimitError(
+                f"max_tokens {max_tokens} is more than this key's tokens per minute "
+                f"({key.tpm}); ask for fewer", code="tpm_exceeded")
+        used = await self._counters.count(f"tpm:{key.id}:{minute}")
+        if used >= key.tpm:
+            requests = await self._counters.count(f"rpm:{key.id}:{minute}") if key.rpm else 0
+            raise KeyLimitError(
+                f"this key used {used} tokens this minute, its limit ({key.tpm} per minute)",
+                code="tpm_exceeded", headers=_retry(key, minute_left, requests, used))
+        return used
+
+    async def _take_request(self, key: LimitedKey, minute: int, minute_left: float,
+                            tokens_now: int) -> int:
+        if key.rpm is None:
+            return 0
+        taken, count = await self._counters.take(
+            f"rpm:{key.id}:{minute}", 1, key.rpm, MINUTE_S + _WINDOW_SLACK_S)
+        if not taken:
+            raise KeyLimitError(
+                f"this key sent {count} requests this minute, its limit ({key.rpm} per minute)",
+                code="rpm_exceeded", headers=_retry(key, minute_left, count, tokens_now))
+        return count
+
+    async def _settle(self, admission: Admission, tokens: int) -> None:
+        key = admission.key
+        if admission._holds_slot:
+            await self._counters.add(f"par:{key.id}", -1, SLOT_EXPIRY_S)
+        if tokens <= 0:
+            return
+        if key.tpm is not None:
+            await self._counters.add(f"tpm:{key.id}:{admission._minute}", tokens,
+                                     MINUTE_S + _WINDOW_SLACK_S)
+        if key.budget_tokens is not None:
+            name, _, seconds_left = _budget_window(key, self._clock())
+            await self._counters.add(name, tokens,
+                                     int(seconds_left) + _WINDOW_SLACK_S if seconds_left else 0)
+
+
+def _budget_window(key: LimitedKey, now: float) -> tuple[str, dt.datetime, float | None]:
+    """The budget counter's name, when its period began, and seconds until it ends
+    (None: the budget never renews)."""
+    moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+    if key.budget_period == "day":
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + dt.timedelta(days=1)
+        label = start.strftime("%Y-%m-%d")
+    elif key.budget_period == "month":
+        start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        days = calendar.monthrange(start.year, start.month)[1]
+        end = start + dt.timedelta(days=days)
+        label = start.strftime("%Y-%m")
+    else:
+        return f"budget:{key.id}:total", dt.datetime.fromtimestamp(0, dt.timezone.utc), None
+    return f"budget:{key.id}:{label}", start, (end - moment).total_seconds()
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "17s", "1m3s"."""
+    whole = max(1, int(seconds + 0.999))
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+def _headers(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    reset = _duration(minute_left)
+    if key.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(key.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - requests))
+        headers["x-ratelimit-reset-requests"] = reset
+    if key.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - tokens))
+        headers["x-ratelimit-reset-tokens"] = reset
+    return headers
+
+
+def _retry(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> dict[str, str]:
+    headers = _headers(key, minute_left, requests, tokens)
+    headers["Retry-After"] = str(max(1, int(minute_left + 0.999)))
+    return headers

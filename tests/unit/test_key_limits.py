@@ -1,0 +1,191 @@
+"""Per-key limits on both counter stores: in-process, and a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+
+import pytest
+
+from modelport.errors import PermissionDeniedError
+from modelport.limits.admission import KeyLimiter, KeyLimitError
+from modelport.limits.counters import LocalCounters, RedisCounters
+from support.redis_server import RedisServer
+
+NOON = dt.datetime(2026, 12, 1, 12, 0, 10, tzinfo=dt.timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class Key:
+    id: str = "k1"
+    rpm: int | None = None
+    tpm: int | None = None
+    max_parallel: int | None = None
+    budget_tokens: int | None = None
+    budget_period: str = "total"
+
+
+class Clock:
+    def __init__(self, now: float = NOON) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "redis"])
+def make_counters(request, redis_server):
+    made = []
+
+    def make():
+        if request.param == "local":
+            counters = LocalCounters()
+        else:
+            # A fresh prefix per test: counts of other tests never leak in.
+            counters = RedisCounters(redis_server.url, prefix=f"t{id(made)}:{len(made)}:")
+        made.append(counters)
+        return counters
+
+    return make
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_rpm_admits_up_to_the_limit_then_429_with_headers(make_counters):
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), clock=Clock())
+        key = Key(rpm=3)
+        admitted = [await limiter.admit(key) for _ in range(3)]
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(key)
+        return admitted, refused.value
+
+    admitted, error = run(scenario())
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in admitted] == ["2", "1", "0"]
+    assert admitted[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert admitted[0].headers["x-ratelimit-reset-requests"] == "50s"
+    assert error.status == 429 and error.code == "rpm_exceeded"
+    assert error.headers["Retry-After"] == "50"
+    assert error.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_rpm_renews_in_the_next_minute(make_counters):
+    async def scenario():
+        clock = Clock()
+        limiter = KeyLimiter(make_counters(), clock=clock)
+        await limiter.admit(Key(rpm=1))
+        clock.now += 60
+        return await limiter.admit(Key(rpm=1))
+
+    assert run(scenario()).headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_tpm_counts_real_usage_and_refuses_once_spent(make_counters):
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), clock=Clock())
+        key = Key(tpm=100)
+        first = await limiter.admit(key)
+        await first.settle(60)
+        second = await limiter.admit(key)
+        await second.settle(45)
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(key)
+        return second, refused.value
+
+    second, error = run(scenario())
+    assert second.headers["x-ratelimit-remaining-tokens"] == "40"
+    assert error.code == "tpm_exceeded"
+    assert error.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_max_tokens_above_tpm_is_refused_up_front(make_counters):
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), clock=Clock())
+        await limiter.admit(Key(tpm=100), max_tokens=100)
+        with pytest.raises(KeyLimitError, match="max_tokens 101"):
+            await limiter.admit(Key(tpm=100), max_tokens=101)
+
+    run(scenario())
+
+
+def test_max_parallel_holds_until_settled_and_gives_back_the_rpm_it_took(make_counters):
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), clock=Clock())
+        key = Key(rpm=10, max_parallel=2)
+        one, two = await limiter.admit(key), await limiter.admit(key)
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(key)
+        await one.settle(None)
+        await one.settle(None)  # settling twice gives back one slot only
+        three = await limiter.admit(key)
+        with pytest.raises(KeyLimitError):
+            await limiter.admit(key)
+        return refused.value, two, three
+
+    error, two, three = run(scenario())
+    assert error.code == "max_parallel_exceeded"
+    # The refused requests did not use up the minute's requests.
+    assert two.headers["x-ratelimit-remaining-requests"] == "8"
+    assert three.headers["x-ratelimit-remaining-requests"] == "7"
+
+
+def test_daily_budget_refuses_with_retry_after_until_midnight(make_counters):
+    async def scenario():
+        clock = Clock()
+        limiter = KeyLimiter(make_counters(), clock=clock)
+        key = Key(budget_tokens=50, budget_period="day")
+        await (await limiter.admit(key)).settle(50)
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(key)
+        clock.now += 12 * 3600  # the next UTC day
+        await limiter.admit(key)
+        return refused.value
+
+    error = run(scenario())
+    assert error.code == "budget_exhausted"
+    assert int(error.headers["Retry-After"]) == 12 * 3600 - 10 + 1
+
+
+def test_total_budget_starts_from_the_usage_store_and_is_final(make_counters):
+    asked = []
+
+    async def tokens_used(key_id, since):
+        asked.append((key_id, since))
+        return 990
+
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        key = Key(budget_tokens=1000, budget_period="total")
+        await (await limiter.admit(key)).settle(10)
+        with pytest.raises(PermissionDeniedError) as refused:
+            await limiter.admit(key)
+        return refused.value
+
+    error = run(scenario())
+    assert error.status == 403 and "1000 used" in error.message
+    assert asked == [("k1", dt.datetime.fromtimestamp(0, dt.timezone.utc))]
+
+
+def test_two_limiters_on_one_redis_share_a_key_rpm(redis_server):
+    async def scenario():
+        prefix = "shared-test:"
+        a = KeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
+        b = KeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
+        key = Key(id="shared", rpm=4)
+        results = await asyncio.gather(*(limiter.admit(key) for limiter in [a, b] * 4),
+                                        return_exceptions=True)
+        return results
+
+    results = run(scenario())
+    assert sum(not isinstance(r, Exception) for r in results) == 4
+    assert all(isinstance(r, KeyLimitError) for r in results if isinstance(r, Exception))
