@@ -11,7 +11,9 @@ import httpx
 import openai
 import pytest
 
+from support.chat_upstream import ENDLESS, ChatUpstream
 from support.models import CHAT, TINY
+from support.server import ModelportServer
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +186,32 @@ def test_responses_are_in_the_access_log(client, server):
     line = next(line for line in reversed(server.log().splitlines())
                 if "POST /v1/responses " in line)
     assert f"model={CHAT} status=200" in line and tokens in line
+
+
+@pytest.fixture(scope="module")
+def endless(tmp_path_factory):
+    """A gateway in front of an upstream that streams until its client goes away."""
+    upstream = ChatUpstream().start()
+    gateway = ModelportServer({"models": [{"name": "endless", "engine": "openai",
+                                           "base_url": upstream.url}]},
+                              tmp_path_factory.mktemp("endless"))
+    try:
+        gateway.start()
+        yield gateway, upstream
+    finally:
+        gateway.stop()
+        upstream.stop()
+
+
+def test_a_client_leaving_a_stream_stops_the_upstream(endless):
+    gateway, upstream = endless
+    client = openai.OpenAI(base_url=gateway.base_url, api_key="EMPTY", max_retries=0,
+                           timeout=30)
+    with client.responses.stream(model="endless", input=f"Talk {ENDLESS}.") as stream:
+        deltas = 0
+        for event in stream:
+            deltas += event.type == "response.output_text.delta"
+            if deltas == 3:
+                break  # leaving the `with` closes the connection mid-stream
+    assert deltas == 3
+    assert upstream.dropped.wait(10), "the upstream kept generating for nobody"

@@ -167,7 +167,8 @@ def test_features_that_would_change_the_answer_are_refused_by_name(fields, param
 
 def test_defaults_and_empty_options_are_not_refused():
     assert unsupported_feature({"model": "m", "input": "x", "reasoning": {"effort": None},
-                                "include": [], "truncation": "disabled", "background": False,
+                                "include": ["reasoning.encrypted_content"],
+                                "truncation": "disabled", "background": False,
                                 "store": False, "metadata": {"a": "b"},
                                 "service_tier": "auto"}) is None
 

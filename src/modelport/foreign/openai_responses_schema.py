@@ -202,7 +202,8 @@ _ONLY = {
     "conversation": (None,),
     "prompt": (None,),
     "reasoning": (None,),
-    "include": (None, []),
+    # Reasoning items are never produced here, so there is nothing to include for them.
+    "include": (None, [], ["reasoning.encrypted_content"]),
     "top_logprobs": (None, 0),
     "truncation": (None, "disabled"),
     "max_tool_calls": (None,),
