@@ -195,6 +195,7 @@ def test_openapi_document_is_open_and_built_from_the_request_models(upstream):
     document = response.json()
     assert set(document["paths"]) == {"/v1/chat/completions", "/v1/completions",
                                       "/v1/embeddings", "/v1/models", "/v1/models/{model}",
+                                      "/v1/responses", "/v1/responses/{response_id}",
                                       "/health"}
     schemas = document["components"]["schemas"]
     expected = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")

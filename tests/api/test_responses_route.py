@@ -223,3 +223,19 @@ def test_an_upstream_failure_is_noted_in_the_access_log(gateway, fake, caplog):
         assert create(gateway, input="Hi").status_code == 502
     line = next(r.getMessage() for r in caplog.records if "/v1/responses" in r.getMessage())
     assert "model=remote status=502" in line and "engine on fire" in line
+
+
+def test_openapi_describes_the_request_the_route_validates(gateway):
+    from modelport.foreign.openai_responses_schema import ResponsesRequest
+
+    document = gateway.call("GET", "/openapi.json").json()
+    operation = document["paths"]["/v1/responses"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ResponsesRequest"}
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    expected = ResponsesRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = document["components"]["schemas"]
+    assert schemas["ResponsesRequest"] == {k: v for k, v in expected.items() if k != "$defs"}
+    assert {"MessageItem", "FunctionCallItem", "FunctionCallOutputItem", "FunctionTool"} \
+        <= set(schemas)
+    assert set(document["paths"]["/v1/responses/{response_id}"]) == {"get", "delete"}

@@ -18,7 +18,7 @@ import orjson
 from modelport.errors import InvalidRequestError, ModelportError
 from modelport.foreign.openai_responses_schema import ResponsesRequest
 
-# Chat finish reasons that end a response early: (status, incomplete_details.reason).
+# Chat finish reasons that end a response early -> its incomplete_details.reason.
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 # The response.error codes the SDK knows, by the HTTP status of the failure.
 _FAILURE_CODES = {400: "invalid_prompt", 429: "rate_limit_exceeded"}
