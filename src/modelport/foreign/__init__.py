@@ -1,3 +1,2 @@
-"""Foreign APIs (OpenAI Responses, Anthropic Messages): one pure translation module per API,
-to and from OpenAI chat completions, used both for a route that serves the API and for an
-upstream that speaks it."""
+"""Foreign APIs (Anthropic Messages, ...) translated to and from OpenAI chat, one module each,
+used in both directions: by upstream adapters and by the routes that serve those APIs."""
