@@ -11,11 +11,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from modelport.api.body import read_body
 from modelport.api.access_log import record_of
+from modelport.api.body import read_body
 from modelport.api.chat_bridge import BridgedAnswer, BridgedStream, bridged_chat
 from modelport.api.relay import note_failure
 from modelport.api.response_store import ResponseStore, StoredResponse
@@ -88,7 +89,8 @@ async def _create(request: Request) -> Response:
     if isinstance(result, BridgedAnswer):
         response = response_from_chat(shell, result.payload)
         keep(response)
-        return JSONResponse(response, headers=result.headers)
+        return Response(orjson.dumps(response), media_type="application/json",
+                        headers=result.headers)
     return _stream(result, ResponseEvents(shell), keep)
 
 
@@ -127,7 +129,7 @@ def _stored(request: Request) -> tuple[ResponseStore, StoredResponse]:
 
 async def get_response(request: Request) -> Response:
     _, stored = _stored(request)
-    return JSONResponse(stored.response)
+    return Response(orjson.dumps(stored.response), media_type="application/json")
 
 
 async def delete_response(request: Request) -> Response:
