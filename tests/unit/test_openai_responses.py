@@ -183,7 +183,8 @@ def test_defaults_and_empty_options_are_not_refused():
     ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "x", "text": {"format": {"type": "json_schema", "schema": {}}}},
      "text.format.name"),
-    ({"input": ""}, None),
+    ({"input": ""}, "input"),
+    ({"input": []}, "input"),
 ])
 def test_bad_request_shapes_are_400s_naming_the_param(fields, param):
     with pytest.raises(InvalidRequestError) as caught:

@@ -34,8 +34,7 @@ def new_id(prefix: str) -> str:
 def input_items(request: ResponsesRequest) -> list[dict[str, Any]]:
     """The request's input as items (a plain string is one user message)."""
     if isinstance(request.input, str):
-        return [{"type": "message", "role": "user", "content": request.input}] \
-            if request.input else []
+        return [{"type": "message", "role": "user", "content": request.input}]
     return [dict(item) for item in request.input]
 
 

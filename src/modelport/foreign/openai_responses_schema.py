@@ -114,6 +114,13 @@ InputItem = Annotated[
 ]
 
 
+Input = Annotated[
+    Union[Annotated[Annotated[str, Field(min_length=1)], Tag("~text")],
+          Annotated[Annotated[list[InputItem], Field(min_length=1)], Tag("~items")]],
+    Discriminator(lambda value: "~text" if isinstance(value, str) else "~items"),
+]
+
+
 @with_config(_OPEN)
 class FunctionTool(TypedDict):
     type: Literal["function"]
@@ -162,7 +169,7 @@ class TextConfig(TypedDict):
 
 class ResponsesRequest(OpenAIRequest):
     model: str = Field(min_length=1)
-    input: str | list[InputItem]
+    input: Input
     instructions: str | None = None
     tools: list[FunctionTool] | None = None
     tool_choice: ToolChoice | None = None
@@ -178,9 +185,7 @@ class ResponsesRequest(OpenAIRequest):
     user: str | None = None
 
     @model_validator(mode="after")
-    def _input_and_tools_agree(self) -> "ResponsesRequest":
-        if self.input in ("", []) and self.previous_response_id is None:
-            raise ValueError("`input` must not be empty")
+    def _tool_choice_matches_tools(self) -> "ResponsesRequest":
         choice = self.tool_choice
         if isinstance(choice, dict) or choice == "required":
             names = {tool["name"] for tool in self.tools or ()}
