@@ -13,3 +13,4 @@ $PY benchmarks/engine_throughput.py "${peers_engine[@]}" 2>/dev/null | tee bench
 $PY benchmarks/gateway_overhead.py "${peers_gateway[@]}" 2>/dev/null | tee benchmarks/out/gateway_overhead.txt
 $PY benchmarks/prompt_scaling.py 2>/dev/null | tee benchmarks/out/prompt_scaling.txt
 $PY benchmarks/gateway_memory.py 2>/dev/null | tee benchmarks/out/gateway_memory.txt
+$PY benchmarks/usage_query.py 2>/dev/null | tee benchmarks/out/usage_query.txt

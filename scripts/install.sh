@@ -10,6 +10,23 @@ if [ -z "$PYTHON_BIN" ]; then
     if command -v "$candidate" >/dev/null 2>&1; then PYTHON_BIN="$candidate"; break; fi
   done
 fi
+# Servers the tests start themselves: PostgreSQL (keys and usage on a shared database) and
+# Redis (limits shared by several gateways), from Debian's packages.
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "modelport: installing ${missing[*]} with apt-get" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  else
+    echo "modelport: ${missing[*]} not installed; the tests that need them will fail" \
+         "(sudo apt-get install ${missing[*]})" >&2
+  fi
+fi
+
 stamp="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)"
 if [ -x .venv/bin/python ] && [ "$(cat .venv/.install-stamp 2>/dev/null)" = "$stamp" ]; then
   exit 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Gateways started by tests keep their keys and usage here, not in the user's data folder.
+os.environ.setdefault("MODELPORT_DATA_DIR", tempfile.mkdtemp(prefix="modelport-test-data-"))
+
+from support.databases import database_url, postgres  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The `modelport` command: serve | worker | check | models | chat | import-config | pull."""
+"""The `modelport` command: serve | worker | check | models | chat | import-config | pull |
+keys | usage."""
 
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def serve(
     api_key: list[str] = typer.Option(
         None, "--api-key", help="Require this bearer key on /v1 (repeatable; MODELPORT_API_KEY "
                                 "adds one more), besides any server.api_keys of the config."),
+    master_key: Optional[str] = typer.Option(
+        None, "--master-key", envvar="MODELPORT_MASTER_KEY", show_envvar=True,
+        help="Unlock the admin API (/admin) with this key; overrides server.master_key."),
 ) -> None:
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
@@ -82,6 +86,8 @@ def serve(
         if port:
             cfg.server.port = port
         _add_quick_keys(cfg, api_key)
+        if master_key:
+            cfg.server.master_key = master_key
         report = validate_startup(cfg, model or None, allow_public)
         if report.problems:
             raise ConfigError("\n".join(report.problems))
@@ -186,6 +192,11 @@ def check(
                                 Path(cfg.base_dir)))
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
+    from modelport.store.database import database_url, redacted
+
+    admin = "on" if cfg.server.master_key else "off (no master key)"
+    Console().print(f"keys and usage: {redacted(database_url(cfg))}; admin API {admin}",
+                    markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)
@@ -312,6 +323,16 @@ def pull(
         _fail(error)
         return
     Console().print(f"[green]downloaded to {target}[/]")
+
+
+def _add_admin_commands() -> None:
+    from modelport.cli_admin import keys_app, usage
+
+    app.add_typer(keys_app, name="keys")
+    app.command()(usage)
+
+
+_add_admin_commands()
 
 
 def main() -> None:

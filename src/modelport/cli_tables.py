@@ -90,3 +90,80 @@ def models_table(url: str, cards: list[dict], states: dict) -> Table:
                       Text("\n".join(status)))
     return table
 
+
+
+def _limits(key: dict) -> str:
+    parts = [f"{key[name]} {label}" for name, label in
+             (("rpm", "rpm"), ("tpm", "tpm"), ("max_parallel", "parallel")) if key.get(name)]
+    if key.get("budget_tokens"):
+        parts.append(f"{key['budget_tokens']:,} tokens/{key.get('budget_period', 'total')}")
+    return "\n".join(parts) or "none"
+
+
+def _key_state(key: dict) -> Text:
+    if key.get("revoked"):
+        return Text("revoked", style="red")
+    if key.get("expired"):
+        return Text("expired", style="yellow")
+    state = Text("active", style="green")
+    if key.get("expires_at"):
+        state.append(f"\nuntil {key['expires_at'][:16]}", style="dim")
+    return state
+
+
+def keys_table(url: str, keys: list[dict]) -> Table:
+    table = Table(title=f"API keys at {url}", title_justify="left")
+    for column in ("key", "models", "limits", "state"):
+        table.add_column(column, overflow="fold")
+    for key in keys:
+        cell = Text(key["name"], style="bold")
+        cell.append(f"\n{key['id']}\n{key['key_prefix']}…", style="dim")
+        models = ", ".join(key["models"]) if key.get("models") else "all"
+        table.add_row(cell, Text(models), Text(_limits(key)), _key_state(key))
+    return table
+
+
+def key_detail(key: dict) -> Table:
+    table = Table(title=f"API key {key['name']}", title_justify="left", show_header=False)
+    table.add_column("field", style="dim")
+    table.add_column("value", overflow="fold")
+    rows = [
+        ("id", key["id"]), ("prefix", key["key_prefix"] + "…"),
+        ("models", ", ".join(key["models"]) if key.get("models") else "all"),
+        ("limits", _limits(key)), ("expires", key.get("expires_at") or "never"),
+        ("created", key.get("created_at") or "?"),
+    ]
+    if "tokens_used" in key:
+        since = key.get("tokens_used_since")
+        used = f"{key['tokens_used']:,}" + (f" since {since[:10]}" if since else " in total")
+        if key.get("budget_tokens"):
+            used += f" of {key['budget_tokens']:,}"
+        rows.append(("tokens used", used))
+    if key.get("metadata"):
+        rows.append(("metadata", ", ".join(f"{k}={v}" for k, v in key["metadata"].items())))
+    for field_name, value in rows:
+        table.add_row(field_name, Text(str(value)))
+    table.add_row("state", _key_state(key))
+    return table
+
+
+def usage_table(url: str, report: dict) -> Table:
+    group_by = report["group_by"]
+    window = " ".join(part for part in (
+        f"since {report['since'][:16]}" if report.get("since") else "",
+        f"until {report['until'][:16]}" if report.get("until") else "") if part)
+    table = Table(title=f"usage at {url} by {group_by}" + (f", {window}" if window else ""),
+                  title_justify="left")
+    table.add_column(group_by, overflow="fold")
+    for column in ("requests", "errors", "prompt", "completion", "total", "cost"):
+        table.add_column(column, justify="right")
+    for row in report["data"]:
+        label = Text(str(row[group_by] if row[group_by] is not None else "(no key)"))
+        if group_by == "key" and row.get("name"):
+            label = Text(row["name"], style="bold")
+            label.append(f"\n{row['key']}", style="dim")
+        cost = "-" if row.get("cost") is None else f"{row['cost']:.4f}"
+        table.add_row(label, f"{row['requests']:,}", f"{row['errors']:,}",
+                      f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}",
+                      f"{row['total_tokens']:,}", cost)
+    return table

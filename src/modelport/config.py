@@ -60,6 +60,19 @@ class ServerConfig(_Strict):
         30.0, ge=0, description="On SIGTERM or Ctrl-C, seconds requests in flight may take to "
         "finish before they are ended with an error (streams get an error event and [DONE])."
     )
+    master_key: str | None = Field(
+        None, description="Bearer key of the admin API (/admin: virtual keys, usage), "
+        "normally '${MODELPORT_MASTER_KEY}'; without it /admin is off. `serve --master-key` "
+        "and the MODELPORT_MASTER_KEY variable set it too.",
+    )
+    database_url: str | None = Field(
+        None, description="Where keys and usage are stored: a postgresql:// URL (several "
+        "gateways may share it), or sqlite:///PATH; default: modelport.db in data_dir.",
+    )
+    data_dir: str | None = Field(
+        None, description="Folder of the embedded database (relative to the config file's "
+        "folder); default: $MODELPORT_DATA_DIR, else ~/.local/share/modelport.",
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -68,6 +81,32 @@ class ServerConfig(_Strict):
             if not key.strip():
                 raise ValueError("an API key is empty; remove it or set its ${ENV} variable")
         return keys
+
+    @field_validator("master_key", "database_url", mode="after")
+    @classmethod
+    def _masked_secret(cls, value: str | None) -> "MaskedKey | None":
+        # A database URL may carry a password: it is a secret like the master key.
+        if value is not None and not value.strip():
+            raise ValueError("the value is empty; remove it or set its ${ENV} variable")
+        return None if value is None else MaskedKey(value)
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _known_database(cls, url: "MaskedKey | None") -> "MaskedKey | None":
+        scheme = r"^(postgres(ql)?(\+asyncpg)?|sqlite(\+aiosqlite)?)://"
+        if url is not None and not re.match(scheme, url):
+            raise ValueError("must be a postgresql://user:password@host/db or sqlite:///path URL")
+        return url
+
+
+class Price(_Strict):
+    """A model's price per million tokens, in whatever currency the team counts in."""
+
+    input: float = Field(ge=0, description="Per million prompt tokens.")
+    output: float = Field(ge=0, description="Per million completion tokens.")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
 class _ModelBase(_Strict):
@@ -78,6 +117,9 @@ class _ModelBase(_Strict):
     )
     max_queue: int = Field(
         64, ge=0, description="Requests allowed to wait beyond the running ones before 429."
+    )
+    price: Price | None = Field(
+        None, description="What a million tokens cost, for the cost column of usage.",
     )
 
 

@@ -69,7 +69,9 @@ class NotFoundError(ModelportError):
     code = "not_found"
 
 
-class ModelNotFoundError(NotFoundError):
+class ModelNotFoundError(ModelportError):
+    status = 404
+    type = "invalid_request_error"
     code = "model_not_found"
 
 

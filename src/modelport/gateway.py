@@ -14,6 +14,7 @@ from modelport.providers.base import Provider
 from modelport.providers.factory import local_worker_provider, online_provider
 from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
 from modelport.routing.registry import ModelRegistry
+from modelport.store import Store
 from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.supervisor import WorkerSupervisor
 from modelport.workers.worker_auth import worker_host_problem
@@ -186,9 +187,11 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
         raise ConfigError("\n".join(problems))
     _link_fallbacks(config, deployments)
     supervisor = WorkerSupervisor(config, local, ports, worker_secrets) if local else None
+    store = Store.from_config(config)  # opened by the app's lifespan, not here
     # `clients` holds each model's provider; all of them are closed with the app.
     return GatewayState(config=config, registry=ModelRegistry(deployments),
-                        clients=providers, lifecycle=supervisor)  # type: ignore[arg-type]
+                        clients=providers, lifecycle=supervisor,  # type: ignore[arg-type]
+                        keys=store.keys, usage=store.usage, store=store)
 
 
 def _link_fallbacks(config: Config, deployments: list[Deployment]) -> None:

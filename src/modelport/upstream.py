@@ -77,7 +77,7 @@ class UpstreamClient:
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._query = "?" + urlencode(query) if query else ""
-        self._urls: dict[str, str] = {}
+        self._urls: dict[tuple[str, bool], str] = {}
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout,
             sock_read=read_timeout,
@@ -91,10 +91,13 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._fresh_session: aiohttp.ClientSession | None = None
 
-    def _url(self, path: str) -> str:
-        url = self._urls.get(path)
+    def _url(self, path: str, from_root: bool = False) -> str:
+        """`path` under base_url, or under the server's root (base_url without its /v1) for
+        an engine's own routes beside its OpenAI API, such as llama.cpp's /tokenize."""
+        url = self._urls.get((path, from_root))
         if url is None:
-            url = self._urls[path] = self.base_url + path + self._query
+            base = self.base_url.removesuffix("/v1") if from_root else self.base_url
+            url = self._urls[(path, from_root)] = base + path + self._query
         return url
 
     def _client(self) -> aiohttp.ClientSession:
@@ -140,17 +143,18 @@ class UpstreamClient:
             error.args = (error.message,)
         return _with_headers(error, headers)
 
-    async def _send(self, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def _send(self, path: str, body: bytes, from_root: bool = False) -> aiohttp.ClientResponse:
         """POST once; if a pooled keep-alive connection turns out to have been closed by the
         server (llama.cpp's HTTP server closes connections after a few requests), send again
         on a fresh connection: the server never read the first attempt."""
+        url = self._url(path, from_root)
         try:
-            return await self._client().post(self._url(path), data=body, proxy=self._proxy)
+            return await self._client().post(url, data=body, proxy=self._proxy)
         except _STALE_CONNECTION_ERRORS as error:
             if isinstance(error, aiohttp.ClientConnectorError):
                 raise  # refused or unreachable: nothing stale about it
             # Not the pool again: another pooled connection may be just as stale.
-            return await self._fresh_client().post(self._url(path), data=body, proxy=self._proxy)
+            return await self._fresh_client().post(url, data=body, proxy=self._proxy)
 
     def _fresh_client(self) -> aiohttp.ClientSession:
         """A session whose every request opens a new connection (for the resend above)."""
@@ -163,9 +167,9 @@ class UpstreamClient:
             )
         return self._fresh_session
 
-    async def post(self, path: str, body: bytes) -> UpstreamReply:
+    async def post(self, path: str, body: bytes, *, from_root: bool = False) -> UpstreamReply:
         try:
-            async with await self._send(path, body) as response:
+            async with await self._send(path, body, from_root) as response:
                 payload = await response.read()
                 headers = _kept_headers(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:

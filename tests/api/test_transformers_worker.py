@@ -385,3 +385,15 @@ def test_client_leaving_a_non_streaming_request_stops_the_generation(server, eng
     # 900 tokens at ~20 tok/s would take ~45 s; the margin is for a loaded machine.
     _wait_until(lambda: engine.stats().in_flight == 0, timeout=15)
     assert engine.stats().cancelled_total == base.cancelled_total + 1
+
+
+def test_tokenize_counts_the_prompt_a_chat_request_is_answered_from(http):
+    """vLLM's chat form of /tokenize, which /v1/messages/count_tokens asks for an exact count."""
+    counted = http.post("/tokenize", json={"messages": CAPITAL})
+    assert counted.status_code == 200
+    answer = http.post("/v1/chat/completions",
+                       json={"model": "smollm2-hf", "messages": CAPITAL, "max_tokens": 1})
+    assert counted.json()["count"] == len(counted.json()["tokens"])
+    assert counted.json()["count"] == answer.json()["usage"]["prompt_tokens"] > 0
+    bad = http.post("/tokenize", json={"messages": [{"role": "nobody", "content": "x"}]})
+    assert bad.status_code == 400 and "messages[0].role" in bad.json()["error"]["message"]

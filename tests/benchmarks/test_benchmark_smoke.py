@@ -61,7 +61,7 @@ def test_prompt_scaling_smoke():
 
 def test_every_script_has_help():
     for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_memory.py",
-                   "prompt_scaling.py", "zero_upstream.py"):
+                   "prompt_scaling.py", "zero_upstream.py", "usage_query.py"):
         result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout
@@ -105,3 +105,16 @@ def test_embedding_throughput_smoke():
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
+
+
+def test_messages_overhead_smoke():
+    data = run("messages_overhead.py", "--rounds", "5", "--chunks", "3")
+    assert set(data["results"]) == {"non-streaming", "streaming"}
+    assert data["results"]["streaming"]["messages"]["total_ms"]["p50"] > 0
+
+
+def test_usage_query_smoke():
+    data = run("usage_query.py", "--rows", "3000", "--keys", "5", "--repeat", "2")
+    assert data["rows"] == 3000
+    assert set(data["results"]) == {"summary_key", "summary_model", "summary_day",
+                                    "admin_usage_key", "admin_usage_key_1d"}

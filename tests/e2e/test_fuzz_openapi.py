@@ -4,8 +4,8 @@ schemathesis turns the document into valid and invalid requests for every operat
 the model name is then often swapped for a served one so that requests reach a fast
 fake OpenAI upstream, the real embedding model and a real GGUF model (with a small
 context and queue, and generation capped, to keep the run to about a minute on two
-cores). Whatever is sent: never a 5xx, every error in OpenAI's envelope, and a healthy
-server afterwards.
+cores). Whatever is sent: never a 5xx, every error in OpenAI's envelope (Anthropic's on
+/v1/messages), and a healthy server afterwards.
 """
 
 from __future__ import annotations
@@ -149,12 +149,16 @@ def _aim(case, model: str | None) -> None:
         _cap_generation(case.body)
 
 
-def _assert_envelope(response) -> None:
+def _assert_envelope(response, path: str) -> None:
     try:
-        error = response.json()["error"]
+        body = response.json()
+        error = body["error"]
     except (ValueError, KeyError, TypeError):
         raise AssertionError(f"not an error envelope: {response.text[:500]!r}") from None
-    assert set(error) == {"message", "type", "param", "code"}, error
+    if path.startswith("/v1/messages"):
+        assert body["type"] == "error" and set(error) == {"type", "message"}, body
+    else:
+        assert set(error) == {"message", "type", "param", "code"}, error
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["type"], str), error
 
@@ -163,8 +167,9 @@ def test_fuzzed_requests_never_500_and_errors_are_envelopes(fuzz_server):
     schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {
-        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models",
-        "/v1/models/{model}", "/v1/responses", "/v1/responses/{response_id}", "/health"}
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
+        "/v1/messages/count_tokens", "/v1/models", "/v1/models/{model}", "/v1/responses",
+        "/v1/responses/{response_id}", "/health"}
     # Well-formed generation requests are weighted up: they are the ones that reach engines.
     cases = st.one_of([
         operation.as_strategy(generation_mode=mode) for operation in operations
@@ -189,7 +194,7 @@ def test_fuzzed_requests_never_500_and_errors_are_envelopes(fuzz_server):
             f"{case.method} {case.formatted_path} body={case.body!r} -> "
             f"{response.status_code} {response.text[:500]!r}")
         if response.status_code >= 400:
-            _assert_envelope(response)
+            _assert_envelope(response, case.path)
 
     started = time.monotonic()
     fuzz()

@@ -56,3 +56,14 @@ def test_auto_engine_chose_transformers_for_the_checkpoint(mixed_server):
     assert "transformers" in mixed_server.log()  # the one fallback warning names it
     client = openai.OpenAI(base_url=mixed_server.base_url, api_key="EMPTY", max_retries=0)
     assert len(client.embeddings.create(model=EMBED, input="x").data[0].embedding) == 384
+
+
+def test_count_tokens_is_exact_for_the_transformers_model(mixed_server):
+    import anthropic
+    client = anthropic.Anthropic(base_url=mixed_server.url, api_key="EMPTY", max_retries=0,
+                                 timeout=300)
+    fields = dict(model="hf-chat", messages=[{"role": "user", "content": "Hi there"}])
+    raw = client.messages.with_raw_response.count_tokens(**fields)
+    assert raw.headers["x-modelport-token-count"] == "exact"
+    answered = client.messages.create(max_tokens=1, **fields)
+    assert raw.parse().input_tokens == answered.usage.input_tokens > 0

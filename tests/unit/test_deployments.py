@@ -78,3 +78,18 @@ def test_plan_refuses_images_for_a_text_model_and_skips_text_fallbacks():
     assert error.value.param == "messages" and error.value.status == 400
     assert registry.plan(online, vision=True) == (online,)
     assert registry.plan(online) == (online, gguf)
+
+
+def test_nulls_in_messages_and_tools_do_not_reach_a_local_engine():
+    """llama.cpp answers 500 to an explicit null in an optional field; null means absent."""
+    from modelport.api.relay import upstream_body
+    from modelport.protocol import ChatCompletionRequest
+
+    data = {"model": "chat", "messages": [{"role": "user", "content": "Hi", "name": None}],
+            "tools": [{"type": "function", "function": {"name": "f", "description": None,
+                                                        "parameters": {"type": "object"}}}]}
+    body = upstream_body(Deployment(models()[0], "http://x/v1", 2), data,
+                         ChatCompletionRequest.model_validate(data))
+    assert body["messages"] == [{"role": "user", "content": "Hi"}]
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object"}}}]

@@ -13,13 +13,16 @@ from starlette.routing import Mount, Route, Router
 
 from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
+from modelport.api.admin import admin_app
 from modelport.api.auth import BearerAuth
+from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
+from modelport.api.messages import count_message_tokens, create_message
 from modelport.api.metrics import GatewayMetrics, metrics_endpoint
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
-from modelport.errors import ModelportError, error_envelope
+from modelport.errors import InvalidRequestError, ModelportError
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -36,33 +39,31 @@ async def embeddings(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.EMBEDDINGS)
 
 
-def _error_response(error: ModelportError) -> JSONResponse:
-    return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
+def _error_response(request: Request, error: ModelportError) -> JSONResponse:
+    return JSONResponse(error_payload(request.url.path, error), status_code=error.status,
+                        headers=error.headers)
 
 
 async def _on_modelport_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ModelportError)
-    return _error_response(error)
+    return _error_response(request, error)
 
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    kind = "invalid_request_error" if error.status_code < 500 else "server_error"
     message = {
         404: f"Unknown route {request.method} {request.url.path}",
         405: f"Method {request.method} is not allowed on {request.url.path}",
     }.get(error.status_code, str(error.detail))
-    return JSONResponse(
-        error_envelope(message, kind, None, None), status_code=error.status_code,
-        headers=getattr(error, "headers", None),
-    )
+    typed = (InvalidRequestError if error.status_code < 500 else ModelportError)(
+        message, headers=getattr(error, "headers", None))
+    typed.status = error.status_code
+    return _error_response(request, typed)
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        error_envelope(f"internal error: {type(error).__name__}", "server_error"), status_code=500
-    )
+    return _error_response(request, ModelportError(f"internal error: {type(error).__name__}"))
 
 
 def _v1_routes() -> list[Route]:
@@ -75,21 +76,28 @@ def _v1_routes() -> list[Route]:
         Route("/responses", responses.create_response, methods=["POST"]),
         Route("/responses/{response_id}", responses.get_response, methods=["GET"]),
         Route("/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
+        Route("/messages", create_message, methods=["POST"]),
+        Route("/messages/count_tokens", count_message_tokens, methods=["POST"]),
     ]
 
 
 def build_app(state: GatewayState) -> AccessLog:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):  # noqa: ANN202
-        if state.lifecycle is not None:
-            await state.lifecycle.start()
+        # The database first: a wrong URL stops the start before any model loads.
+        if state.store is not None:
+            await state.store.start()
         try:
+            if state.lifecycle is not None:
+                await state.lifecycle.start()
             yield
         finally:
             if state.lifecycle is not None:
                 await state.lifecycle.stop()
             for client in state.clients.values():
                 await client.close()
+            if state.store is not None:
+                await state.store.stop()  # after the drain: the last requests' usage is written
 
     v1_routes = _v1_routes()
     v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), state.config.server.api_keys))
@@ -102,6 +110,7 @@ def build_app(state: GatewayState) -> AccessLog:
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
             v1,
+            Mount("/admin", app=admin_app(state)),
         ],
         exception_handlers={
             ModelportError: _on_modelport_error,

@@ -1,4 +1,8 @@
-"""Bearer-key check wrapped around the whole /v1 mount, so no new route can be left open."""
+"""API-key check wrapped around the whole /v1 mount, so no new route can be left open.
+
+The key comes as `Authorization: Bearer <key>` (OpenAI clients) or as `x-api-key: <key>`
+(Anthropic clients); both go through the one comparison, `bearer_matches`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import hmac
 
 import orjson
 
+from modelport.api.envelopes import error_payload
 from modelport.errors import AuthenticationError
 
 
@@ -27,15 +32,18 @@ class BearerAuth:
         if scope["type"] != "http" or not self._keys:
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization")
+        headers = dict(scope["headers"])
+        header = headers.get(b"authorization")
+        api_key = headers.get(b"x-api-key")
+        if header is None and api_key is not None:
+            header = b"Bearer " + api_key
         if bearer_matches(header, self._keys):
             await self.app(scope, receive, send)
             return
+        how = "send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
         error = AuthenticationError(
-            "Incorrect or missing API key; send 'Authorization: Bearer <key>'"
-            if header else "Missing API key; send 'Authorization: Bearer <key>'"
-        )
-        body = orjson.dumps(error.envelope())
+            f"Incorrect or missing API key; {how}" if header else f"Missing API key; {how}")
+        body = orjson.dumps(error_payload(scope["path"], error))
         await send({
             "type": "http.response.start", "status": error.status,
             "headers": [(b"content-type", b"application/json"),

@@ -15,6 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest
 from modelport.foreign.openai_responses_schema import ResponsesRequest
 from modelport.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -34,6 +35,18 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorEnvelope(BaseModel):
+    """Every non-2xx answer on /v1/messages, in Anthropic's shape."""
+
+    type: str
+    error: AnthropicErrorDetail
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF.format(model=name)}
 
@@ -43,18 +56,22 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 _ERRORS = {"default": _json(_ref("ErrorEnvelope"), "An error, in OpenAI's envelope")}
+_ANTHROPIC_ERRORS = {"default": _json(_ref("AnthropicErrorEnvelope"),
+                                      "An error, in Anthropic's envelope")}
 _OBJECT = {"type": "object"}
-_AUTH = [{"bearer": []}]
+# The key goes in `Authorization: Bearer` or, as Anthropic's clients send it, `x-api-key`.
+_AUTH = [{"bearer": []}, {"apiKey": []}]
 
 
-def _generation(summary: str, schema: str, streams: bool) -> dict[str, Any]:
+def _generation(summary: str, schema: str, streams: bool,
+                errors: dict[str, Any] = _ERRORS) -> dict[str, Any]:
     ok = _json(_OBJECT)
     if streams:
         ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     return {"post": {
         "summary": summary, "security": _AUTH,
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(schema)}}},
-        "responses": {"200": ok, **_ERRORS},
+        "responses": {"200": ok, **errors},
     }}
 
 
@@ -77,7 +94,8 @@ def _version() -> str:
 
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                                     ResponsesRequest, ErrorEnvelope]
+                                     ResponsesRequest, MessagesRequest, CountTokensRequest,
+                                     ErrorEnvelope, AnthropicErrorEnvelope]
     keys, schemas = models_json_schema([(model, "validation") for model in models],
                                        ref_template=_REF)
     assert all(value == _ref(model.__name__) for (model, _), value in keys.items())
@@ -87,13 +105,20 @@ def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelport", "version": _version(),
-                 "description": "OpenAI-compatible API of a modelport gateway"},
+                 "description": "OpenAI-compatible API of a modelport gateway, and "
+                                "Anthropic's Messages API"},
         "paths": {
             "/v1/chat/completions": _generation("Create a chat completion",
                                                 "ChatCompletionRequest", streams=True),
             "/v1/completions": _generation("Create a completion", "CompletionRequest",
                                            streams=True),
             "/v1/embeddings": _generation("Create embeddings", "EmbeddingRequest", streams=False),
+            "/v1/messages": _generation("Create a message (Anthropic Messages API)",
+                                        "MessagesRequest", streams=True,
+                                        errors=_ANTHROPIC_ERRORS),
+            "/v1/messages/count_tokens": _generation(
+                "Count a message's input tokens (Anthropic Messages API)", "CountTokensRequest",
+                streams=False, errors=_ANTHROPIC_ERRORS),
             "/v1/responses": _generation("Create a model response (OpenAI Responses API)",
                                          "ResponsesRequest", streams=True),
             "/v1/responses/{response_id}": {
@@ -106,7 +131,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "components": {
             "schemas": schemas["$defs"],
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "apiKey": {"type": "apiKey", "in": "header",
+                                           "name": "x-api-key"}},
         },
     }
 

@@ -67,6 +67,10 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
         if limit is not None:
             body["max_tokens"] = limit
         body["messages"] = [_without_nulls(m) for m in body["messages"]]
+        if body.get("tools"):
+            # the same for a tool's optional `description`, `parameters` or `strict`
+            body["tools"] = [{**tool, "function": _without_nulls(tool["function"])}
+                             for tool in body["tools"]]
     if getattr(request, "stream", False):
         # Usage is always asked for so every stream can be accounted; the gateway drops
         # the usage event again when the client did not ask for it.
@@ -78,7 +82,8 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
 
 def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp fails with a 500 on an explicit null in an optional message field (`name`,
-    `tool_call_id`, an assistant's `content` beside its tool calls); null means absent."""
+    `tool_call_id`, an assistant's `content` beside its tool calls, a tool's `description`);
+    null means absent."""
     if None not in message.values():
         return message
     return {key: value for key, value in message.items() if value is not None}

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.api.inflight import InFlight
 from modelport.api.response_store import ResponseStore
 from modelport.config import Config
 from modelport.routing.registry import ModelRegistry
 from modelport.providers.base import Provider
+
+if TYPE_CHECKING:
+    from modelport.store import KeyStore, UsageRecorder
 
 
 class Lifecycle(Protocol):
@@ -34,3 +37,8 @@ class GatewayState:
     # decided once, not per request.
     log_bodies: bool = False
     metrics: Any = None  # api.metrics.GatewayMetrics, made with the app (it knows the routes)
+    # Virtual keys and usage accounting, over the database `store` opens and closes with
+    # the app (all three None in a state built without one).
+    keys: KeyStore | None = None
+    usage: UsageRecorder | None = None
+    store: Lifecycle | None = None

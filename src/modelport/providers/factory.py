@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel, VendorSpec
 from modelport.errors import ConfigError, normalize_upstream_error
-from modelport.providers import anthropic
+from modelport.foreign import anthropic_messages as anthropic
 from modelport.providers.adapted import AnthropicProvider
 from modelport.providers.base import Provider
 from modelport.providers.catalog import find_vendor, vendor_query

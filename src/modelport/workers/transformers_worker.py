@@ -65,6 +65,7 @@ def build_app(engine: TransformersEngine) -> Starlette:
             Route("/v1/models", _openai_errors(_list_models), methods=["GET"]),
             Route("/v1/chat/completions", _openai_errors(_chat_completions), methods=["POST"]),
             Route("/v1/completions", _openai_errors(_completions), methods=["POST"]),
+            Route("/tokenize", _openai_errors(_tokenize), methods=["POST"]),
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
         lifespan=lifespan,
@@ -273,12 +274,17 @@ def _chat_message(message: ChatMessage) -> dict[str, Any]:
     return rendered
 
 
+async def _chat_prompt_ids(engine: TransformersEngine, body: ChatCompletionRequest) -> list[int]:
+    """The prompt a chat request is answered from (and counted as, by /tokenize)."""
+    messages = [_chat_message(message) for message in body.messages]
+    return await run_in_threadpool(engine.chat_prompt, messages)
+
+
 async def _chat_completions(request: Request) -> Response:
     body = validate_request(ChatCompletionRequest, parse_json_body(await request.body()))
     _reject_unsupported(body)
     engine = _engine(request)
-    messages = [_chat_message(message) for message in body.messages]
-    prompt_ids = await run_in_threadpool(engine.chat_prompt, messages)
+    prompt_ids = await _chat_prompt_ids(engine, body)
     generation, channel = _submit(request, prompt_ids, _sampling_params(body))
     shape = _ResponseShape("chatcmpl", "chat.completion", engine.name)
     if body.stream:
@@ -311,6 +317,15 @@ async def _completions(request: Request) -> Response:
     text, finished = await _collect(channel.events(request, generation))
     choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finished.finish_reason}
     return _json(shape.body(choices=[choice], usage=_usage(finished)))
+
+
+async def _tokenize(request: Request) -> Response:
+    """vLLM's chat form of /tokenize: the tokens a chat request's prompt would be."""
+    data = parse_json_body(await request.body())
+    engine = _engine(request)
+    body = validate_request(ChatCompletionRequest, {**data, "model": engine.name})
+    tokens = await _chat_prompt_ids(engine, body)
+    return _json({"count": len(tokens), "tokens": tokens})
 
 
 async def _completion_prompt_ids(engine: TransformersEngine, prompt: Any) -> list[int]:

@@ -1,0 +1,178 @@
+"""Usage accounting: one row per request, written in batches off the request path.
+
+`record` only appends to a bounded in-memory buffer; a background task writes the
+buffer every `interval_s` or as soon as `batch_rows` are waiting, and `close` writes
+what is left, so a clean shutdown loses nothing. If the database is away, rows wait in
+the buffer (up to `max_buffer`; beyond it new rows are dropped and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from modelport.config import Price
+from modelport.store.schema import usage as usage_table
+from modelport.store.summary import aggregate, daily_increments, upsert_daily
+
+logger = logging.getLogger("modelport.store")
+
+GROUPINGS: tuple[str, ...] = ("key", "model", "day")
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One request as accounting sees it; `at` is when it arrived (epoch seconds)."""
+
+    model: str
+    endpoint: str
+    status: int
+    key_id: str | None = None
+    deployment: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    streamed: bool = False
+    cost: float | None = None  # filled from the model's `price` when left None
+    at: float = field(default_factory=time.time)
+
+
+class UsageRecorder:
+    def __init__(self, prices: Mapping[str, Price] | None = None, *, max_buffer: int = 100_000,
+                 batch_rows: int = 1000, interval_s: float = 1.0) -> None:
+        self._prices = dict(prices or {})
+        self._max_buffer = max_buffer
+        self._batch_rows = batch_rows
+        self._interval_s = interval_s
+        self._buffer: list[UsageRow] = []
+        self._writing: list[UsageRow] = []  # taken from the buffer, not yet committed
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._engine: AsyncEngine | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.dropped = 0
+
+    async def start(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._wake = asyncio.Event()  # bound to the loop the app runs on
+        self._stopping = False
+        self._writer = asyncio.create_task(self._write_forever(), name="usage-writer")
+
+    def record(self, row: UsageRow) -> None:
+        """Queue one row; never waits."""
+        if len(self._buffer) >= self._max_buffer:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 10_000 == 0:
+                logger.error("usage buffer full (%d rows): the database does not keep up or "
+                             "is away; %d row(s) dropped so far", self._max_buffer, self.dropped)
+            return
+        self._buffer.append(row)
+        if len(self._buffer) >= self._batch_rows:
+            self._wake.set()
+
+    def pending_tokens(self, key_id: str, since: datetime | None = None) -> int:
+        """Tokens of the key's rows that are not in the database yet."""
+        after = since.timestamp() if since is not None else float("-inf")
+        return sum(row.prompt_tokens + row.completion_tokens
+                   for rows in (self._writing, self._buffer) for row in rows
+                   if row.key_id == key_id and row.at >= after)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer) + len(self._writing)
+
+    async def flush(self) -> None:
+        """Write every row recorded so far."""
+        if self._engine is None:
+            return
+        async with self._write_lock:
+            while self._buffer:
+                self._writing, self._buffer = self._buffer, []
+                try:
+                    await self._insert(self._writing)
+                except BaseException:
+                    self._buffer[:0] = self._writing  # kept for the next try, in order
+                    raise
+                finally:
+                    self._writing = []
+
+    async def close(self) -> None:
+        # The writer finishes the batch it is writing (cancelling it mid-commit could
+        # leave rows both written and queued again), then the rest is written here.
+        self._stopping = True
+        self._wake.set()
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        try:
+            await self.flush()
+        except Exception as error:
+            logger.error("%d usage row(s) could not be written at shutdown: %s: %s",
+                         self.pending, type(error).__name__, error)
+
+    async def _write_forever(self) -> None:
+        failures = 0
+        while not self._stopping:
+            await self._sleep(self._interval_s)
+            try:
+                await self.flush()
+                failures = 0
+            except Exception as error:
+                failures += 1
+                logger.warning("could not write %d usage row(s), will retry: %s: %s",
+                               self.pending, type(error).__name__, error)
+                await self._sleep(min(30.0, self._interval_s * 2 ** failures))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Up to `seconds`, less when a full batch is waiting or the recorder closes."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _insert(self, rows: list[UsageRow]) -> None:
+        assert self._engine is not None
+        values = [self._values(row) for row in rows]
+        upsert = upsert_daily(self._engine.dialect.name)
+        async with self._engine.begin() as connection:
+            for start in range(0, len(values), self._batch_rows):
+                batch = values[start:start + self._batch_rows]
+                await connection.execute(insert(usage_table), batch)
+                await connection.execute(upsert, daily_increments(batch))
+
+    def _values(self, row: UsageRow) -> dict[str, Any]:
+        values = asdict(row)
+        at = datetime.fromtimestamp(row.at, UTC)
+        values["at"], values["day"] = at, at.strftime("%Y-%m-%d")
+        if row.cost is None and row.model in self._prices:
+            values["cost"] = self._prices[row.model].cost(row.prompt_tokens,
+                                                          row.completion_tokens)
+        return values
+
+    async def summary(self, group_by: str = "key", since: datetime | None = None,
+                      until: datetime | None = None) -> list[dict[str, Any]]:
+        """Requests, errors, tokens, cost and mean latency per key, model or UTC day,
+        over [since, until), rows recorded so far included; days in order, keys and
+        models by most tokens first."""
+        if group_by not in GROUPINGS:
+            raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
+        # Shielded: an admin request given up half-way must not cut a batch off mid-commit.
+        await asyncio.shield(self.flush())
+        assert self._engine is not None, "the usage recorder is not started"
+        async with self._engine.connect() as connection:
+            groups = await aggregate(connection, group_by, since, until)
+        ordered = sorted(groups.items(), key=(lambda item: item[0]) if group_by == "day"
+                         else (lambda item: (-item[1].total_tokens, str(item[0]))))
+        return [{group_by: label, **totals.as_json()} for label, totals in ordered]
