@@ -73,6 +73,15 @@ class ServerConfig(_Strict):
         None, description="Folder of the embedded database (relative to the config file's "
         "folder); default: $MODELPORT_DATA_DIR, else ~/.local/share/modelport.",
     )
+    redis_url: str | None = Field(
+        None, description="A redis:// URL: virtual keys' rpm/tpm/parallel/budget counters are "
+        "shared there by every gateway using it; without it each gateway counts alone.",
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_auth: bool = Field(
+        False, description="Put /metrics behind the master key (open by default, as scrapers "
+        "expect).",
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -82,7 +91,7 @@ class ServerConfig(_Strict):
                 raise ValueError("an API key is empty; remove it or set its ${ENV} variable")
         return keys
 
-    @field_validator("master_key", "database_url", mode="after")
+    @field_validator("master_key", "database_url", "redis_url", mode="after")
     @classmethod
     def _masked_secret(cls, value: str | None) -> "MaskedKey | None":
         # A database URL may carry a password: it is a secret like the master key.
@@ -96,6 +105,13 @@ class ServerConfig(_Strict):
         scheme = r"^(postgres(ql)?(\+asyncpg)?|sqlite(\+aiosqlite)?)://"
         if url is not None and not re.match(scheme, url):
             raise ValueError("must be a postgresql://user:password@host/db or sqlite:///path URL")
+        return url
+
+    @field_validator("redis_url", mode="after")
+    @classmethod
+    def _known_redis(cls, url: "MaskedKey | None") -> "MaskedKey | None":
+        if url is not None and not re.match(r"^(redis|rediss|unix)://", url):
+            raise ValueError("must be a redis://[:password@]host:port/db URL")
         return url
 
 

@@ -133,6 +133,9 @@ def validate_startup(config: Config, names: list[str] | None = None,
     bind = _bind_problem(config, allow_public)
     if bind:
         report.problems.append(bind)
+    if config.server.metrics_auth and not config.server.master_key:
+        report.problems.append("server.metrics_auth puts /metrics behind the master key, but "
+                               "no master key is set (server.master_key or --master-key)")
     for model in config.models:
         found = _model_problems(config, model)
         (report.problems if model in models else report.notes).extend(found)

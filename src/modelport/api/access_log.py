@@ -37,6 +37,8 @@ class AccessRecord:
     streamed: bool = False
     first_byte_s: float | None = None  # of a streamed answer's body: time to first token
     ended: float | None = None
+    requested: str | None = None  # the model the request named (by its own name)
+    cached_tokens: int | None = None
     key: Any = None  # the virtual key that sent it (store.keys.VirtualKey), if any
     admission: Any = None  # its limits' hold (limits.admission.Admission), settled when done
     # Sent with the answer whatever route or error produced it (the rate-limit headers).
@@ -53,6 +55,9 @@ class AccessRecord:
         # Usage comes from upstreams: only numbers go into the log line.
         self.prompt_tokens = prompt if isinstance(prompt, int) else None
         self.completion_tokens = completion if isinstance(completion, int) else None
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            self.cached_tokens = details["cached_tokens"]
 
     def emit(self) -> None:
         latency_ms = self.latency_s * 1000

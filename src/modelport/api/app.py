@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route, Router
+from starlette.routing import Mount, Route, Router, request_response
 
 from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
@@ -18,7 +18,10 @@ from modelport.api.auth import BearerAuth
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
 from modelport.api.messages import count_message_tokens, create_message
+from modelport.api.key_checks import FinishedRequests
 from modelport.api.metrics import GatewayMetrics, metrics_endpoint
+from modelport.limits.admission import KeyLimiter
+from modelport.limits.counters import LocalCounters, RedisCounters
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
@@ -96,22 +99,40 @@ def build_app(state: GatewayState) -> AccessLog:
                 await state.lifecycle.stop()
             for client in state.clients.values():
                 await client.close()
+            await finished.drain()
+            await state.limiter.close()
             if state.store is not None:
                 await state.store.stop()  # after the drain: the last requests' usage is written
 
+    server = state.config.server
     v1_routes = _v1_routes()
-    v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), state.config.server.api_keys))
-    state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
-                                                    if "{" not in r.path])
+    # Virtual keys work once the admin API that makes them is on (a master key is set).
+    virtual_keys = state.keys if server.master_key else None
+    v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), server.api_keys,
+                                     master_key=server.master_key, virtual_keys=virtual_keys))
+    state.limiter = KeyLimiter(RedisCounters(server.redis_url) if server.redis_url
+                               else LocalCounters(),
+                               tokens_used=state.keys.tokens_used if state.keys else None)
+    finished = FinishedRequests(state.usage)
+    observers: list = [finished]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/health/ready", readiness, methods=["GET"]),
+        Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
+        v1,
+        Mount("/admin", app=admin_app(state)),
+    ]
+    if server.metrics:
+        state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
+                                                        if "{" not in r.path])
+        observers.insert(0, state.metrics.observe)
+        scrape = metrics_endpoint
+        if server.metrics_auth:
+            scrape = BearerAuth(request_response(metrics_endpoint), [],
+                                master_key=server.master_key)
+        routes.insert(2, Route("/metrics", scrape, methods=["GET"]))
     app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/health/ready", readiness, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
-            v1,
-            Mount("/admin", app=admin_app(state)),
-        ],
+        routes=routes,
         exception_handlers={
             ModelportError: _on_modelport_error,
             HTTPException: _on_http_error,
@@ -121,4 +142,4 @@ def build_app(state: GatewayState) -> AccessLog:
     )
     app.state.gateway = state
     state.log_bodies = state.config.server.log_prompts or logger.isEnabledFor(logging.DEBUG)
-    return AccessLog(app, observers=[state.metrics.observe])
+    return AccessLog(app, observers=observers)

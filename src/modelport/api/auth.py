@@ -7,29 +7,50 @@ The key comes as `Authorization: Bearer <key>` (OpenAI clients) or as `x-api-key
 from __future__ import annotations
 
 import hmac
+from typing import Any, Protocol
 
 import orjson
 
+from modelport.api.access_log import record_of
 from modelport.api.envelopes import error_payload
 from modelport.errors import AuthenticationError
 
 
+def offered_key(header: bytes | None) -> bytes | None:
+    """The key of an `Authorization: Bearer <key>` header, or None."""
+    if not header or header[:7].lower() != b"bearer ":
+        return None
+    return header[7:].strip()
+
+
+def key_matches(offered: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    # compare against every key so timing does not reveal which one (or which prefix) matched
+    return offered is not None and any([hmac.compare_digest(offered, key) for key in keys])
+
+
 def bearer_matches(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
     """Whether an Authorization header carries one of `keys` (gateway and workers alike)."""
-    if not header or header[:7].lower() != b"bearer ":
-        return False
-    offered = header[7:].strip()
-    # compare against every key so timing does not reveal which one (or which prefix) matched
-    return any([hmac.compare_digest(offered, key) for key in keys])
+    return key_matches(offered_key(header), keys)
+
+
+class VirtualKeys(Protocol):
+    def authenticate(self, secret: str) -> Any: ...
 
 
 class BearerAuth:
-    def __init__(self, app, keys: list[str]) -> None:  # noqa: ANN001 (ASGI app)
+    """Static keys (the config's, `--api-key`, the master key) let a request through as
+    they are; a virtual key (`sk-mp-…`, when the admin API is on) is looked up in memory,
+    refused with its reason when revoked or expired, and otherwise handed to the request
+    (its access record) for the per-key checks that need the model."""
+
+    def __init__(self, app, keys: list[str], *, master_key: str | None = None,  # noqa: ANN001
+                 virtual_keys: VirtualKeys | None = None) -> None:
         self.app = app
-        self._keys = tuple(key.encode() for key in keys)
+        self._keys = tuple(key.encode() for key in [*keys, *([master_key] if master_key else [])])
+        self._virtual = virtual_keys
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        if scope["type"] != "http" or not self._keys:
+        if scope["type"] != "http" or not (self._keys or self._virtual):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -37,12 +58,21 @@ class BearerAuth:
         api_key = headers.get(b"x-api-key")
         if header is None and api_key is not None:
             header = b"Bearer " + api_key
-        if bearer_matches(header, self._keys):
+        offered = offered_key(header)
+        if key_matches(offered, self._keys):
             await self.app(scope, receive, send)
             return
         how = "send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-        error = AuthenticationError(
-            f"Incorrect or missing API key; {how}" if header else f"Missing API key; {how}")
+        message = f"Incorrect or missing API key; {how}" if header else f"Missing API key; {how}"
+        if offered is not None and self._virtual is not None:
+            key = self._virtual.authenticate(offered.decode("latin-1"))
+            refusal = key.refusal() if key is not None else None
+            if key is not None and refusal is None:
+                record_of(scope).key = key
+                await self.app(scope, receive, send)
+                return
+            message = refusal or message
+        error = AuthenticationError(message)
         body = orjson.dumps(error_payload(scope["path"], error))
         await send({
             "type": "http.response.start", "status": error.status,
@@ -50,3 +80,4 @@ class BearerAuth:
                         (b"www-authenticate", b"Bearer")],
         })
         await send({"type": "http.response.body", "body": body})
+

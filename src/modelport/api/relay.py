@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.api import key_checks
 from modelport.api.access_log import AccessRecord, record_of
 from modelport.api.body import read_body
 from modelport.api.inflight import InFlight
@@ -99,6 +100,11 @@ async def handle(request: Request, endpoint: Endpoint) -> Response | RelayStream
         raise
 
 
+def _max_tokens(parsed: OpenAIRequest) -> int | None:
+    limit = getattr(parsed, "output_limit", None)
+    return limit() if limit is not None else getattr(parsed, "max_tokens", None)
+
+
 def note_failure(record: AccessRecord, error: ModelportError) -> None:
     """What the log line and the metrics say about a request that failed with `error`."""
     record.error = error
@@ -154,7 +160,9 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     record.model = parsed.model  # type: ignore[attr-defined]
     registry = state.registry
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
-    record.model = requested.name
+    record.model = record.requested = requested.name
+    if record.key is not None:
+        await key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
                          vision=parsed.has_media_input())

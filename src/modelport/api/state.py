@@ -37,6 +37,7 @@ class GatewayState:
     # decided once, not per request.
     log_bodies: bool = False
     metrics: Any = None  # api.metrics.GatewayMetrics, made with the app (it knows the routes)
+    limiter: Any = None  # limits.admission.KeyLimiter over local or Redis counters
     # Virtual keys and usage accounting, over the database `store` opens and closes with
     # the app (all three None in a state built without one).
     keys: KeyStore | None = None

@@ -69,6 +69,9 @@ class KeyLimiter:
         self._tokens_used = tokens_used
         self._clock = clock
 
+    async def close(self) -> None:
+        await self._counters.close()
+
     async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> Admission:
         now = self._clock()
         minute, minute_left = int(now // MINUTE_S), MINUTE_S - now % MINUTE_S

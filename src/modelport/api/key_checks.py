@@ -1,0 +1,89 @@
+"""What a virtual key may do, checked once its request's model is known, and what each
+finished request leaves behind: its tokens against the key's limits, and a usage row.
+
+Auth (api/auth.py) has already refused unknown, revoked and expired keys and put the key
+on the request's access record; a request with a static key, the master key or no key at
+all has no key here and meets none of these checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from modelport.api.access_log import AccessRecord
+from modelport.errors import PermissionDeniedError
+from modelport.limits.admission import KeyLimiter
+from modelport.routing.deployments import Deployment
+from modelport.store.usage import UsageRecorder, UsageRow
+
+logger = logging.getLogger("modelport.gateway")
+
+
+def may_use(key: Any, deployment: Deployment) -> bool:
+    return key is None or key.allows(deployment.name)
+
+
+def _has_limits(key: Any) -> bool:
+    return (key.rpm is not None or key.tpm is not None or key.max_parallel is not None
+            or key.budget_tokens is not None)
+
+
+async def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
+                max_tokens: int | None) -> None:
+    """Refuse the request (403 / 429) unless its key may send it now; else hold its place
+    in the key's limits until the request is done."""
+    key = record.key
+    if key is None:
+        return
+    if not key.allows(requested.name):
+        allowed = ", ".join(key.models or ()) or "none"
+        raise PermissionDeniedError(
+            f"this API key may not use the model '{requested.name}' (allowed: {allowed})",
+            param="model", code="model_not_allowed")
+    if _has_limits(key):
+        admission = await limiter.admit(key, max_tokens)
+        record.admission = admission
+        record.extra_headers = admission.headers
+
+
+class FinishedRequests:
+    """Observer of finished requests (see AccessLog): gives each key's hold back with the
+    tokens really used, and writes one usage row per request that named a model."""
+
+    def __init__(self, usage: UsageRecorder | None) -> None:
+        self._usage = usage
+        self._settling: set[asyncio.Task] = set()
+
+    def __call__(self, record: AccessRecord) -> None:
+        tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+        if record.admission is not None:
+            # Settling may talk to Redis: off the response path, kept alive until done.
+            task = asyncio.get_running_loop().create_task(record.admission.settle(tokens))
+            self._settling.add(task)
+            task.add_done_callback(self._settled)
+        if self._usage is not None and record.requested is not None:
+            key = record.key
+            self._usage.record(UsageRow(
+                model=record.requested, deployment=record.model, endpoint=record.path,
+                status=record.status, key_id=key.id if key is not None else None,
+                prompt_tokens=record.prompt_tokens or 0,
+                completion_tokens=record.completion_tokens or 0,
+                cached_tokens=record.cached_tokens or 0,
+                latency_ms=record.latency_s * 1000,
+                ttft_ms=record.first_byte_s * 1000 if record.first_byte_s is not None else None,
+                streamed=record.streamed, at=time.time() - record.latency_s,
+            ))
+
+    def _settled(self, task: asyncio.Task) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("could not count a request against its key's limits: %s",
+                           task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the holds still being given back (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)

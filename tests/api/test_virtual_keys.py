@@ -1,0 +1,164 @@
+"""Virtual keys on the request path, in-process with the app's lifespan (so the database is
+open) on SQLite and a real PostgreSQL, against a fake vendor: auth, allow-list, limits with
+their headers, usage rows with the upstream's real token counts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from modelport.api.app import build_app
+from modelport.config import parse_config
+from modelport.gateway import build_state
+from support.vendor_fakes import Reply, VendorFake, sse
+
+MASTER = "mk-test-master-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {MASTER}"}
+USAGE = {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}
+ANSWER = {"id": "c1", "object": "chat.completion", "created": 0, "model": "x",
+          "choices": [{"index": 0, "finish_reason": "stop",
+                       "message": {"role": "assistant", "content": "Hi"}}], "usage": USAGE}
+
+
+@pytest.fixture(scope="module")
+def fake():
+    upstream = VendorFake().start()
+    upstream.default = Reply(json=ANSWER)
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def gateway(database_url, fake):
+    config = {"server": {"database_url": database_url, "master_key": MASTER}, "models": [
+        {"name": "chat-a", "engine": "openai", "base_url": fake.url + "/v1", "aliases": ["a"],
+         "price": {"input": 1.0, "output": 2.0}},
+        {"name": "chat-b", "engine": "openai", "base_url": fake.url + "/v1"},
+    ]}
+    state = build_state(parse_config(config))
+    with TestClient(build_app(state), raise_server_exceptions=False) as client:
+        yield client
+
+
+def new_key(gateway, **fields) -> tuple[str, str]:
+    response = gateway.post("/admin/keys", headers=ADMIN, json={"name": "team", **fields})
+    assert response.status_code == 201, response.text
+    return response.json()["key"], response.json()["id"]
+
+
+def chat(gateway, secret, model="a", **fields):
+    return gateway.post("/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                        json={"model": model, "messages": [{"role": "user", "content": "Hi"}],
+                              **fields})
+
+
+def usage_by_key(gateway, key_id, timeout=8.0) -> dict:
+    """The key's usage summary once its rows are written (they go in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = gateway.get("/admin/usage?group_by=key", headers=ADMIN).json()["data"]
+        row = next((r for r in rows if r["key"] == key_id), None)
+        if row is not None or time.monotonic() > deadline:
+            return row
+        time.sleep(0.2)
+
+
+def test_allow_list_rpm_usage_and_revocation(gateway):
+    secret, key_id = new_key(gateway, models=["a"], rpm=3)
+    refused = chat(gateway, secret, model="chat-b")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "model_not_allowed"
+
+    answers = [chat(gateway, secret) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0"]
+    assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
+    limited = chat(gateway, secret)
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "rpm_exceeded"
+    assert limited.headers["x-ratelimit-remaining-requests"] == "0"
+    assert int(limited.headers["retry-after"]) >= 1
+
+    row = usage_by_key(gateway, key_id)
+    assert row["prompt_tokens"] == 3 * USAGE["prompt_tokens"]
+    assert row["completion_tokens"] == 3 * USAGE["completion_tokens"]
+    assert gateway.delete(f"/admin/keys/{key_id}", headers=ADMIN).status_code == 200
+    revoked = chat(gateway, secret)
+    assert revoked.status_code == 401
+    assert "revoked" in revoked.json()["error"]["message"]
+
+
+def test_models_list_shows_only_the_allowed_models(gateway):
+    secret, _ = new_key(gateway, models=["chat-b"])
+    auth = {"Authorization": f"Bearer {secret}"}
+    listed = gateway.get("/v1/models", headers=auth).json()["data"]
+    assert [m["id"] for m in listed] == ["chat-b"]
+    assert gateway.get("/v1/models/chat-a", headers=auth).status_code == 404
+    everything = gateway.get("/v1/models", headers=ADMIN).json()["data"]
+    assert {m["id"] for m in everything} == {"chat-a", "chat-b"}
+
+
+def test_tpm_counts_real_usage(gateway):
+    secret, _ = new_key(gateway, tpm=30)
+    first = chat(gateway, secret)
+    assert first.headers["x-ratelimit-remaining-tokens"] == "30"
+    deadline = time.monotonic() + 5
+    answers = [first]
+    while answers[-1].status_code == 200 and time.monotonic() < deadline:
+        answers.append(chat(gateway, secret))
+    # 15 tokens each: the third request finds 30 used this minute.
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[-1].json()["error"]["code"] == "tpm_exceeded"
+    assert chat(gateway, secret, max_tokens=31).json()["error"]["code"] == "tpm_exceeded"
+
+
+def test_max_tokens_beyond_tpm_is_refused_before_the_upstream(gateway, fake):
+    secret, _ = new_key(gateway, tpm=10)
+    before = len(fake.requests)
+    refused = chat(gateway, secret, max_tokens=50)
+    assert refused.status_code == 429 and "max_tokens 50" in refused.json()["error"]["message"]
+    assert len(fake.requests) == before
+
+
+def test_total_budget_spent_is_a_403(gateway):
+    secret, _ = new_key(gateway, budget_tokens=20, budget_period="total")
+    assert chat(gateway, secret).status_code == 200
+    assert chat(gateway, secret).status_code == 200  # 15 used < 20: still admitted
+    spent = chat(gateway, secret)
+    assert spent.status_code == 403 and spent.json()["error"]["code"] == "budget_exhausted"
+
+
+def test_an_unknown_or_expired_virtual_key_is_a_401(gateway):
+    assert chat(gateway, "sk-mp-" + "x" * 43).status_code == 401
+    secret, key_id = new_key(gateway, expires_at=time.time() + 2)
+    assert chat(gateway, secret).status_code == 200
+    time.sleep(2.2)
+    expired = chat(gateway, secret)
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+
+
+def test_streams_and_the_anthropic_route_count_for_the_key(gateway, fake):
+    secret, key_id = new_key(gateway, rpm=2)
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "x",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"}]}
+    fake.script(Reply(events=sse(chunk, {**chunk, "choices": [], "usage": USAGE})))
+    streamed = chat(gateway, secret, stream=True)
+    assert streamed.status_code == 200
+    assert streamed.headers["x-ratelimit-remaining-requests"] == "1"
+    message = gateway.post("/v1/messages", headers={"x-api-key": secret}, json={
+        "model": "a", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]})
+    assert message.status_code == 200, message.text
+    refused = gateway.post("/v1/messages", headers={"x-api-key": secret}, json={
+        "model": "a", "max_tokens": 5, "messages": [{"role": "user", "content": "Hi"}]})
+    assert refused.status_code == 429
+    assert refused.json()["type"] == "error"  # Anthropic's envelope on its own route
+    row = usage_by_key(gateway, key_id)
+    assert row["prompt_tokens"] == 2 * USAGE["prompt_tokens"]
+
+
+def test_static_and_master_keys_have_no_limits_and_no_headers(gateway):
+    answer = chat(gateway, MASTER)
+    assert answer.status_code == 200
+    assert "x-ratelimit-limit-requests" not in answer.headers
