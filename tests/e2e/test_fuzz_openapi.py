@@ -132,7 +132,7 @@ def fuzz_server(tmp_path_factory):
 
 
 def _cap_generation(body: dict) -> None:
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
         value = body.get(key)
         if value is None or (type(value) is int and value > REPLY_TOKENS):
             body[key] = REPLY_TOKENS  # unset (or null) would generate until the context is full
@@ -168,7 +168,8 @@ def test_fuzzed_requests_never_500_and_errors_are_envelopes(fuzz_server):
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {
         "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
-        "/v1/messages/count_tokens", "/v1/models", "/v1/models/{model}", "/health"}
+        "/v1/messages/count_tokens", "/v1/models", "/v1/models/{model}", "/v1/responses",
+        "/v1/responses/{response_id}", "/health"}
     # Well-formed generation requests are weighted up: they are the ones that reach engines.
     cases = st.one_of([
         operation.as_strategy(generation_mode=mode) for operation in operations

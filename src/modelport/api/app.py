@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, Router, request_response
 
-from modelport.api import relay
+from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
 from modelport.api.admin import admin_app
 from modelport.api.auth import BearerAuth
@@ -76,6 +76,9 @@ def _v1_routes() -> list[Route]:
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/completions", completions, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
+        Route("/responses", responses.create_response, methods=["POST"]),
+        Route("/responses/{response_id}", responses.get_response, methods=["GET"]),
+        Route("/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
         Route("/messages", create_message, methods=["POST"]),
         Route("/messages/count_tokens", count_message_tokens, methods=["POST"]),
     ]

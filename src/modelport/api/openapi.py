@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest
+from modelport.foreign.openai_responses_schema import ResponsesRequest
 from modelport.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 _REF = "#/components/schemas/{model}"
@@ -93,12 +94,14 @@ def _version() -> str:
 
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                                     MessagesRequest, CountTokensRequest, ErrorEnvelope,
-                                     AnthropicErrorEnvelope]
+                                     ResponsesRequest, MessagesRequest, CountTokensRequest,
+                                     ErrorEnvelope, AnthropicErrorEnvelope]
     keys, schemas = models_json_schema([(model, "validation") for model in models],
                                        ref_template=_REF)
     assert all(value == _ref(model.__name__) for (model, _), value in keys.items())
     model_path = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
+    response_path = [{"name": "response_id", "in": "path", "required": True,
+                      "schema": {"type": "string"}}]
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelport", "version": _version(),
@@ -116,6 +119,12 @@ def openapi_document() -> dict[str, Any]:
             "/v1/messages/count_tokens": _generation(
                 "Count a message's input tokens (Anthropic Messages API)", "CountTokensRequest",
                 streams=False, errors=_ANTHROPIC_ERRORS),
+            "/v1/responses": _generation("Create a model response (OpenAI Responses API)",
+                                         "ResponsesRequest", streams=True),
+            "/v1/responses/{response_id}": {
+                **_get("Retrieve a kept response", parameters=response_path),
+                "delete": {**_get("Delete a kept response", parameters=response_path)["get"]},
+            },
             "/v1/models": _get("List the served models"),
             "/v1/models/{model}": _get("Describe one served model", parameters=model_path),
             "/health": _get("Gateway and model status", auth=False),

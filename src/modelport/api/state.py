@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.api.inflight import InFlight
+from modelport.api.response_store import ResponseStore
 from modelport.config import Config
 from modelport.routing.registry import ModelRegistry
 from modelport.providers.base import Provider
@@ -31,6 +32,7 @@ class GatewayState:
     lifecycle: Lifecycle | None = None
     started_at: float = field(default_factory=time.time)
     in_flight: InFlight = field(default_factory=InFlight)
+    responses: ResponseStore = field(default_factory=ResponseStore)  # /v1/responses answers
     # Request bodies go to the debug log when asked for (log_prompts or --log-level debug);
     # decided once, not per request.
     log_bodies: bool = False
