@@ -59,8 +59,8 @@ class FinishedRequests:
 
     def __call__(self, record: AccessRecord) -> None:
         tokens = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
-        if record.admission is not None:
-            # Settling may talk to Redis: off the response path, kept alive until done.
+        if record.admission is not None and not record.admission.settle_now(tokens):
+            # Settling talks to Redis: off the response path, kept alive until done.
             task = asyncio.get_running_loop().create_task(record.admission.settle(tokens))
             self._settling.add(task)
             task.add_done_callback(self._settled)

@@ -61,6 +61,19 @@ class Admission:
         self._settled = True
         await self._limiter._settle(self, tokens or 0)
 
+    def settle_now(self, tokens: int | None) -> bool:
+        """`settle` at once when the counters are in this process; False when settling
+        needs I/O (Redis), which is then the caller's to schedule with `settle`."""
+        if self._settled:
+            return True
+        add = getattr(self._limiter._counters, "add_now", None)
+        if add is None:
+            return False
+        self._settled = True
+        for name, amount, expire_s in self._limiter._settlement(self, tokens or 0):
+            add(name, amount, expire_s)
+        return True
+
 
 class KeyLimiter:
     def __init__(self, counters: Counters, tokens_used: TokensUsed | None = None,
@@ -68,6 +81,9 @@ class KeyLimiter:
         self._counters = counters
         self._tokens_used = tokens_used
         self._clock = clock
+        # budget period -> (minute it was worked out in, label, start, end as a timestamp)
+        self._windows: dict[str, tuple[int, str, dt.datetime, float | None]] = {}
+        self._seeded: set[str] = set()
 
     async def close(self) -> None:
         await self._counters.close()
@@ -96,13 +112,16 @@ class KeyLimiter:
     async def _check_budget(self, key: LimitedKey, now: float) -> None:
         if key.budget_tokens is None:
             return
-        name, since, seconds_left = _budget_window(key, now)
-        used = await self._counters.count(name)
-        if used == 0 and self._tokens_used is not None:
-            # A new process or period: start from what the usage store already holds.
+        name, since, seconds_left = self._budget_window(key, now)
+        if name not in self._seeded and self._tokens_used is not None:
+            # New to this process (or a new period): start from what the usage store holds;
+            # in Redis another gateway may have started it already, and its count stands.
             used = await self._counters.seed(name, await self._tokens_used(key.id, since),
                                              int(seconds_left) + _WINDOW_SLACK_S
                                              if seconds_left else 0)
+            self._seeded.add(name)
+        else:
+            used = await self._counters.count(name)
         if used < key.budget_tokens:
             return
         message = (f"this key's token budget ({key.budget_tokens} tokens per "
@@ -142,36 +161,49 @@ class KeyLimiter:
         return count
 
     async def _settle(self, admission: Admission, tokens: int) -> None:
+        for name, amount, expire_s in self._settlement(admission, tokens):
+            await self._counters.add(name, amount, expire_s)
+
+    def _settlement(self, admission: Admission, tokens: int) -> list[tuple[str, int, int]]:
+        """The additions that settle a finished request: (counter, amount, expiry)."""
         key = admission.key
+        additions = []
         if admission._holds_slot:
-            await self._counters.add(f"par:{key.id}", -1, SLOT_EXPIRY_S)
+            additions.append((f"par:{key.id}", -1, SLOT_EXPIRY_S))
         if tokens <= 0:
-            return
+            return additions
         if key.tpm is not None:
-            await self._counters.add(f"tpm:{key.id}:{admission._minute}", tokens,
-                                     MINUTE_S + _WINDOW_SLACK_S)
+            additions.append((f"tpm:{key.id}:{admission._minute}", tokens,
+                              MINUTE_S + _WINDOW_SLACK_S))
         if key.budget_tokens is not None:
-            name, _, seconds_left = _budget_window(key, self._clock())
-            await self._counters.add(name, tokens,
-                                     int(seconds_left) + _WINDOW_SLACK_S if seconds_left else 0)
+            name, _, seconds_left = self._budget_window(key, self._clock())
+            additions.append((name, tokens,
+                              int(seconds_left) + _WINDOW_SLACK_S if seconds_left else 0))
+        return additions
+
+    def _budget_window(self, key: LimitedKey, now: float) -> tuple[str, dt.datetime, float | None]:
+        """`_budget_window`, remembered for the minute (it only changes at midnight UTC)."""
+        minute = int(now // MINUTE_S)
+        cached = self._windows.get(key.budget_period)
+        if cached is None or cached[0] != minute:
+            label, start, end = _period(key.budget_period, now)
+            cached = self._windows[key.budget_period] = (minute, label, start, end)
+        _, label, start, end = cached
+        return (f"budget:{key.id}:{label}", start,
+                None if end is None else end - now)
 
 
-def _budget_window(key: LimitedKey, now: float) -> tuple[str, dt.datetime, float | None]:
-    """The budget counter's name, when its period began, and seconds until it ends
-    (None: the budget never renews)."""
+def _period(period: str, now: float) -> tuple[str, dt.datetime, float | None]:
+    """The budget period holding `now`: its label, start, and end (None: it never ends)."""
     moment = dt.datetime.fromtimestamp(now, dt.timezone.utc)
-    if key.budget_period == "day":
+    if period == "day":
         start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        end = start + dt.timedelta(days=1)
-        label = start.strftime("%Y-%m-%d")
-    elif key.budget_period == "month":
+        return start.strftime("%Y-%m-%d"), start, (start + dt.timedelta(days=1)).timestamp()
+    if period == "month":
         start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         days = calendar.monthrange(start.year, start.month)[1]
-        end = start + dt.timedelta(days=days)
-        label = start.strftime("%Y-%m")
-    else:
-        return f"budget:{key.id}:total", dt.datetime.fromtimestamp(0, dt.timezone.utc), None
-    return f"budget:{key.id}:{label}", start, (end - moment).total_seconds()
+        return start.strftime("%Y-%m"), start, (start + dt.timedelta(days=days)).timestamp()
+    return "total", dt.datetime.fromtimestamp(0, dt.timezone.utc), None
 
 
 def _duration(seconds: float) -> str:

@@ -60,6 +60,12 @@ class LocalCounters:
             now = self._clock()
             self._counts = {k: v for k, v in self._counts.items() if not v[1] or v[1] > now}
 
+    def add_now(self, key: str, amount: int, expire_s: int) -> int:
+        """`add` without the event loop (nothing here waits on I/O)."""
+        count = max(0, self._get(key) + amount)
+        self._set(key, count, expire_s)
+        return count
+
     async def take(self, key: str, amount: int, limit: int, expire_s: int) -> tuple[bool, int]:
         count = self._get(key)
         if count + amount > limit:
@@ -68,9 +74,7 @@ class LocalCounters:
         return True, count + amount
 
     async def add(self, key: str, amount: int, expire_s: int) -> int:
-        count = max(0, self._get(key) + amount)
-        self._set(key, count, expire_s)
-        return count
+        return self.add_now(key, amount, expire_s)
 
     async def count(self, key: str) -> int:
         return self._get(key)

@@ -12,15 +12,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
-from modelport.store.schema import usage as usage_table
 from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
@@ -45,6 +43,30 @@ class UsageRow:
     streamed: bool = False
     cost: float | None = None  # filled from the model's `price` when left None
     at: float = field(default_factory=time.time)
+
+
+_COLUMNS = ("at", "day", "key_id", "model", "deployment", "endpoint", "status",
+            "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "ttft_ms",
+            "streamed", "cost")
+
+
+def _insert_sql(paramstyle: str) -> str:
+    if paramstyle == "qmark":
+        marks = ["?"] * len(_COLUMNS)
+    elif paramstyle in ("numeric_dollar", "numeric"):
+        sign = "$" if paramstyle == "numeric_dollar" else ":"
+        marks = [f"{sign}{n}" for n in range(1, len(_COLUMNS) + 1)]
+    else:  # format, pyformat
+        marks = ["%s"] * len(_COLUMNS)
+    return f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join(marks)})"
+
+
+def _stored_time(dialect: str):  # noqa: ANN202
+    """How `at` is handed to the driver: as the aware datetime PostgreSQL takes, or as the
+    text SQLAlchemy writes and reads back for SQLite (UTC, no offset: schema.UTCDateTime)."""
+    if dialect == "postgresql":
+        return lambda at: at
+    return lambda at: at.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class UsageRecorder:
@@ -144,22 +166,32 @@ class UsageRecorder:
 
     async def _insert(self, rows: list[UsageRow]) -> None:
         assert self._engine is not None
+        dialect = self._engine.dialect
         values = [self._values(row) for row in rows]
-        upsert = upsert_daily(self._engine.dialect.name)
+        upsert = upsert_daily(dialect.name)
+        # The raw rows go through the driver's own executemany: SQLAlchemy's per-row
+        # parameter processing cost ~30 µs a row on the gateway's event loop thread,
+        # more than the rest of a request's accounting together.
+        statement = _insert_sql(dialect.paramstyle)
+        stored_at = _stored_time(dialect.name)
         async with self._engine.begin() as connection:
             for start in range(0, len(values), self._batch_rows):
                 batch = values[start:start + self._batch_rows]
-                await connection.execute(insert(usage_table), batch)
+                await connection.exec_driver_sql(statement, [
+                    (stored_at(v["at"]), *[v[name] for name in _COLUMNS[1:]]) for v in batch])
                 await connection.execute(upsert, daily_increments(batch))
 
     def _values(self, row: UsageRow) -> dict[str, Any]:
-        values = asdict(row)
         at = datetime.fromtimestamp(row.at, UTC)
-        values["at"], values["day"] = at, at.strftime("%Y-%m-%d")
-        if row.cost is None and row.model in self._prices:
-            values["cost"] = self._prices[row.model].cost(row.prompt_tokens,
-                                                          row.completion_tokens)
-        return values
+        cost = row.cost
+        if cost is None and row.model in self._prices:
+            cost = self._prices[row.model].cost(row.prompt_tokens, row.completion_tokens)
+        return {"at": at, "day": at.strftime("%Y-%m-%d"), "key_id": row.key_id,
+                "model": row.model, "deployment": row.deployment, "endpoint": row.endpoint,
+                "status": row.status, "prompt_tokens": row.prompt_tokens,
+                "completion_tokens": row.completion_tokens, "cached_tokens": row.cached_tokens,
+                "latency_ms": row.latency_ms, "ttft_ms": row.ttft_ms, "streamed": row.streamed,
+                "cost": cost}
 
     async def summary(self, group_by: str = "key", since: datetime | None = None,
                       until: datetime | None = None) -> list[dict[str, Any]]:
