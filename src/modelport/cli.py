@@ -194,9 +194,11 @@ def check(
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
     from modelport.store.database import database_url, redacted
 
-    admin = "on" if cfg.server.master_key else "off (no master key)"
-    Console().print(f"keys and usage: {redacted(database_url(cfg))}; admin API {admin}",
-                    markup=False, highlight=False, soft_wrap=True)
+    url = redacted(database_url(cfg))
+    where = url.split(":///", 1)[1] + " (SQLite)" if url.startswith("sqlite") else url
+    Console().print(f"keys and usage: {where}", markup=False, highlight=False)
+    Console().print("admin API: " + ("on" if cfg.server.master_key else "off (no master key)"),
+                    markup=False, highlight=False)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)

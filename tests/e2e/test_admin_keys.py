@@ -109,4 +109,4 @@ def test_check_shows_where_keys_live_without_the_password(tmp_path):
     result = run_cli("check", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "keys and usage: postgresql+asyncpg://mp:***@db.internal:5432/mp" in result.stdout
-    assert "admin API off" in result.stdout and "hunter2" not in result.stdout + result.stderr
+    assert "admin API: off" in result.stdout and "hunter2" not in result.stdout + result.stderr
