@@ -35,6 +35,12 @@ def usage_row(server: ModelportServer, key_id: str, requests: int, timeout: floa
         time.sleep(0.25)
 
 
+def wait_inside_a_minute(needed_s: float = 20) -> None:
+    """rpm counts per UTC minute: start a burst well inside one, so it all counts there."""
+    while 60 - time.time() % 60 < needed_s:
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -54,6 +60,7 @@ def test_a_limited_key_on_the_default_models(tmp_path):
         with pytest.raises(openai.PermissionDeniedError):
             client.embeddings.create(model=EMBED, input="hi")
         used = {"prompt": 0, "completion": 0}
+        wait_inside_a_minute()
         for _ in range(3):
             raw = client.chat.completions.with_raw_response.create(
                 model="smollm2", max_tokens=5, messages=[{"role": "user", "content": "Hi"}])
@@ -106,9 +113,7 @@ def test_two_gateways_on_one_redis_share_a_key_rpm(tmp_path, redis, postgres):
                               json={"model": "echo",
                                     "messages": [{"role": "user", "content": "Hi"}]})
 
-        # rpm counts per UTC minute: start well inside one, so all six requests share it.
-        while 60 - time.time() % 60 < 15:
-            time.sleep(0.5)
+        wait_inside_a_minute()
         statuses = [ask(gateways[i % 2]).status_code for i in range(4)]
         assert statuses == [200, 200, 200, 200]
         refused = [ask(gateway) for gateway in gateways]
