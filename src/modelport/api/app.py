@@ -35,6 +35,10 @@ async def embeddings(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.EMBEDDINGS)
 
 
+async def rerank(request: Request):  # noqa: ANN201
+    return await relay.handle(request, relay.RERANK)
+
+
 def _error_response(error: ModelportError) -> JSONResponse:
     return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
 
@@ -71,6 +75,7 @@ def _v1_routes() -> list[Route]:
         Route("/chat/completions", chat_completions, methods=["POST"]),
         Route("/completions", completions, methods=["POST"]),
         Route("/embeddings", embeddings, methods=["POST"]),
+        Route("/rerank", rerank, methods=["POST"]),
     ]
 
 

@@ -15,7 +15,12 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from modelport.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RerankRequest,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -76,7 +81,7 @@ def _version() -> str:
 
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
-                                     ErrorEnvelope]
+                                     RerankRequest, ErrorEnvelope]
     keys, schemas = models_json_schema([(model, "validation") for model in models],
                                        ref_template=_REF)
     assert all(value == _ref(model.__name__) for (model, _), value in keys.items())
@@ -91,6 +96,8 @@ def openapi_document() -> dict[str, Any]:
             "/v1/completions": _generation("Create a completion", "CompletionRequest",
                                            streams=True),
             "/v1/embeddings": _generation("Create embeddings", "EmbeddingRequest", streams=False),
+            "/v1/rerank": _generation("Rank documents by relevance to a query", "RerankRequest",
+                                      streams=False),
             "/v1/models": _get("List the served models"),
             "/v1/models/{model}": _get("Describe one served model", parameters=model_path),
             "/health": _get("Gateway and model status", auth=False),

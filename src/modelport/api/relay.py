@@ -24,10 +24,12 @@ from modelport.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     OpenAIRequest,
+    RerankRequest,
     parse_json_body,
     validate_request,
 )
 from modelport.providers.base import OpenedStream, Provider
+from modelport.reranking import completed_answer
 from modelport.routing import failover
 from modelport.routing.deployments import Deployment
 from modelport.routing.registry import ModelRegistry
@@ -48,12 +50,15 @@ class Endpoint:
             return registry.for_embeddings(name)
         if self.schema is CompletionRequest:
             return registry.for_completions(name)
+        if self.schema is RerankRequest:
+            return registry.for_rerank(name)
         return registry.for_chat(name)
 
 
 CHAT = Endpoint("/chat/completions", ChatCompletionRequest)
 COMPLETIONS = Endpoint("/completions", CompletionRequest)
 EMBEDDINGS = Endpoint("/embeddings", EmbeddingRequest, embeddings=True)
+RERANK = Endpoint("/rerank", RerankRequest)
 
 
 def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIRequest) -> dict[str, Any]:
@@ -67,6 +72,9 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
         if limit is not None:
             body["max_tokens"] = limit
         body["messages"] = [_without_nulls(m) for m in body["messages"]]
+    if isinstance(request, RerankRequest):
+        # Plain strings are the form every reranking server reads (llama.cpp reads no other).
+        body["documents"] = request.texts()
     if getattr(request, "stream", False):
         # Usage is always asked for so every stream can be accounted; the gateway drops
         # the usage event again when the client did not ask for it.
@@ -121,7 +129,7 @@ async def _forward(
     record.model = requested.name
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
-                         vision=parsed.has_media_input())
+                         vision=parsed.has_media_input(), rerank=isinstance(parsed, RerankRequest))
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
     if stream:
@@ -142,7 +150,7 @@ async def _forward(
         request, state.in_flight, failover.serve(plan, complete))
     try:
         record.model = served.name
-        return _json_response(served, requested, reply, record)
+        return _json_response(served, requested, reply, record, parsed)
     finally:
         served.release()
 
@@ -217,7 +225,7 @@ def _stream_response(served: Deployment, requested: Deployment, opened: OpenedSt
 
 
 def _json_response(served: Deployment, requested: Deployment, reply: UpstreamReply,
-                   record: AccessRecord) -> Response:
+                   record: AccessRecord, parsed: OpenAIRequest) -> Response:
     """The upstream's answer with the served model's name; anything but a JSON object
     (garbage, HTML, an SSE body where JSON was asked for) is a 502, never relayed."""
     content = reply.body
@@ -231,6 +239,10 @@ def _json_response(served: Deployment, requested: Deployment, reply: UpstreamRep
             raise MalformedUpstreamError(
                 f"{served.name}: upstream answered with a body that is not a JSON object: "
                 f"{content[:80].decode('utf-8', 'replace')!r}")
+    if isinstance(parsed, RerankRequest) and reply.status == 200:
+        # Each reranking engine answers in its own dialect (llama.cpp: no id, no documents).
+        payload = completed_answer(served.name, payload, parsed)
+        reply.payload = payload
     record.take_usage(payload.get("usage"))
     if payload.get("model", served.name) != served.name or reply.payload is not None:
         payload["model"] = served.name

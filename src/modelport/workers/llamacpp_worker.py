@@ -55,6 +55,11 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     params.n_gpu_layers = 999 if gpu_layers == -1 else gpu_layers
     if model.chat_template:
         params.chat_template = model.chat_template
+    if model.reranking:
+        # What llama-server's --reranking sets: the model's classification head scores
+        # each (query, document) pair, served on /v1/rerank; no text is generated.
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
     return params
 
 
