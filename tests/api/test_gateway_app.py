@@ -194,8 +194,8 @@ def test_openapi_document_is_open_and_built_from_the_request_models(upstream):
     assert response.status_code == 200
     document = response.json()
     assert set(document["paths"]) == {"/v1/chat/completions", "/v1/completions",
-                                      "/v1/embeddings", "/v1/models", "/v1/models/{model}",
-                                      "/health"}
+                                      "/v1/embeddings", "/v1/rerank", "/v1/models",
+                                      "/v1/models/{model}", "/health"}
     schemas = document["components"]["schemas"]
     expected = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
     assert schemas["ChatCompletionRequest"] == {k: v for k, v in expected.items() if k != "$defs"}
