@@ -118,7 +118,8 @@ class LlamaCppModel(_LocalWorkerModel):
     )
     reranking: bool = Field(
         False, description="Serve /v1/rerank with a GGUF reranker (a cross-encoder such as "
-        "bge-reranker, scored by llama.cpp's rank pooling) instead of chat and completions."
+        "bge-reranker, scored by llama.cpp's rank pooling) instead of chat and completions; "
+        "context_length is then the longest (query, document) pair."
     )
     prompt_cache_mib: int = Field(
         512, ge=0, description="Host memory for llama.cpp's cache of earlier prompts (MiB; 0 "

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelport.errors import RateLimitError
@@ -52,6 +54,20 @@ def _set_torch_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def load_offline(class_name: str, model: Any, path: Path) -> Any:
+    """A sentence-transformers `class_name` (SentenceTransformer, CrossEncoder) from local
+    files only, on the model's configured device, ready for inference."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import sentence_transformers
+
+    device = None if model.device == "auto" else model.device
+    loaded = getattr(sentence_transformers, class_name)(str(path), device=device,
+                                                        local_files_only=True)
+    loaded.eval()
+    return loaded
 
 
 class BatchQueue:

@@ -8,7 +8,6 @@ scores are exactly those of the same model called in-process, activation include
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -16,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from modelport.config import CrossEncoderModel
-from modelport.engines.batching import BatchQueue, Job
+from modelport.engines.batching import BatchQueue, Job, load_offline
 from modelport.errors import ConfigError
 
 # Pairs gathered per trip to the engine thread, in forward batches.
@@ -36,14 +35,8 @@ class _PairsJob(Job):
 
 class CrossEncoderEngine:
     def __init__(self, model: CrossEncoderModel, path: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import CrossEncoder
-
-        device = None if model.device == "auto" else model.device
         self.name = model.name
-        self.encoder = CrossEncoder(str(path), device=device, local_files_only=True)
-        self.encoder.eval()
+        self.encoder = load_offline("CrossEncoder", model, path)
         if self.encoder.num_labels != 1:
             raise ConfigError(
                 f"model '{model.name}': {path} scores {self.encoder.num_labels} labels per "

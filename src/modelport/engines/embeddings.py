@@ -9,8 +9,6 @@ runs on; the event loop never touches the tokenizer.
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -18,10 +16,8 @@ from typing import Sequence, Union
 import numpy as np
 
 from modelport.config import SentenceTransformersModel
-from modelport.engines.batching import BatchQueue, Job, padded_batches
+from modelport.engines.batching import BatchQueue, Job, load_offline, padded_batches
 from modelport.errors import ContextLengthError, InvalidRequestError
-
-logger = logging.getLogger("modelport.embeddings")
 
 # Texts gathered per trip to the engine thread, in forward batches. Gathering several
 # lets the thread sort them by length (less padding) and costs one hand-off, not many.
@@ -49,14 +45,8 @@ class _Job(Job):
 
 class EmbeddingEngine:
     def __init__(self, model: SentenceTransformersModel, path: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-
-        device = None if model.device == "auto" else model.device
         self.name = model.name
-        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        self.model.eval()
+        self.model = load_offline("SentenceTransformer", model, path)
         self.tokenizer = self.model.tokenizer
         self.batch_size = model.batch_size
         self.threads = model.threads
