@@ -1,5 +1,6 @@
 """POST /v1/rerank against a real `modelport serve`: the default config's embedding model
-(cosine similarity) and a configured cross-encoder, over plain HTTP as RAG clients call it."""
+(cosine similarity), a configured cross-encoder, and the same cross-encoder as a GGUF
+reranker served by llama.cpp, over plain HTTP as RAG clients call it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from fixtures.cross_encoder import minilm_cross_encoder_path
 from modelport.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL
-from support.models import CHAT, EMBED, RERANKER
+from support.models import CHAT, EMBED, GGUF_RERANKER, RERANKER
 
 pytestmark = pytest.mark.e2e
 
@@ -64,11 +65,35 @@ def test_a_configured_cross_encoder_ranks_with_the_scores_of_the_model_itself(se
             assert abs(result["relevance_score"] - float(expected[result["index"]])) < 1e-4
 
 
+def test_a_gguf_reranker_on_llamacpp_scores_like_the_model_it_was_written_from(server):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    in_process = CrossEncoder(str(minilm_cross_encoder_path()), local_files_only=True)
+    for query, documents, relevant in CASES:
+        response = rerank(server, model=GGUF_RERANKER, query=query, documents=documents,
+                          return_documents=True)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        # llama.cpp's answer completed by the gateway: an id, documents, sorted results
+        assert body["id"].startswith("rerank-") and body["model"] == GGUF_RERANKER
+        results = body["results"]
+        assert results[0]["index"] == relevant, results
+        assert results[0]["document"] == {"text": documents[relevant]}
+        # llama.cpp reports the classifier's raw logit (no sigmoid)
+        logits = in_process.predict([(query, d) for d in documents],
+                                    activation_fn=torch.nn.Identity())
+        for result in results:
+            assert abs(result["relevance_score"] - float(logits[result["index"]])) < 0.02
+        assert body["usage"]["prompt_tokens"] > 0
+
+
 def test_models_say_how_each_model_reranks(server):
     cards = {card["id"]: card for card in
              httpx.get(server.base_url + "/models", timeout=10).json()["data"]}
     assert cards[EMBED]["rerank"] == "embedding-cosine-similarity"
-    assert cards[RERANKER]["rerank"] == "cross-encoder" and cards[RERANKER]["kind"] == "rerank"
+    for reranker in (RERANKER, GGUF_RERANKER):
+        assert cards[reranker]["rerank"] == "cross-encoder" and cards[reranker]["kind"] == "rerank"
     assert cards[CHAT]["rerank"] is None
 
 
@@ -85,8 +110,9 @@ def test_errors_name_the_parameter(server, body, status, param):
     assert response.json()["error"]["param"] == param
 
 
-def test_a_reranker_refuses_chat_naming_the_route_to_use(server):
+@pytest.mark.parametrize("reranker", [RERANKER, GGUF_RERANKER])
+def test_a_reranker_refuses_chat_naming_the_route_to_use(server, reranker):
     response = httpx.post(server.base_url + "/chat/completions", timeout=30, json={
-        "model": RERANKER, "messages": [{"role": "user", "content": "hi"}]})
+        "model": reranker, "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 400
     assert "is a reranker; use /v1/rerank" in response.json()["error"]["message"]
