@@ -105,3 +105,10 @@ def test_embedding_throughput_smoke():
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
+
+
+def test_rerank_smoke():
+    data = run("rerank.py", "--documents", "4", "--rounds", "1", "--warmup", "0")
+    for kind in ("cross-encoder", "embedding"):
+        assert data["results"][kind]["errors"] == 0
+        assert data["results"][kind]["modelport"]["p50"] > 0
