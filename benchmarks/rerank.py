@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -34,25 +33,12 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "tests"))
 from common import ServeProcess, print_table, summarize_ms, write_result  # noqa: E402
+from embedding_throughput import make_texts  # noqa: E402
 
 from modelport.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL  # noqa: E402
 from modelport.locations import resolve_location  # noqa: E402
 
 CROSS_ENCODER = "bench-cross-encoder"
-VOCABULARY = (
-    "the a of to and in is that for on with as by at from this be are was it an or which "
-    "model server request vector search document query answer retrieval index chunk text "
-    "river mountain city market library history science music garden winter morning light "
-    "capital france paris pasta water boil recipe flu fever cough planet jupiter orbit"
-).split()
-
-
-def make_documents(count: int, min_words: int, max_words: int, seed: int = 0) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choices(VOCABULARY, k=rng.randint(min_words, max_words))) + "."
-            for _ in range(count)]
-
-
 def cross_encoder_path(given: str | None) -> Path:
     if given:
         return Path(given)
@@ -118,8 +104,8 @@ def main() -> None:
         served["cross-encoder"] = CROSS_ENCODER
         models.append({"name": CROSS_ENCODER, "engine": "cross-encoder",
                        "path": str(paths["cross-encoder"])})
-    query = "how to boil pasta water for a recipe"
-    documents = make_documents(args.documents, args.min_words, args.max_words)
+    query = "which search index answers a retrieval query for a document"
+    documents = make_texts(args.documents, args.min_words, args.max_words)
 
     serve = ServeProcess(models).start()
     report: dict = {"documents": args.documents, "rounds": args.rounds,
