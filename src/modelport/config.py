@@ -416,6 +416,8 @@ EMBEDDING_ENGINES = ("sentence-transformers",)
 def serves_rerank_only(config: Any) -> bool:
     """A reranker (cross-encoder, or a llama.cpp model started for reranking): it answers
     /v1/rerank and nothing else."""
+    if config.engine == "auto":  # a GGUF file chosen for llama.cpp takes its options
+        return bool(config.options.get("reranking"))
     return config.engine == "cross-encoder" or bool(getattr(config, "reranking", False))
 
 

@@ -111,6 +111,8 @@ def registry():
     config = parse_config({"models": [
         {"name": "chat", "engine": "llamacpp", "path": "chat.gguf"},
         {"name": "gguf-reranker", "engine": "llamacpp", "path": "r.gguf", "reranking": True},
+        {"name": "auto-reranker", "engine": "auto", "path": "r.gguf",
+         "options": {"reranking": True}},
         {"name": "embed", "engine": "sentence-transformers", "path": "e"},
         {"name": "cross", "engine": "cross-encoder", "path": "c", "aliases": ["bge-reranker"]},
         {"name": "vllm-upstream", "engine": "openai", "base_url": "http://127.0.0.1:9/v1"},
@@ -122,8 +124,10 @@ def registry():
 def test_rerankers_embedding_models_and_plain_upstreams_serve_rerank(registry):
     assert registry.for_rerank("bge-reranker").name == "cross"
     served = {name: registry.get(name).capabilities.rerank for name in
-              ("cross", "gguf-reranker", "embed", "vllm-upstream", "vendor", "chat")}
+              ("cross", "gguf-reranker", "auto-reranker", "embed", "vllm-upstream", "vendor",
+               "chat")}
     assert served == {"cross": CROSS_ENCODER, "gguf-reranker": CROSS_ENCODER,
+                      "auto-reranker": CROSS_ENCODER,
                       "embed": EMBEDDING_SIMILARITY, "vllm-upstream": UPSTREAM,
                       "vendor": None, "chat": None}
     assert {registry.get(n).kind for n in ("cross", "gguf-reranker")} == {"rerank"}
@@ -142,7 +146,7 @@ def test_an_unknown_model_is_404(registry):
         registry.for_rerank("nope")
 
 
-@pytest.mark.parametrize("name", ["cross", "gguf-reranker"])
+@pytest.mark.parametrize("name", ["cross", "gguf-reranker", "auto-reranker"])
 def test_a_reranker_cannot_chat_or_embed(registry, name):
     with pytest.raises(InvalidRequestError, match="is a reranker; use /v1/rerank"):
         registry.for_chat(name)
