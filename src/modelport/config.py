@@ -176,6 +176,11 @@ class LlamaCppModel(_LocalWorkerModel):
     chat_template: str | None = Field(
         None, description="Jinja chat template overriding the model's own."
     )
+    reranking: bool = Field(
+        False, description="Serve /v1/rerank with a GGUF reranker (a cross-encoder such as "
+        "bge-reranker, scored by llama.cpp's rank pooling) instead of chat and completions; "
+        "context_length is then the longest (query, document) pair."
+    )
     prompt_cache_mib: int = Field(
         512, ge=0, description="Host memory for llama.cpp's cache of earlier prompts (MiB; 0 "
         "turns it off). llama.cpp's own default, 8 GiB, let one worker grow by 1 GB in a "
@@ -192,6 +197,22 @@ class SentenceTransformersModel(_LocalWorkerModel):
     threads: int | None = Field(
         None, ge=1, description="CPU threads per forward pass (default: one per core; fewer "
         "when the machine is busy with other work)."
+    )
+
+
+class CrossEncoderModel(_LocalWorkerModel):
+    """A reranker: a sentence-transformers CrossEncoder (bge-reranker, ms-marco MiniLM)
+    that scores (query, document) pairs for /v1/rerank."""
+
+    engine: Literal["cross-encoder"]
+    batch_size: int = Field(32, ge=1, description="Pairs scored per forward pass.")
+    max_input_tokens: int | None = Field(
+        None, ge=8, description="Longest (query, document) pair in tokens (the model's limit "
+        "when omitted); a longer pair is cut to fit, longest text first, as "
+        "sentence-transformers does.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads per forward pass (default: one per core).",
     )
 
 
@@ -438,6 +459,7 @@ ModelConfig = Annotated[
     Union[
         LlamaCppModel,
         SentenceTransformersModel,
+        CrossEncoderModel,
         TransformersModel,
         VllmModel,
         AutoModel,
@@ -446,8 +468,17 @@ ModelConfig = Annotated[
     ],
     Field(discriminator="engine"),
 ]
-LOCAL_ENGINES = ("llamacpp", "sentence-transformers", "transformers", "vllm", "auto")
+LOCAL_ENGINES = ("llamacpp", "sentence-transformers", "cross-encoder", "transformers", "vllm",
+                 "auto")
 EMBEDDING_ENGINES = ("sentence-transformers",)
+
+
+def serves_rerank_only(config: Any) -> bool:
+    """A reranker (cross-encoder, or a llama.cpp model started for reranking): it answers
+    /v1/rerank and nothing else."""
+    if config.engine == "auto":  # a GGUF file chosen for llama.cpp takes its options
+        return bool(config.options.get("reranking"))
+    return config.engine == "cross-encoder" or bool(getattr(config, "reranking", False))
 
 
 class Config(_Strict):
@@ -598,8 +629,8 @@ def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
             engine = data["models"][loc[1]].get("engine")
         except (KeyError, IndexError, TypeError, AttributeError):
             engine = None
-        for cls in (LlamaCppModel, SentenceTransformersModel, TransformersModel, VllmModel,
-                    AutoModel, OpenAIUpstreamModel, PluginModel):
+        for cls in (LlamaCppModel, SentenceTransformersModel, CrossEncoderModel,
+                    TransformersModel, VllmModel, AutoModel, OpenAIUpstreamModel, PluginModel):
             if cls.model_fields["engine"].annotation.__args__[0] == engine:  # type: ignore[union-attr]
                 return list(cls.model_fields)
     if len(loc) == 1:
@@ -621,8 +652,8 @@ def describe_validation_error(error: ValidationError, data: Any, source: str) ->
             message = f"unknown field; {hint}allowed fields: {', '.join(sorted(allowed))}"
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
             message = (
-                "`engine` must be one of: llamacpp, sentence-transformers, transformers, "
-                "vllm, auto, openai, plugin"
+                "`engine` must be one of: llamacpp, sentence-transformers, cross-encoder, "
+                "transformers, vllm, auto, openai, plugin"
             )
         elif kind == "missing":
             message = "required field is missing"

@@ -202,8 +202,8 @@ def _link_fallbacks(config: Config, deployments: list[Deployment]) -> None:
     for deployment in deployments:
         targets = [by_name[config.model(t).name] for t in getattr(deployment.config, "fallbacks", ())]
         for target in targets:
-            if target.is_embedding != deployment.is_embedding:
+            if target.kind != deployment.kind:
                 raise ConfigError(
-                    f"model '{deployment.name}' falls back to '{target.name}', but one is an "
-                    "embedding model and the other a chat model")
+                    f"model '{deployment.name}' falls back to '{target.name}', but one is "
+                    f"a {deployment.kind} model and the other a {target.kind} model")
         deployment.fallbacks = tuple(targets)

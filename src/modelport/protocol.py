@@ -6,10 +6,19 @@ and impossible values become a 400 naming the parameter.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Type, TypeVar
+from typing import Annotated, Any, Literal, Type, TypeVar, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol_parts import MEDIA_PARTS, ContentPart, Tool, ToolCall, ToolChoice
@@ -194,6 +203,40 @@ class EmbeddingRequest(OpenAIRequest):
         if all(isinstance(item, str) for item in self.input):
             return list(self.input)  # type: ignore[arg-type]
         return None
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    text: str = Field(min_length=1)
+
+
+def _document_tag(value: Any) -> str:
+    return "~object" if isinstance(value, dict) or isinstance(value, RerankDocument) else "~text"
+
+
+# A document is a string or {"text": ...}; the tags keep pydantic's branch names out of
+# the `param` an error names (see `_is_branch_label`).
+Document = Annotated[
+    Union[Annotated[str, Field(min_length=1), Tag("~text")],
+          Annotated[RerankDocument, Tag("~object")]],
+    Discriminator(_document_tag),
+]
+MAX_RERANK_DOCUMENTS = 1000
+
+
+class RerankRequest(OpenAIRequest):
+    """POST /v1/rerank in the shape Cohere, Jina, vLLM and Xinference share."""
+
+    model: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    documents: list[Document] = Field(min_length=1, max_length=MAX_RERANK_DOCUMENTS)
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    # Said so that `stream: true` is a clear 400, not a field passed on to the upstream.
+    stream: Literal[False] | None = Field(None, description="/v1/rerank does not stream")
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]
 
 
 # orjson parses up to 1024 levels of nesting but encodes only this many, so a deeper body

@@ -194,7 +194,7 @@ def test_openapi_document_is_open_and_built_from_the_request_models(upstream):
     assert response.status_code == 200
     document = response.json()
     assert set(document["paths"]) == {"/v1/chat/completions", "/v1/completions",
-                                      "/v1/embeddings", "/v1/messages",
+                                      "/v1/embeddings", "/v1/rerank", "/v1/messages",
                                       "/v1/messages/count_tokens", "/v1/models",
                                       "/v1/models/{model}", "/v1/responses",
                                       "/v1/responses/{response_id}", "/health"}

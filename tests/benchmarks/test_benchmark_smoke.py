@@ -118,3 +118,10 @@ def test_usage_query_smoke():
     assert data["rows"] == 3000
     assert set(data["results"]) == {"summary_key", "summary_model", "summary_day",
                                     "admin_usage_key", "admin_usage_key_1d"}
+
+
+def test_rerank_smoke():
+    data = run("rerank.py", "--documents", "4", "--rounds", "1", "--warmup", "0")
+    for kind in ("cross-encoder", "embedding"):
+        assert data["results"][kind]["errors"] == 0
+        assert data["results"][kind]["modelport"]["p50"] > 0

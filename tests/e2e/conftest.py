@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from support.fake_upstream import FakeUpstream
-from support.models import CHAT, MINILM, SMOLLM2, TINY, default_models  # noqa: F401
+from fixtures.cross_encoder import minilm_cross_encoder  # noqa: F401 - a fixture
+from fixtures.gguf_reranker import minilm_reranker_gguf  # noqa: F401 - a fixture
+from support.models import (  # noqa: F401
+    CHAT,
+    GGUF_RERANKER,
+    MINILM,
+    RERANKER,
+    SMOLLM2,
+    TINY,
+    default_models,
+)
 from support.server import ModelportServer, free_port
 
 UPSTREAM_KEY = "sk-upstream-secret-123"
@@ -19,13 +29,17 @@ def fake_upstream():
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, fake_upstream):
+def server(tmp_path_factory, fake_upstream, minilm_cross_encoder, minilm_reranker_gguf):
     port = free_port()
     config = {
         "server": {"max_body_bytes": 1024 * 1024},
         "models": default_models() + [
             {"name": TINY, "engine": "llamacpp", "path": SMOLLM2, "context_length": 1024,
              "parallel": 1, "max_queue": 0},
+            {"name": RERANKER, "engine": "cross-encoder", "path": str(minilm_cross_encoder),
+             "threads": 1},
+            {"name": GGUF_RERANKER, "engine": "llamacpp", "path": str(minilm_reranker_gguf),
+             "reranking": True, "context_length": 512, "parallel": 2, "threads": 1},
             {"name": "dead-upstream", "engine": "openai",
              "base_url": f"http://127.0.0.1:{free_port()}/v1"},
             {"name": "slow-upstream", "engine": "openai", "base_url": fake_upstream.url("slow"),

@@ -87,12 +87,20 @@ class StubUpstream:
             "data": [{"object": "embedding", "index": 0, "embedding": [0.0, 1.0]}],
             "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
+    async def _rerank(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        results = [{"index": i, "relevance_score": 1.0 / (1 + i)}
+                   for i in range(len(body["documents"]))]
+        return web.json_response({"model": body["model"], "results": results,
+                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/rerank", self._rerank)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -167,7 +175,7 @@ def test_fuzzed_requests_never_500_and_errors_are_envelopes(fuzz_server):
     schema = schemathesis.openapi.from_url(fuzz_server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} == {
-        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages",
+        "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/messages",
         "/v1/messages/count_tokens", "/v1/models", "/v1/models/{model}", "/v1/responses",
         "/v1/responses/{response_id}", "/health"}
     # Well-formed generation requests are weighted up: they are the ones that reach engines.

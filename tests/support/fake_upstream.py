@@ -51,6 +51,18 @@ async def _echo_model(request: web.Request) -> web.Response:
     })
 
 
+async def _llamacpp_rerank(request: web.Request) -> web.Response:
+    """/rerank in llama.cpp's dialect (no id, no documents), scoring by words in common;
+    documents must arrive as plain strings, the one form llama.cpp reads."""
+    body = await request.json()
+    query = set(body["query"].lower().split())
+    scores = [len(query & set(document.lower().split())) / (1 + len(query))
+              for document in body["documents"]]  # a dict here fails with a 500, as llama.cpp
+    results = [{"index": i, "relevance_score": score} for i, score in enumerate(scores)]
+    return web.json_response({"model": body["model"], "object": "list", "results": results,
+                              "usage": {"prompt_tokens": 7, "total_tokens": 7}})
+
+
 class FakeUpstream:
     """Runs in a background thread; base URLs: /slow/v1, /broken/v1, /limited/v1, /echo/v1."""
 
@@ -70,6 +82,7 @@ class FakeUpstream:
         app.router.add_post("/broken/v1/chat/completions", _broken_stream)
         app.router.add_post("/limited/v1/chat/completions", _rate_limited)
         app.router.add_post("/echo/v1/chat/completions", _echo_model)
+        app.router.add_post("/echo/v1/rerank", _llamacpp_rerank)
         runner = web.AppRunner(app)
         self._loop.run_until_complete(runner.setup())
         self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())

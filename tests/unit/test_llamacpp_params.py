@@ -18,3 +18,16 @@ def test_the_prompt_cache_is_bounded_by_default_and_configurable():
     assert build_params(model(), Path("m.gguf"), "127.0.0.1", 1).cache_ram_mib == 512
     assert build_params(model(prompt_cache_mib=0), Path("m.gguf"), "127.0.0.1", 1
                         ).cache_ram_mib == 0
+
+
+def test_reranking_asks_for_rank_pooling_as_llama_server_reranking_does():
+    import xllamacpp
+
+    plain = build_params(model(), Path("m.gguf"), "127.0.0.1", 1)
+    assert plain.embedding is False
+    params = build_params(model(reranking=True, context_length=1024), Path("r.gguf"),
+                          "127.0.0.1", 1)
+    assert params.embedding is True
+    assert params.pooling_type == xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
+    # a whole (query, document) pair is one pass: it must fit one physical batch
+    assert params.n_ubatch == params.n_batch == 1024

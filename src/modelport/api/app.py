@@ -42,6 +42,10 @@ async def embeddings(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.EMBEDDINGS)
 
 
+async def rerank(request: Request):  # noqa: ANN201
+    return await relay.handle(request, relay.RERANK)
+
+
 def _error_response(request: Request, error: ModelportError) -> JSONResponse:
     return JSONResponse(error_payload(request.url.path, error), status_code=error.status,
                         headers=error.headers)
@@ -81,6 +85,7 @@ def _v1_routes() -> list[Route]:
         Route("/responses/{response_id}", responses.delete_response, methods=["DELETE"]),
         Route("/messages", create_message, methods=["POST"]),
         Route("/messages/count_tokens", count_message_tokens, methods=["POST"]),
+        Route("/rerank", rerank, methods=["POST"]),
     ]
 
 

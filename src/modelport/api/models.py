@@ -21,7 +21,9 @@ def _model_card(deployment, created: int) -> dict:  # noqa: ANN001
         "engine": deployment.engine,
         "aliases": list(deployment.config.aliases),
         "status": deployment.status.value,
-        "kind": "embedding" if deployment.is_embedding else "chat",
+        "kind": deployment.kind,
+        # How /v1/rerank scores documents with this model (null: it cannot rerank).
+        "rerank": deployment.capabilities.rerank,
     }
 
 

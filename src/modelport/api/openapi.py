@@ -17,7 +17,12 @@ from starlette.responses import Response
 
 from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest
 from modelport.foreign.openai_responses_schema import ResponsesRequest
-from modelport.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from modelport.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    RerankRequest,
+)
 
 _REF = "#/components/schemas/{model}"
 
@@ -95,7 +100,7 @@ def _version() -> str:
 def openapi_document() -> dict[str, Any]:
     models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, EmbeddingRequest,
                                      ResponsesRequest, MessagesRequest, CountTokensRequest,
-                                     ErrorEnvelope, AnthropicErrorEnvelope]
+                                     RerankRequest, ErrorEnvelope, AnthropicErrorEnvelope]
     keys, schemas = models_json_schema([(model, "validation") for model in models],
                                        ref_template=_REF)
     assert all(value == _ref(model.__name__) for (model, _), value in keys.items())
@@ -125,6 +130,8 @@ def openapi_document() -> dict[str, Any]:
                 **_get("Retrieve a kept response", parameters=response_path),
                 "delete": {**_get("Delete a kept response", parameters=response_path)["get"]},
             },
+            "/v1/rerank": _generation("Rank documents by relevance to a query", "RerankRequest",
+                                      streams=False),
             "/v1/models": _get("List the served models"),
             "/v1/models/{model}": _get("Describe one served model", parameters=model_path),
             "/health": _get("Gateway and model status", auth=False),

@@ -25,10 +25,12 @@ from modelport.protocol import (
     CompletionRequest,
     EmbeddingRequest,
     OpenAIRequest,
+    RerankRequest,
     parse_json_body,
     validate_request,
 )
 from modelport.providers.base import OpenedStream, Provider
+from modelport.reranking import completed_answer
 from modelport.routing import failover
 from modelport.routing.deployments import Deployment
 from modelport.routing.registry import ModelRegistry
@@ -49,12 +51,15 @@ class Endpoint:
             return registry.for_embeddings(name)
         if self.schema is CompletionRequest:
             return registry.for_completions(name)
+        if self.schema is RerankRequest:
+            return registry.for_rerank(name)
         return registry.for_chat(name)
 
 
 CHAT = Endpoint("/chat/completions", ChatCompletionRequest)
 COMPLETIONS = Endpoint("/completions", CompletionRequest)
 EMBEDDINGS = Endpoint("/embeddings", EmbeddingRequest, embeddings=True)
+RERANK = Endpoint("/rerank", RerankRequest)
 
 
 def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIRequest) -> dict[str, Any]:
@@ -72,6 +77,9 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
             # the same for a tool's optional `description`, `parameters` or `strict`
             body["tools"] = [{**tool, "function": _without_nulls(tool["function"])}
                              for tool in body["tools"]]
+    if isinstance(request, RerankRequest):
+        # Plain strings are the form every reranking server reads (llama.cpp reads no other).
+        body["documents"] = request.texts()
     if getattr(request, "stream", False):
         # Usage is always asked for so every stream can be accounted; the gateway drops
         # the usage event again when the client did not ask for it.
@@ -142,6 +150,7 @@ class Outcome:
     served: Deployment
     requested: Deployment
     answer: UpstreamReply | OpenedStream
+    request: OpenAIRequest
 
     @property
     def headers(self) -> dict[str, str]:
@@ -165,7 +174,7 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
         await key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
-                         vision=parsed.has_media_input())
+                         vision=parsed.has_media_input(), rerank=isinstance(parsed, RerankRequest))
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
     async def answer(deployment: Deployment) -> UpstreamReply | OpenedStream:
@@ -178,7 +187,7 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     served, reply = await _unless_client_leaves(
         request, state.in_flight, failover.serve(plan, answer))
     record.model = served.name
-    return Outcome(served, requested, reply)
+    return Outcome(served, requested, reply, parsed)
 
 
 class _Waiting:
@@ -289,6 +298,10 @@ def answer_payload(outcome: Outcome, record: AccessRecord) -> tuple[dict[str, An
             raise MalformedUpstreamError(
                 f"{served.name}: upstream answered with a body that is not a JSON object: "
                 f"{content[:80].decode('utf-8', 'replace')!r}")
+    if isinstance(outcome.request, RerankRequest) and reply.status == 200:
+        # Each reranking engine answers in its own dialect (llama.cpp: no id, no documents).
+        payload = completed_answer(served.name, payload, outcome.request)
+        reply.payload = payload
     record.take_usage(payload.get("usage"))
     if payload.get("model", served.name) != served.name or reply.payload is not None:
         payload["model"] = served.name

@@ -7,6 +7,8 @@ The old system's rules, kept here (MISSION.md, "The system it replaces"):
 - `ONLINE_LLM_MODEL` (and llm_model_dict entries pointing at a remote API) are online
   models, reached through the vendor's OpenAI-compatible endpoint;
 - `LLM_MODEL(s)` / `EMBEDDING_MODEL` name what starts; the rest get `autostart: false`;
+- `MODEL_PATH["reranker"]` are cross-encoders (a GGUF one: llama.cpp with reranking);
+  only `RERANKER_MODEL`, and only when `USE_RERANKER` is True, starts;
 - `FSCHAT_MODEL_WORKERS` gives each local model its host, port and options.
 """
 
@@ -37,8 +39,8 @@ _ONLINE_SECRETS = {"secret_key", "APISecret", "api_secret", "secret"}
 # Entry keys in output order; anything else follows.
 _KEY_ORDER = ("name", "aliases", "engine", "path", "base_url", "upstream_model", "api_key",
               "proxy", "host", "port", "device", "autostart", "context_length", "parallel",
-              "tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
-              "quantization", "dtype", "trust_remote_code", "options", "extra_args")
+              "reranking", "max_input_tokens", "tensor_parallel_size", "gpu_memory_utilization",
+              "max_model_len", "quantization", "dtype", "trust_remote_code", "options", "extra_args")
 
 
 @dataclass
@@ -47,7 +49,7 @@ class ImportedModel:
 
     entry: dict[str, Any]
     comments: list[str] = field(default_factory=list)
-    kind: str = "llm"  # llm | embedding
+    kind: str = "llm"  # llm | embedding | reranker
     old_name: str = ""  # the name in the old config, when it had to change
 
     @property
@@ -121,6 +123,7 @@ class _Converter:
         self.vllm_models()
         self.online_models()
         self.embedding_models()
+        self.rerankers()
         self.apply_workers()
         self.apply_autostart()
         self.check_ports(server.get("port", OLD_API_PORT))
@@ -161,9 +164,6 @@ class _Converter:
         model_path = self.mapping("MODEL_PATH")
         for name, path in _dict(model_path.get("llm_model")).items():
             self.add_local(str(name), path, self.locate("MODEL_PATH", "llm_model", name))
-        if model_path.get("reranker"):
-            self.warn(f"{self.locate('MODEL_PATH', 'reranker')}: reranker models are not "
-                      "imported (modelport has no reranker engine yet)")
 
     def llm_dict_entry(self, name: str, entry: dict[str, Any], origin: str) -> None:
         path = entry.get("local_model_path")
@@ -317,12 +317,45 @@ class _Converter:
         self.add(ImportedModel(entry, [_from(origin) + ": OpenAI embeddings"],
                                kind="embedding"), origin)
 
+    def rerankers(self) -> None:
+        """The cross-encoders the old system loaded in its API server for its knowledge
+        base; USE_RERANKER and RERANKER_MODEL chose the one it used."""
+        table = _dict(self.mapping("MODEL_PATH").get("reranker"))
+        used = self.value("RERANKER_MODEL") if self.value("USE_RERANKER") is True else None
+        max_length = self.value("RERANKER_MAX_LENGTH")
+        device = self.value("EMBEDDING_DEVICE")  # the old reranker ran on the embedding device
+        for name, path in table.items():
+            origin = self.locate("MODEL_PATH", "reranker", name)
+            if isinstance(path, EnvRef):
+                path = path.as_reference()
+            if not isinstance(path, str) or not path:
+                self.warn(f"{origin}: no usable path; skipped")
+                continue
+            gguf = path.lower().endswith(".gguf")
+            entry: dict[str, Any] = {"name": str(name), "path": path}
+            entry.update({"engine": "llamacpp", "reranking": True} if gguf
+                         else {"engine": "cross-encoder"})
+            if not gguf and device in DEVICES and device != "auto":
+                entry["device"] = device
+            comments = [_from(origin)]
+            if str(name) == used:
+                if isinstance(max_length, int) and max_length >= 64:
+                    entry["context_length" if gguf else "max_input_tokens"] = max_length
+            else:
+                entry["autostart"] = False
+                comments.append("not the RERANKER_MODEL in use (USE_RERANKER); start it with "
+                                "--model or set autostart: true")
+            self.add(ImportedModel(entry, comments, kind="reranker"), origin)
+        if used is not None and str(used) not in table:
+            self.warn(f"{self.where('RERANKER_MODEL')}: RERANKER_MODEL names {used!r}, which "
+                      "is not in MODEL_PATH['reranker']")
+
     def add(self, model: ImportedModel, origin: str) -> None:
         """Register a model under a valid, unused name (the old name stays as an alias)."""
         original = model.name
         name = re.sub(r"[^A-Za-z0-9._:/@+-]", "-", original).lstrip("._:/@+-") or "model"
         if name in self.models:
-            name = f"{name}-{'embedding' if model.kind == 'embedding' else 'online'}"
+            name = f"{name}-{model.kind if model.kind != 'llm' else 'online'}"
         if name in self.models:
             self.warn(f"{origin}: {original!r} is defined twice; the second one was skipped")
             return
@@ -350,8 +383,8 @@ class _Converter:
             entry = model.entry
             if entry["engine"] in ("openai",):
                 continue
-            if model.kind == "embedding" and model.old_name not in workers:
-                continue  # the old system loaded embeddings in its API server, not in workers
+            if model.kind != "llm" and model.old_name not in workers:
+                continue  # the old system loaded embeddings and rerankers in its API server
             if entry["engine"] == "auto" and wants_vllm(workers, model.old_name):
                 entry["engine"] = "vllm"
                 model.comments.append("infer_turbo: vllm in FSCHAT_MODEL_WORKERS: served "
@@ -383,6 +416,8 @@ class _Converter:
         starters = self.starter_names("LLM", _STARTER_NAMES)
         embedder = self.starter_names("embedding", ("EMBEDDING_MODEL",))
         for model in self.models.values():
+            if model.kind == "reranker":
+                continue  # decided by USE_RERANKER in rerankers()
             chosen = embedder if model.kind == "embedding" else starters
             if chosen is not None and model.old_name not in chosen:
                 model.entry["autostart"] = False

@@ -6,8 +6,9 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel
+from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel, serves_rerank_only
 from modelport.errors import ModelNotReadyError, RateLimitError
+from modelport.reranking import CROSS_ENCODER, EMBEDDING_SIMILARITY, UPSTREAM
 from modelport.routing.cooldown import Cooldown, never_cools
 from modelport.routing.retry import NO_RETRIES, RetryPolicy
 
@@ -33,14 +34,21 @@ class Capabilities:
     # Non-text content parts: images, and likewise audio and files. On by default: an online
     # API or adapter judges such input itself.
     vision: bool = True
+    # How the model scores documents for /v1/rerank (reranking.CROSS_ENCODER, ...), or
+    # None when it serves no /v1/rerank.
+    rerank: str | None = None
 
     @classmethod
     def for_config(cls, config: ModelConfig) -> "Capabilities":
+        if serves_rerank_only(config):
+            return cls(chat=False, completions=False, embeddings=False, streaming=False,
+                       tools=False, vision=False, rerank=CROSS_ENCODER)
         if config.engine in EMBEDDING_ENGINES:
             return cls(chat=False, completions=False, embeddings=True, streaming=False,
-                       tools=False, vision=False)
+                       tools=False, vision=False, rerank=EMBEDDING_SIMILARITY)
         if isinstance(config, OpenAIUpstreamModel):
-            return cls(embeddings=True)  # a plain OpenAI-compatible API may serve anything
+            # A plain OpenAI-compatible API (vLLM, another gateway) may serve anything.
+            return cls(embeddings=True, rerank=UPSTREAM)
         # vLLM answers a clear 400 itself when its model takes no images; our llama.cpp
         # and transformers workers load no image or audio encoder (llama.cpp answers 500).
         return cls(vision=config.engine == "vllm")
@@ -96,6 +104,13 @@ class Deployment:
     @property
     def is_embedding(self) -> bool:
         return self.config.engine in EMBEDDING_ENGINES
+
+    @property
+    def kind(self) -> str:
+        """What the model is for: chat, embedding or rerank."""
+        if serves_rerank_only(self.config):
+            return "rerank"
+        return "embedding" if self.is_embedding else "chat"
 
     @property
     def upstream_model(self) -> str:

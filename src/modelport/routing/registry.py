@@ -40,9 +40,9 @@ class ModelRegistry:
     def for_chat(self, name: str) -> Deployment:
         deployment = self.get(name)
         if not deployment.capabilities.chat:
-            kind = "an embedding model" if deployment.is_embedding else "not a chat model"
+            kind, route = _NOT_CHAT.get(deployment.kind, ("not a chat model", "another model"))
             raise InvalidRequestError(
-                f"'{deployment.name}' is {kind}; use /v1/embeddings",
+                f"'{deployment.name}' is {kind}; use {route}",
                 param="model", code="wrong_model_type",
             )
         return deployment
@@ -60,20 +60,31 @@ class ModelRegistry:
         deployment = self.get(name)
         if not deployment.capabilities.embeddings:
             raise InvalidRequestError(
-                f"'{deployment.name}' is a chat model and does not serve embeddings; "
-                "use an embedding model",
+                f"'{deployment.name}' is a {deployment.kind} model and does not serve "
+                "embeddings; use an embedding model",
+                param="model", code="wrong_model_type",
+            )
+        return deployment
+
+    def for_rerank(self, name: str) -> Deployment:
+        deployment = self.get(name)
+        if not deployment.capabilities.rerank:
+            raise InvalidRequestError(
+                f"'{deployment.name}' is a {deployment.kind} model and cannot rerank; use a "
+                "reranker (engine: cross-encoder, or llamacpp with reranking: true) or an "
+                "embedding model",
                 param="model", code="wrong_model_type",
             )
         return deployment
 
     def plan(self, deployment: Deployment, *, stream: bool = False, tools: bool = False,
-             vision: bool = False) -> tuple[Deployment, ...]:
+             vision: bool = False, rerank: bool = False) -> tuple[Deployment, ...]:
         """The requested model then its fallbacks, leaving out fallbacks that cannot take
         this request; the requested model itself answers 400 when it cannot."""
         plan = self._plans[deployment.name]
-        if not stream and not tools and not vision:
+        if not stream and not tools and not vision and not rerank:
             return plan  # the common case: no filtering, no new tuple per request
-        needs = (("stream", stream), ("tools", tools), ("vision", vision))
+        needs = (("stream", stream), ("tools", tools), ("vision", vision), ("rerank", rerank))
         for need, present in needs:
             if present and not getattr(deployment.capabilities, _CAPABILITY[need]):
                 raise _unsupported(deployment, need)
@@ -81,7 +92,9 @@ class ModelRegistry:
             not present or getattr(d.capabilities, _CAPABILITY[need]) for need, present in needs))
 
 
-_CAPABILITY = {"stream": "streaming", "tools": "tools", "vision": "vision"}
+_NOT_CHAT = {"embedding": ("an embedding model", "/v1/embeddings"),
+             "rerank": ("a reranker", "/v1/rerank")}
+_CAPABILITY = {"stream": "streaming", "tools": "tools", "vision": "vision", "rerank": "rerank"}
 
 
 def _unsupported(deployment: Deployment, need: str) -> InvalidRequestError:

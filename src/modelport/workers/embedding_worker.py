@@ -1,26 +1,23 @@
-"""The embedding worker's OpenAI HTTP app (/v1/embeddings) around EmbeddingEngine."""
+"""The embedding worker's OpenAI HTTP app around EmbeddingEngine: /v1/embeddings, and
+/v1/rerank scored by the cosine similarity of the query's and each document's vectors."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from modelport.config import SentenceTransformersModel
 from modelport.engines.embeddings import EmbeddingEngine
-from modelport.errors import InvalidRequestError, ModelportError, error_envelope
-from modelport.protocol import EmbeddingRequest, parse_json_body, validate_request
+from modelport.errors import InvalidRequestError
+from modelport.protocol import EmbeddingRequest, RerankRequest, parse_json_body, validate_request
+from modelport.reranking import rerank_answer
+from modelport.workers.encoder_app import encoder_app, openai_route, rerank_request
 from modelport.workers.worker_auth import WorkerAccess, serve_guarded
-
-logger = logging.getLogger("modelport.worker")
 
 
 def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
@@ -29,69 +26,48 @@ def _encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:
     return vector.tolist()
 
 
-def _unexpected(error: Exception) -> JSONResponse:
-    wrapped = ModelportError(f"embedding failed: {type(error).__name__}: {error}")
-    return JSONResponse(wrapped.envelope(), status_code=wrapped.status)
+async def similarity_rerank(engine: EmbeddingEngine, request: RerankRequest) -> dict[str, Any]:
+    """Documents scored by cosine similarity to the query, in [-1, 1]: a bi-encoder's
+    ranking, less precise than a cross-encoder's but served by any embedding model."""
+    documents = request.texts()
+    labels = ["query", *(f"documents[{i}]" for i in range(len(documents)))]
+    embedded = await engine.embed([request.query, *documents], labels)
+    vectors = embedded.vectors
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = vectors / np.where(norms == 0, 1.0, norms)[:, None]
+    scores = unit[1:] @ unit[0]
+    return rerank_answer(engine.name, scores.tolist(), request, embedded.prompt_tokens)
 
 
 def build_app(engine: EmbeddingEngine) -> Starlette:
-    async def embeddings(request: Request) -> Response:
-        try:
-            parsed = validate_request(EmbeddingRequest, parse_json_body(await request.body()))
-            if parsed.dimensions is not None and parsed.dimensions != engine.dimensions:
-                raise InvalidRequestError(
-                    f"model '{engine.name}' produces {engine.dimensions}-dimensional vectors "
-                    "and does not support `dimensions`", param="dimensions",
-                )
-            inputs = parsed.texts()
-            if inputs is None:
-                ids = parsed.input
-                inputs = [ids] if isinstance(ids[0], int) else ids  # type: ignore[index,assignment]
-            embedded = await engine.embed(inputs)
-        except ModelportError as error:
-            return JSONResponse(error.envelope(), status_code=error.status, headers=error.headers)
-        except Exception as error:  # noqa: BLE001 - a client gets an envelope, never plain text
-            logger.exception("embedding request failed")
-            return _unexpected(error)
-        vectors, prompt_tokens = embedded.vectors, embedded.prompt_tokens
+    async def embeddings(request: Request) -> dict[str, Any]:
+        parsed = validate_request(EmbeddingRequest, parse_json_body(await request.body()))
+        if parsed.dimensions is not None and parsed.dimensions != engine.dimensions:
+            raise InvalidRequestError(
+                f"model '{engine.name}' produces {engine.dimensions}-dimensional vectors "
+                "and does not support `dimensions`", param="dimensions",
+            )
+        inputs = parsed.texts()
+        if inputs is None:
+            ids = parsed.input
+            inputs = [ids] if isinstance(ids[0], int) else ids  # type: ignore[index,assignment]
+        embedded = await engine.embed(inputs)
         data = [
-            {"object": "embedding", "index": i, "embedding": _encode_vector(v, parsed.encoding_format)}
-            for i, v in enumerate(vectors)
+            {"object": "embedding", "index": i,
+             "embedding": _encode_vector(v, parsed.encoding_format)}
+            for i, v in enumerate(embedded.vectors)
         ]
-        body = {
-            "object": "list",
-            "data": data,
-            "model": engine.name,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-        }
-        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
-                        media_type="application/json")
+        tokens = embedded.prompt_tokens
+        return {"object": "list", "data": data, "model": engine.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+    async def rerank(request: Request) -> dict[str, Any]:
+        return await similarity_rerank(engine, await rerank_request(request))
 
-    async def models(request: Request) -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [
-            {"id": engine.name, "object": "model", "created": 0, "owned_by": "modelport"}]})
-
-    async def not_found(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_envelope("not found", "invalid_request_error"), status_code=404)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):  # noqa: ANN202
-        await engine.start()
-        yield
-        await engine.stop()
-
-    return Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/v1/models", models, methods=["GET"]),
-            Route("/v1/embeddings", embeddings, methods=["POST"]),
-        ],
-        exception_handlers={404: not_found},
-        lifespan=lifespan,
-    )
+    return encoder_app(engine, [
+        openai_route("/v1/embeddings", embeddings, "embedding"),
+        openai_route("/v1/rerank", rerank, "rerank"),
+    ])
 
 
 def run(model: SentenceTransformersModel, path: Path, host: str, port: int,

@@ -55,6 +55,14 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     params.n_gpu_layers = 999 if gpu_layers == -1 else gpu_layers
     if model.chat_template:
         params.chat_template = model.chat_template
+    if model.reranking:
+        # What llama-server's --reranking sets: the model's classification head scores
+        # each (query, document) pair, served on /v1/rerank; no text is generated.
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
+        # An encoder reads a pair in one pass, which must fit one physical batch (llama.cpp
+        # refuses a longer input); the batch is sized to the context, not the 512 default.
+        params.n_batch = params.n_ubatch = model.context_length
     return params
 
 

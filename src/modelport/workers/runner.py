@@ -10,6 +10,7 @@ from pathlib import Path
 from modelport.config import (
     AutoModel,
     Config,
+    CrossEncoderModel,
     LlamaCppModel,
     ModelConfig,
     OpenAIUpstreamModel,
@@ -91,6 +92,10 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
         from modelport.workers import embedding_worker
 
         embedding_worker.run(model, path, host, port, access)
+    elif isinstance(model, CrossEncoderModel):
+        from modelport.workers import cross_encoder_worker
+
+        cross_encoder_worker.run(model, path, host, port, access)
     elif isinstance(model, TransformersModel):
         from modelport.workers import transformers_worker
 
