@@ -105,6 +105,13 @@ class _LocalWorkerModel(_ModelBase):
         return None if key is None else MaskedKey(key)
 
 
+CHAT_TEMPLATE_HELP = (
+    "Chat template overriding the model's own: a built-in name (chatml-tools, gemma-tools: "
+    "they let a model call tools), a file path, or Jinja text. llama.cpp also takes its own "
+    "template names (chatml, llama3, ...)."
+)
+
+
 class LlamaCppModel(_LocalWorkerModel):
     engine: Literal["llamacpp"]
     context_length: int = Field(4096, ge=64, description="Tokens of context per request.")
@@ -113,9 +120,7 @@ class LlamaCppModel(_LocalWorkerModel):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (all cores when omitted).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all).")
-    chat_template: str | None = Field(
-        None, description="Jinja chat template overriding the model's own."
-    )
+    chat_template: str | None = Field(None, description=CHAT_TEMPLATE_HELP)
     prompt_cache_mib: int = Field(
         512, ge=0, description="Host memory for llama.cpp's cache of earlier prompts (MiB; 0 "
         "turns it off). llama.cpp's own default, 8 GiB, let one worker grow by 1 GB in a "
@@ -144,7 +149,7 @@ class TransformersModel(_LocalWorkerModel):
     load_8bit: bool = False
     load_4bit: bool = False
     cpu_int8: bool = Field(False, description="Dynamic int8 quantization on CPU.")
-    chat_template: str | None = None
+    chat_template: str | None = Field(None, description=CHAT_TEMPLATE_HELP)
     trust_remote_code: bool = False
     allow_download: bool = Field(False, description="Allow fetching a hub id over the network.")
     context_length: int | None = Field(None, ge=64)

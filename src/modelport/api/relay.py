@@ -76,6 +76,11 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
     return body
 
 
+def _wants_tools(request: OpenAIRequest) -> bool:
+    """Tools the model may call; with tool_choice none they are only context."""
+    return bool(getattr(request, "tools", None)) and getattr(request, "tool_choice", None) != "none"
+
+
 def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp fails with a 500 on an explicit null in an optional message field (`name`,
     `tool_call_id`, an assistant's `content` beside its tool calls); null means absent."""
@@ -120,7 +125,7 @@ async def _forward(
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = requested.name
     stream = bool(getattr(parsed, "stream", False))
-    plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
+    plan = registry.plan(requested, stream=stream, tools=_wants_tools(parsed),
                          vision=parsed.has_media_input())
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
