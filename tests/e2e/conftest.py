@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.hf_checkpoint import smollm2_checkpoint_path
 from support.fake_upstream import FakeUpstream
-from support.models import CHAT, MINILM, SMOLLM2, TINY, default_models  # noqa: F401
+from support.models import CHAT, HF_TOOLS, MINILM, SMOLLM2, TINY, default_models  # noqa: F401
 from support.server import ModelportServer, free_port
 
 UPSTREAM_KEY = "sk-upstream-secret-123"
@@ -26,6 +27,11 @@ def server(tmp_path_factory, fake_upstream):
         "models": default_models() + [
             {"name": TINY, "engine": "llamacpp", "path": SMOLLM2, "context_length": 1024,
              "parallel": 1, "max_queue": 0},
+            # A Hugging Face checkpoint on the transformers engine; its own template knows no
+            # tools, the built-in one teaches it the <tool_call> format.
+            {"name": HF_TOOLS, "engine": "transformers", "path": str(smollm2_checkpoint_path()),
+             "device": "cpu", "context_length": 2048, "parallel": 2,
+             "chat_template": "chatml-tools"},
             {"name": "dead-upstream", "engine": "openai",
              "base_url": f"http://127.0.0.1:{free_port()}/v1"},
             {"name": "slow-upstream", "engine": "openai", "base_url": fake_upstream.url("slow"),
@@ -42,7 +48,7 @@ def server(tmp_path_factory, fake_upstream):
     }
     instance = ModelportServer(config, tmp_path_factory.mktemp("e2e"), port=port,
                                env={"E2E_UPSTREAM_KEY": UPSTREAM_KEY})
-    instance.start()
+    instance.start(timeout=300)
     yield instance
     instance.stop()
 

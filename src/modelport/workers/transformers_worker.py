@@ -273,10 +273,12 @@ async def _chat_completions(request: Request) -> Response:
     body = validate_request(ChatCompletionRequest, parse_json_body(await request.body()))
     _reject_unsupported(body)
     engine = _engine(request)
-    plan = plan_tools(body, engine.name, request.app.state.tool_support)
+    support = request.app.state.tool_support
+    plan = plan_tools(body, engine.name, support)
     messages = [template_message(message) for message in body.messages]
-    prompt_ids = await run_in_threadpool(engine.chat_prompt, messages,
-                                         plan.tools if plan else None)
+    # With tool_choice none the tools are still context (as llama.cpp renders them).
+    shown = body.tools if body.tools and support.can_call_tools else None
+    prompt_ids = await run_in_threadpool(engine.chat_prompt, messages, shown)
     params = _sampling_params(body)
     if plan is not None and plan.forced:
         opening, names = await run_in_threadpool(
