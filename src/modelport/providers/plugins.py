@@ -102,9 +102,12 @@ class PluginProvider:
         self._secrets = secrets
         kind = type(plugin)
         self._streams = callable(getattr(kind, "stream_chat", None))
+        tools = bool(getattr(kind, "supports_tools", False))
         self.capabilities = Capabilities(
             chat=True, completions=False, embeddings=callable(getattr(kind, "embed", None)),
-            streaming=True, tools=bool(getattr(kind, "supports_tools", False)),
+            streaming=True, tools=tools,
+            tools_note="" if tools else f"its provider '{reference}' does not declare "
+                                        "supports_tools",
             # Plugins are handed the messages' text only; an image would be dropped silently.
             vision=bool(getattr(kind, "supports_vision", False)))
 
