@@ -105,3 +105,11 @@ def test_embedding_throughput_smoke():
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
+
+
+def test_tool_calls_smoke():
+    data = run("tool_calls.py", "--rounds", "1", "--repeat", "200", "--max-tokens", "8")
+    assert data["gateway_us"]["stream_events"] > 0
+    assert set(data["end_to_end"]) == {"plain", "tools_auto", "tools_required"}
+    assert data["end_to_end"]["tools_required"]["prompt_tokens"] > \
+        data["end_to_end"]["plain"]["prompt_tokens"]
