@@ -106,7 +106,8 @@ class ToolCallStream:
         self._index = -1
         self._arguments: JsonValueEnd | None = None
         self._answer_started = False
-        self._json_answer = False
+        self._answer_end: JsonValueEnd | None = None
+        self._answer_fed = 0
         self.calls = 0
 
     @property
@@ -166,7 +167,19 @@ class ToolCallStream:
         return [Content(text)]
 
     def _in_json_answer(self) -> list[ToolEvent]:
-        return []  # the whole answer is read by finish()
+        """A Llama 3 call is one JSON object: read once it is complete, then the rest
+        (if the model goes on) is content."""
+        if self._answer_end is None:
+            self._answer_end = JsonValueEnd()
+        end = self._answer_end.feed(self._buffer[self._answer_fed:])
+        if end is None:
+            self._answer_fed = len(self._buffer)
+            return []
+        end += self._answer_fed
+        answer, self._buffer = self._buffer[:end], self._buffer[end:]
+        events = self._whole_json_answer(answer)
+        self._state = "after_call" if self.calls else "content"
+        return events
 
     def _in_head(self) -> list[ToolEvent]:
         match = _HEAD.match(self._buffer)

@@ -104,3 +104,14 @@ def test_json_value_end_knows_strings_and_nesting():
     scanner = JsonValueEnd()
     assert scanner.feed('{"a": "}", "b": [1, {"c": "\\""}]') is None
     assert scanner.feed("} tail") == 1 and scanner.done
+
+
+def test_a_llama3_call_is_complete_when_its_object_closes():
+    parser = ToolCallStream(NAMES)
+    events = parser.push('{"name": "get_time", "parameters": {"city"')
+    assert not parser.call_complete
+    events += parser.push(': "Oslo"}} and more')
+    assert parser.call_complete
+    content, calls = collect(events + parser.finish())
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Oslo"}
+    assert content == "and more"

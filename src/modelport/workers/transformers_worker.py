@@ -388,7 +388,7 @@ class _ResponseShape:
 
 async def _collect(events: AsyncIterator[GenerationEvent]) -> tuple[str, Finished]:
     pieces, finished = await _collect_events(events)
-    return "".join(piece.text for piece in pieces if isinstance(piece, TextDelta)), finished
+    return "".join(piece.text for piece in pieces if isinstance(piece, Content)), finished
 
 
 async def _collect_events(events: AsyncIterator[Any]) -> tuple[list[ToolEvent], Finished]:
