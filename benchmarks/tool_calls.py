@@ -38,6 +38,8 @@ TOOLS = [{"type": "function", "function": {
 
 
 def _per_call_us(function, repeat: int) -> float:
+    for _ in range(max(1, repeat // 10)):  # warm-up: imports, caches, the allocator
+        function()
     started = time.perf_counter()
     for _ in range(repeat):
         function()
