@@ -23,7 +23,8 @@ def local_worker_provider(model: ModelConfig, base_url: str, worker_secret: str,
     # The secret is the worker's per-start key (sent as Bearer, redacted from errors).
     client = UpstreamClient(base_url, label=model.name, read_timeout=3600,
                             api_key=worker_secret)
-    capabilities = replace(Capabilities.for_config(model), tools=tools.can_call_tools,
+    base = Capabilities.for_config(model)
+    capabilities = replace(base, tools=base.tools and tools.can_call_tools,
                            tools_note=tools.reason)
     on_llamacpp = _runs_on_llamacpp(model)
     return OpenAICompatProvider(client, capabilities, stream_always=on_llamacpp,
