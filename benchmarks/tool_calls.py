@@ -110,6 +110,7 @@ async def end_to_end(url: str, rounds: int, max_tokens: int) -> dict[str, dict]:
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     tokens: dict[str, list[tuple[int, int]]] = {kind: [] for kind in kinds}
     calls: dict[str, int] = {kind: 0 for kind in kinds}
+    finishes: dict[str, dict[str, int]] = {kind: {} for kind in kinds}
     async with aiohttp.ClientSession() as session:
         for kind, body in kinds.items():  # warm-up: llama.cpp's prompt cache, connections
             await _timed(session, url, body)
@@ -120,17 +121,20 @@ async def end_to_end(url: str, rounds: int, max_tokens: int) -> dict[str, dict]:
                 usage = payload["usage"]
                 tokens[kind].append((usage["prompt_tokens"], usage["completion_tokens"]))
                 calls[kind] += bool(payload["choices"][0]["message"].get("tool_calls"))
+                reason = payload["choices"][0]["finish_reason"]
+                finishes[kind][reason] = finishes[kind].get(reason, 0) + 1
     return {kind: {**summarize_ms(samples[kind]),
                    "prompt_tokens": round(statistics.fmean(t[0] for t in tokens[kind]), 1),
                    "completion_tokens": round(statistics.fmean(t[1] for t in tokens[kind]), 1),
-                   "answers_with_a_call": f"{calls[kind]}/{rounds}"}
+                   "answers_with_a_call": f"{calls[kind]}/{rounds}",
+                   "finish_reasons": finishes[kind]}
             for kind in kinds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=20000, help="in-process repetitions")
     args = parser.parse_args()
 
@@ -146,9 +150,10 @@ def main() -> None:
     finally:
         server.stop()
     print_table(f"end to end, max_tokens {args.max_tokens}, {args.rounds} rounds",
-                ["request", "p50 ms", "p99 ms", "prompt tok", "completion tok", "calls"],
+                ["request", "p50 ms", "p99 ms", "prompt tok", "completion tok", "calls",
+                 "finish"],
                 [[kind, r["p50"], r["p99"], r["prompt_tokens"], r["completion_tokens"],
-                  r["answers_with_a_call"]] for kind, r in results.items()])
+                  r["answers_with_a_call"], r["finish_reasons"]] for kind, r in results.items()])
     path = write_result("tool_calls", {"gateway_us": costs, "end_to_end": results,
                                        "rounds": args.rounds, "max_tokens": args.max_tokens})
     print(f"\nwritten: {path}")
