@@ -219,8 +219,8 @@ def test_a_streaming_plugins_tool_call_arrives_name_first_then_arguments():
         gw.close()
     assert response.status_code == 200 and events[-1] == "[DONE]"
     assert streamed_text(events) == "Looking that up. "
-    deltas = [e["choices"][0]["delta"]["tool_calls"][0] for e in events
-              if isinstance(e, dict) and e.get("choices") and "tool_calls" in e["choices"][0]["delta"]]
+    deltas = [e["choices"][0]["delta"]["tool_calls"][0] for e in events if isinstance(e, dict)
+              and e.get("choices") and "tool_calls" in e["choices"][0]["delta"]]
     assert deltas[0] == {"index": 0, "id": "call_fixed", "type": "function",
                          "function": {"name": "lookup", "arguments": ""}}
     assert deltas[1] == {"index": 0, "function": {"arguments": '{"q": "x"}'}}

@@ -29,6 +29,7 @@ class ToolPlan:
     forced: tuple[str, ...] = ()   # names one of which must be called, or () when free
     opening: str = ""              # text the answer is forced to start with
     arguments_key: str = "arguments"
+    one_call: bool = False         # the answer ends with its first complete call
 
     def parser(self) -> ToolCallStream:
         parser = ToolCallStream(self.names)
@@ -52,10 +53,12 @@ def plan_tools(body: ChatCompletionRequest, model: str, support: ToolSupport) ->
     elif choice == "required":
         forced = tuple(tool["function"]["name"] for tool in body.tools)
     else:
-        return ToolPlan(names, tools)
+        # OpenAI's parallel_tool_calls (true by default) is an unvalidated extra field here.
+        return ToolPlan(names, tools, one_call=getattr(body, "parallel_tool_calls", None) is False)
     hermes = support.format == HERMES
-    return ToolPlan(names, tools, forced, opening=(CALL_OPEN + "\n" if hermes else "") + '{"name": "',
-                    arguments_key="arguments" if hermes else "parameters")
+    opening = (CALL_OPEN + "\n" if hermes else "") + '{"name": "'
+    return ToolPlan(names, tools, forced, opening=opening,
+                    arguments_key="arguments" if hermes else "parameters", one_call=True)
 
 
 def forced_continuations(plan: ToolPlan) -> list[str]:

@@ -314,8 +314,8 @@ async def _with_tool_calls(events: AsyncIterator[GenerationEvent], plan: ToolPla
             if isinstance(event, TextDelta):
                 for found in parser.push(event.text):
                     yield TextDelta(found.text) if isinstance(found, Content) else found
-                if plan.forced and parser.call_complete:
-                    generation.end()  # one forced call is the whole answer
+                if plan.one_call and parser.call_complete:
+                    generation.end()  # a forced call, or parallel_tool_calls: false
                 continue
             if isinstance(event, Finished) and event.finish_reason != "cancelled":
                 for found in parser.finish():
