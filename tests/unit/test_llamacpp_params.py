@@ -18,3 +18,14 @@ def test_the_prompt_cache_is_bounded_by_default_and_configurable():
     assert build_params(model(), Path("m.gguf"), "127.0.0.1", 1).cache_ram_mib == 512
     assert build_params(model(prompt_cache_mib=0), Path("m.gguf"), "127.0.0.1", 1
                         ).cache_ram_mib == 0
+
+
+def test_a_builtin_chat_template_reaches_llamacpp_as_its_jinja_text():
+    from modelport.chat_templates import builtin_template
+
+    params = build_params(model(chat_template="chatml-tools"), Path("m.gguf"), "127.0.0.1", 1)
+    assert params.chat_template == builtin_template("chatml-tools")
+    assert params.use_jinja  # tools and tool calls need llama.cpp's Jinja templates
+    # llama.cpp's own template names pass through as they are.
+    assert build_params(model(chat_template="chatml"), Path("m.gguf"), "127.0.0.1", 1
+                        ).chat_template == "chatml"
