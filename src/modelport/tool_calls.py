@@ -115,12 +115,6 @@ class ToolCallStream:
         """A call was read to the end of its arguments (and none is open now)."""
         return self.calls > 0 and self._state not in ("head", "arguments")
 
-    # -- forced calls --------------------------------------------------------------------
-    def start_call(self, name: str) -> list[ToolEvent]:
-        """Begin a call whose name was forced: the text that follows is its arguments."""
-        self._state = "arguments"
-        return [self._open_call(name)]
-
     # -- streaming -----------------------------------------------------------------------
     def push(self, text: str) -> list[ToolEvent]:
         self._buffer += text
@@ -152,7 +146,7 @@ class ToolCallStream:
                 return []
             self._answer_started = True
             if stripped.startswith("{") and self._names is not None:
-                self._state = "json_answer"  # maybe a Llama 3 call: known only at the end
+                self._state = "json_answer"  # maybe a Llama 3 call: known once it closes
                 return []
         found = self._buffer.find(CALL_OPEN)
         if found >= 0:

@@ -23,9 +23,9 @@ TWO_CALLS = (
     "</tool_call>\n")
 
 
-def run(pieces, names=NAMES, forced=None):
+def run(pieces, names=NAMES):
     parser = ToolCallStream(names)
-    events = parser.start_call(forced) if forced else []
+    events = []
     for piece in pieces:
         events += parser.push(piece)
     return events + parser.finish()
@@ -84,9 +84,9 @@ def test_arguments_before_the_name_are_read_when_the_block_closes():
     assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Nice"}
 
 
-def test_a_forced_call_ends_where_its_arguments_end():
+def test_a_call_is_complete_where_its_arguments_end():
     parser = ToolCallStream(NAMES)
-    events = parser.start_call("get_weather") + parser.push('{"city": "Pa')
+    events = parser.push('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa')
     assert not parser.call_complete
     events += parser.push('ris"} and then some rambling')
     assert parser.call_complete
