@@ -108,3 +108,22 @@ def test_the_assembled_answer_carries_the_call():
     assert choice["message"]["content"] is None
     call = choice["message"]["tool_calls"][0]
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+
+
+def test_choices_of_n_greater_than_one_are_read_apart():
+    def piece(index, text, finish=None):
+        return {"id": "x", "choices": [{"index": index, "delta": {"content": text},
+                                        "finish_reason": finish}]}
+
+    stream = sse([piece(0, '<tool_call>{"name": "get_weather", "arguments": {"city": "A'),
+                  piece(1, '<tool_call>{"name": "get_weather", "arguments": {"city": "B'),
+                  piece(0, '"}}</tool_call>', "stop"), piece(1, '"}}</tool_call>', "stop")])
+
+    async def run():
+        events = as_tool_calls(_iterate(stream), ["get_weather"])
+        return await assemble(events, chat=True, label="m")
+
+    choices = asyncio.run(run())["choices"]
+    assert [json.loads(c["message"]["tool_calls"][0]["function"]["arguments"])["city"]
+            for c in choices] == ["A", "B"]
+    assert {c["finish_reason"] for c in choices} == {"tool_calls"}

@@ -68,8 +68,9 @@ def _closed(parameters: dict[str, Any] | None) -> dict[str, Any]:
 
 
 async def as_tool_calls(events: AsyncIterator[bytes], names: list[str]) -> AsyncIterator[bytes]:
-    """The worker's stream with its content turned into tool-call deltas."""
-    parser = ToolCallStream(frozenset(names))
+    """The worker's stream with its content turned into tool-call deltas (one reader per
+    choice: with `n` > 1 their chunks interleave)."""
+    parsers: dict[int, ToolCallStream] = {}
     async for event in events:
         if event.startswith(DONE_MARKERS) or b"data:" not in event:
             yield event
@@ -82,12 +83,14 @@ async def as_tool_calls(events: AsyncIterator[bytes], names: list[str]) -> Async
         if not isinstance(chunk, dict) or not chunk.get("choices"):
             yield event  # usage, errors, `data: null`
             continue
-        for rewritten in _rewrite(chunk, parser):
-            yield b"data: " + orjson.dumps(rewritten) + b"\n\n"
+        for choice in chunk["choices"]:
+            parser = parsers.setdefault(choice.get("index", 0), ToolCallStream(frozenset(names)))
+            for rewritten in _rewrite(chunk, choice, parser):
+                yield b"data: " + orjson.dumps(rewritten) + b"\n\n"
 
 
-def _rewrite(chunk: dict[str, Any], parser: ToolCallStream) -> list[dict[str, Any]]:
-    choice = chunk["choices"][0]
+def _rewrite(chunk: dict[str, Any], choice: dict[str, Any],
+             parser: ToolCallStream) -> list[dict[str, Any]]:
     delta = dict(choice.get("delta") or {})
     finish = choice.get("finish_reason")
     text = delta.pop("content", None)
