@@ -160,10 +160,11 @@ def check(
     from rich.markup import escape
 
     from modelport.cli_tables import CheckRow, check_table
-    from modelport.config import OpenAIUpstreamModel
+    from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel
     from modelport.defaults import find_config
     from modelport.gateway import validate_startup
     from modelport.locations import resolve_location
+    from modelport.tool_support import tool_support
 
     try:
         cfg = find_config(config)
@@ -172,6 +173,7 @@ def check(
         return
     report = validate_startup(cfg, model or None, allow_public)
     rows: list[CheckRow] = []
+    tool_notes: list[str] = []
     for entry in cfg.models:
         missing = False
         if isinstance(entry, OpenAIUpstreamModel) and getattr(entry, "provider", None):
@@ -185,13 +187,20 @@ def check(
             except ConfigError:
                 location, missing = entry.path, True
             where = f"{entry.host}:{entry.port or 'auto'}"
+        support = None if missing or entry.engine in EMBEDDING_ENGINES else \
+            tool_support(entry, cfg.models_dir_path())
+        if support is not None and not support.can_call_tools:
+            tool_notes.append(f"model '{entry.name}' cannot call tools: {support.reason}")
         rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
-                             entry.autostart, missing))
+                             entry.autostart, missing,
+                             tools=None if support is None else support.can_call_tools))
     Console().print(check_table(f"modelport: {len(cfg.models)} model(s), gateway "
                                 f"http://{cfg.server.host}:{cfg.server.port}/v1", rows,
                                 Path(cfg.base_dir)))
     if cfg.server.api_keys:
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
+    for note in tool_notes:  # not a problem: such a model serves everything but tools
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     from modelport.store.database import database_url, redacted
 
     url = redacted(database_url(cfg))

@@ -23,6 +23,7 @@ class CheckRow:
     where: str
     autostart: bool
     missing: bool = False  # location is the configured path, which was not found
+    tools: bool | None = None  # can call tools; None for models that do not chat
 
 
 def short_path(path: str, base: Path | None = None) -> str:
@@ -64,6 +65,9 @@ def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> T
         else:
             cell.append_text(_location_lines(short_path(row.location, base)))
         where = Text(f"{row.engine}\n{row.where}")
+        if row.tools is not None:
+            where.append("\ntools" if row.tools else "\nno tools",
+                         style="green" if row.tools else "yellow")
         if not row.autostart:
             where.append("\nnot autostarted", style="dim")
         table.add_row(cell, where)

@@ -165,6 +165,13 @@ class _LocalWorkerModel(_ModelBase):
         return None if key is None else MaskedKey(key)
 
 
+CHAT_TEMPLATE_HELP = (
+    "Chat template overriding the model's own: a built-in name (chatml-tools, gemma-tools: "
+    "they let a model call tools), a file path, or Jinja text. llama.cpp also takes its own "
+    "template names (chatml, llama3, ...)."
+)
+
+
 class LlamaCppModel(_LocalWorkerModel):
     engine: Literal["llamacpp"]
     context_length: int = Field(4096, ge=64, description="Tokens of context per request.")
@@ -173,9 +180,7 @@ class LlamaCppModel(_LocalWorkerModel):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads (all cores when omitted).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all).")
-    chat_template: str | None = Field(
-        None, description="Jinja chat template overriding the model's own."
-    )
+    chat_template: str | None = Field(None, description=CHAT_TEMPLATE_HELP)
     reranking: bool = Field(
         False, description="Serve /v1/rerank with a GGUF reranker (a cross-encoder such as "
         "bge-reranker, scored by llama.cpp's rank pooling) instead of chat and completions; "
@@ -225,7 +230,7 @@ class TransformersModel(_LocalWorkerModel):
     load_8bit: bool = False
     load_4bit: bool = False
     cpu_int8: bool = Field(False, description="Dynamic int8 quantization on CPU.")
-    chat_template: str | None = None
+    chat_template: str | None = Field(None, description=CHAT_TEMPLATE_HELP)
     trust_remote_code: bool = False
     allow_download: bool = Field(False, description="Allow fetching a hub id over the network.")
     context_length: int | None = Field(None, ge=64)

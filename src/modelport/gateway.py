@@ -15,6 +15,7 @@ from modelport.providers.factory import local_worker_provider, online_provider
 from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
 from modelport.routing.registry import ModelRegistry
 from modelport.store import Store
+from modelport.tool_support import tool_support
 from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.supervisor import WorkerSupervisor
 from modelport.workers.worker_auth import worker_host_problem
@@ -181,8 +182,10 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
             ports[model.name] = port
             base_url = f"http://{_connect_host(model.host)}:{port}/v1"
             worker_secrets[model.name] = secrets.token_urlsafe(32)
-            provider = local_worker_provider(model, base_url, worker_secrets[model.name])
-            deployment = Deployment(model, base_url, request_limit(model))
+            provider = local_worker_provider(model, base_url, worker_secrets[model.name],
+                                             tool_support(model, config.models_dir_path()))
+            deployment = Deployment(model, base_url, request_limit(model),
+                                    capabilities=provider.capabilities)
             local.append(deployment)
         providers[model.name] = provider
         deployments.append(deployment)

@@ -189,3 +189,48 @@ def test_plugins_that_cannot_start_are_start_up_errors(provider, message):
     with pytest.raises(ConfigError, match=message) as error:
         build_state(config)
     assert KEY not in str(error.value)
+
+
+LOOKUP = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+
+
+def test_a_plugins_tool_calls_reach_the_client():
+    gw = InProcessGateway({"models": [
+        plugin("tool-caller", "support.vendor_fakes_plugins:ToolCallingProvider")]})
+    try:
+        response = gw.chat("tool-caller", "weather in Paris", tools=LOOKUP)
+    finally:
+        gw.close()
+    assert response.status_code == 200
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    call = choice["message"]["tool_calls"][0]
+    assert call["id"].startswith("call_") and call["type"] == "function"
+    assert call["function"] == {"name": "lookup", "arguments": '{"q":"weather in Paris"}'}
+
+
+def test_a_streaming_plugins_tool_call_arrives_name_first_then_arguments():
+    gw = InProcessGateway({"models": [
+        plugin("tool-streamer", "support.vendor_fakes_plugins:StreamingToolCallingProvider")]})
+    try:
+        response, events = gw.stream("tool-streamer", "x", tools=LOOKUP)
+    finally:
+        gw.close()
+    assert response.status_code == 200 and events[-1] == "[DONE]"
+    assert streamed_text(events) == "Looking that up. "
+    deltas = [e["choices"][0]["delta"]["tool_calls"][0] for e in events if isinstance(e, dict)
+              and e.get("choices") and "tool_calls" in e["choices"][0]["delta"]]
+    assert deltas[0] == {"index": 0, "id": "call_fixed", "type": "function",
+                         "function": {"name": "lookup", "arguments": ""}}
+    assert deltas[1] == {"index": 0, "function": {"arguments": '{"q": "x"}'}}
+    finishes = [e["choices"][0]["finish_reason"] for e in events
+                if isinstance(e, dict) and e.get("choices")]
+    assert finishes[-1] == "tool_calls"
+
+
+def test_a_plugin_that_does_not_declare_tools_is_a_400_naming_why(gateway):
+    response = gateway.chat("echo", "hi", tools=LOOKUP)
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert "model 'echo' cannot call tools" in message and "supports_tools" in message

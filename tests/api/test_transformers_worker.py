@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import orjson
@@ -18,6 +19,7 @@ import pytest
 import uvicorn
 
 from fixtures.hf_checkpoint import smollm2_checkpoint  # noqa: F401  (pytest fixture)
+from modelport.chat_templates import builtin_template
 from modelport.config import TransformersModel
 from modelport.engines.transformers_engine import TransformersEngine
 from modelport.workers.transformers_worker import build_app
@@ -259,6 +261,40 @@ def test_invalid_bodies_are_400_with_an_envelope(http, body, param):
     assert error["type"] == "invalid_request_error"
     if param:
         assert error["param"] == param
+
+
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tools_on_a_template_that_cannot_render_them_are_a_400_naming_the_model(http):
+    response = http.post("/v1/chat/completions", json={
+        "model": "smollm2-hf", "messages": CAPITAL, "tools": [TOOL], "max_tokens": 4})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "tools" and error["code"] == "tools_unsupported"
+    assert "model 'smollm2-hf' cannot call tools" in error["message"]
+    assert "chatml-tools" in error["message"]
+    # tool_choice none: the tools are context only, and the model answers.
+    answered = http.post("/v1/chat/completions", json={
+        "model": "smollm2-hf", "messages": CAPITAL, "tools": [TOOL], "tool_choice": "none",
+        "max_tokens": 4})
+    assert answered.status_code == 200
+
+
+def test_a_forced_call_stops_generating_once_its_arguments_are_complete(engine):
+    checkpoint = replace(engine.checkpoint, chat_template=builtin_template("chatml-tools"))
+    tools_engine = TransformersEngine(checkpoint, name="tools", parallel=1, max_queue=1)
+    with ServedApp(build_app(tools_engine)) as served, httpx.Client(
+            base_url=served.base_url, timeout=120) as client:
+        answer = client.post("/v1/chat/completions", json={
+            "model": "tools", "messages": [{"role": "user", "content": "Weather in Paris?"}],
+            "tools": [TOOL], "tool_choice": "required", "max_tokens": 200,
+            "temperature": 0}).json()
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert orjson.loads(choice["message"]["tool_calls"][0]["function"]["arguments"])["city"]
+    assert answer["usage"]["completion_tokens"] < 60  # ended at the call, not at max_tokens
 
 
 # -- completions -------------------------------------------------------------------------

@@ -125,3 +125,11 @@ def test_rerank_smoke():
     for kind in ("cross-encoder", "embedding"):
         assert data["results"][kind]["errors"] == 0
         assert data["results"][kind]["modelport"]["p50"] > 0
+
+
+def test_tool_calls_smoke():
+    data = run("tool_calls.py", "--rounds", "1", "--repeat", "200", "--max-tokens", "8")
+    assert data["gateway_us"]["stream_events"] > 0
+    assert set(data["end_to_end"]) == {"plain", "tools_auto", "tools_required"}
+    assert data["end_to_end"]["tools_required"]["prompt_tokens"] > \
+        data["end_to_end"]["plain"]["prompt_tokens"]

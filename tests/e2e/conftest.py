@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from fixtures.hf_checkpoint import smollm2_checkpoint_path
 from support.fake_upstream import FakeUpstream
 from fixtures.cross_encoder import minilm_cross_encoder  # noqa: F401 - a fixture
 from fixtures.gguf_reranker import minilm_reranker_gguf  # noqa: F401 - a fixture
 from support.models import (  # noqa: F401
     CHAT,
     GGUF_RERANKER,
+    HF_TOOLS,
     MINILM,
     RERANKER,
     SMOLLM2,
@@ -40,6 +42,11 @@ def server(tmp_path_factory, fake_upstream, minilm_cross_encoder, minilm_reranke
              "threads": 1},
             {"name": GGUF_RERANKER, "engine": "llamacpp", "path": str(minilm_reranker_gguf),
              "reranking": True, "context_length": 512, "parallel": 2, "threads": 1},
+            # A Hugging Face checkpoint on the transformers engine; its own template knows no
+            # tools, the built-in one teaches it the <tool_call> format.
+            {"name": HF_TOOLS, "engine": "transformers", "path": str(smollm2_checkpoint_path()),
+             "device": "cpu", "context_length": 2048, "parallel": 2,
+             "chat_template": "chatml-tools"},
             {"name": "dead-upstream", "engine": "openai",
              "base_url": f"http://127.0.0.1:{free_port()}/v1"},
             {"name": "slow-upstream", "engine": "openai", "base_url": fake_upstream.url("slow"),
@@ -56,7 +63,7 @@ def server(tmp_path_factory, fake_upstream, minilm_cross_encoder, minilm_reranke
     }
     instance = ModelportServer(config, tmp_path_factory.mktemp("e2e"), port=port,
                                env={"E2E_UPSTREAM_KEY": UPSTREAM_KEY})
-    instance.start()
+    instance.start(timeout=300)
     yield instance
     instance.stop()
 

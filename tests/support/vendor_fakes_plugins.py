@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from modelport.errors import UpstreamError
-from modelport.providers import ChatProvider, ChatResult
+from modelport.providers import ChatProvider, ChatResult, ToolCallResult, Usage
 
 
 class RaisingProvider(ChatProvider):
@@ -67,3 +67,20 @@ class CrashesAtStartProvider(ChatProvider):
 class NoChatMethod:
     def __init__(self, settings):
         pass
+
+
+class ToolCallingProvider(ChatProvider):
+    """Calls the first offered tool with the user's text as its argument."""
+
+    supports_tools = True
+
+    async def chat(self, request):
+        name = request.tools[0]["function"]["name"]
+        return ChatResult(tool_calls=[ToolCallResult(name, {"q": request.messages[-1].text()})])
+
+
+class StreamingToolCallingProvider(ToolCallingProvider):
+    async def stream_chat(self, request):
+        yield "Looking that up. "
+        yield ToolCallResult("lookup", '{"q": "x"}', id="call_fixed")
+        yield Usage(prompt_tokens=3, completion_tokens=4)

@@ -31,3 +31,14 @@ def test_reranking_asks_for_rank_pooling_as_llama_server_reranking_does():
     assert params.pooling_type == xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
     # a whole (query, document) pair is one pass: it must fit one physical batch
     assert params.n_ubatch == params.n_batch == 1024
+
+
+def test_a_builtin_chat_template_reaches_llamacpp_as_its_jinja_text():
+    from modelport.chat_templates import builtin_template
+
+    params = build_params(model(chat_template="chatml-tools"), Path("m.gguf"), "127.0.0.1", 1)
+    assert params.chat_template == builtin_template("chatml-tools")
+    assert params.use_jinja  # tools and tool calls need llama.cpp's Jinja templates
+    # llama.cpp's own template names pass through as they are.
+    assert build_params(model(chat_template="chatml"), Path("m.gguf"), "127.0.0.1", 1
+                        ).chat_template == "chatml"

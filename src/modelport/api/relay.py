@@ -89,6 +89,11 @@ def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIR
     return body
 
 
+def _wants_tools(request: OpenAIRequest) -> bool:
+    """Tools the model may call; with tool_choice none they are only context."""
+    return bool(getattr(request, "tools", None)) and getattr(request, "tool_choice", None) != "none"
+
+
 def _without_nulls(message: dict[str, Any]) -> dict[str, Any]:
     """llama.cpp fails with a 500 on an explicit null in an optional message field (`name`,
     `tool_call_id`, an assistant's `content` beside its tool calls, a tool's `description`);
@@ -173,7 +178,7 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     if record.key is not None:
         await key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
     stream = bool(getattr(parsed, "stream", False))
-    plan = registry.plan(requested, stream=stream, tools=bool(getattr(parsed, "tools", None)),
+    plan = registry.plan(requested, stream=stream, tools=_wants_tools(parsed),
                          vision=parsed.has_media_input(), rerank=isinstance(parsed, RerankRequest))
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 

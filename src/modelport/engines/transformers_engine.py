@@ -49,6 +49,8 @@ class SamplingParams:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # Token sequences one of which the answer must begin with (a forced tool call's name).
+    openings: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class Generation:
         self.params = params
         self.on_event = on_event
         self._cancelled = threading.Event()
+        self._ended = threading.Event()
         self._done = threading.Event()
 
     @property
@@ -170,6 +173,15 @@ class Generation:
 
     def cancel(self) -> None:
         self._cancelled.set()
+
+    def end(self) -> None:
+        """Stop at the next token with finish_reason "stop": the caller has what it needs
+        (a forced tool call is complete)."""
+        self._ended.set()
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
 
     def mark_done(self) -> None:
         self._done.set()
@@ -203,12 +215,15 @@ class TransformersEngine:
 
     # -- prompts ---------------------------------------------------------------
 
-    def chat_prompt(self, messages: Sequence[dict[str, Any]]) -> list[int]:
-        """Token ids of the conversation rendered by the model's chat template."""
+    def chat_prompt(self, messages: Sequence[dict[str, Any]],
+                    tools: Sequence[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of the conversation (and the tools it may call) rendered by the model's
+        chat template."""
         try:
             with self._tokenizer_lock:
                 text = self._tokenizer.apply_chat_template(
                     list(messages),
+                    tools=list(tools) if tools else None,
                     chat_template=self.checkpoint.chat_template,
                     tokenize=False,
                     add_generation_prompt=True,
@@ -222,6 +237,26 @@ class TransformersEngine:
 
     def text_prompt(self, text: str) -> list[int]:
         return self._encode(text, add_special_tokens=True)
+
+    def continuation_ids(self, text: str, continuations: Sequence[str]) -> tuple[
+            list[int], tuple[tuple[int, ...], ...]]:
+        """Token ids of `text`, and of each continuation as it follows `text` (encoded
+        together where the tokenizer keeps `text`'s tokens as they are)."""
+        base = self._encode(text, add_special_tokens=False)
+        sequences = []
+        for continuation in continuations:
+            whole = self._encode(text + continuation, add_special_tokens=False)
+            if whole[:len(base)] == base:
+                sequences.append(tuple(whole[len(base):]))
+            else:
+                sequences.append(tuple(self._encode(continuation, add_special_tokens=False)))
+        return base, tuple(sequences)
+
+    @property
+    def template(self) -> str | None:
+        """The chat template in use: the configured one, else the tokenizer's own."""
+        own = getattr(self._tokenizer, "chat_template", None)
+        return self.checkpoint.chat_template or (own if isinstance(own, str) else None)
 
     def _encode(self, text: str, *, add_special_tokens: bool) -> list[int]:
         with self._tokenizer_lock:
@@ -347,7 +382,8 @@ class TransformersEngine:
 
         progress = _StreamProgress(generation, self.decode, self._eos_ids, self._deliver)
         prompt = torch.tensor([generation.prompt_ids], device=self.checkpoint.input_device)
-        options = _generate_options(self.checkpoint.model.generation_config, generation.params)
+        options = _generate_options(self.checkpoint.model.generation_config, generation.params,
+                                    len(generation.prompt_ids))
         with torch.inference_mode():
             self.checkpoint.model.generate(
                 input_ids=prompt,
@@ -403,7 +439,8 @@ class _StreamProgress:
         pass  # finish() runs after generate() returns, so errors there reach the caller
 
     def should_stop(self) -> bool:
-        return self._generation.cancelled or self._stops.stopped or self._hit_eos
+        return (self._generation.cancelled or self._generation.ended or self._stops.stopped
+                or self._hit_eos)
 
     def finish(self) -> Finished:
         if self._generation.cancelled:
@@ -411,7 +448,7 @@ class _StreamProgress:
         else:
             if not self._stops.stopped:
                 self._emit(self._stops.push(self._decoder.flush()) + self._stops.flush())
-            stopped = self._stops.stopped or self._hit_eos
+            stopped = self._stops.stopped or self._hit_eos or self._generation.ended
             hit_limit = self.completion_tokens >= self._generation.max_new_tokens
             reason = "length" if hit_limit and not stopped else "stop"
         return Finished(reason, self._generation.prompt_tokens, self.completion_tokens)
@@ -476,7 +513,29 @@ def _top_p_filter(probabilities: Any, top_p: float) -> Any:
     return torch.zeros_like(probabilities).scatter_(1, order, sorted_probs)
 
 
-def _generate_options(model_defaults: Any, params: SamplingParams) -> dict[str, Any]:
+class _ForcedOpening:
+    """A logits processor that lets the answer begin only with one of the given token
+    sequences (then leaves it free): constrained decoding of a forced tool call's name."""
+
+    def __init__(self, prompt_tokens: int, openings: tuple[tuple[int, ...], ...]):
+        self._prompt_tokens = prompt_tokens
+        self._openings = openings
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = tuple(input_ids[0, self._prompt_tokens:].tolist())
+        step = len(generated)
+        allowed = {seq[step] for seq in self._openings
+                   if len(seq) > step and seq[:step] == generated}
+        if not allowed:
+            return scores  # an opening is complete: the rest is the model's own
+        masked = scores.new_full(scores.shape, float("-inf"))
+        index = list(allowed)
+        masked[:, index] = scores[:, index]
+        return masked
+
+
+def _generate_options(model_defaults: Any, params: SamplingParams,
+                      prompt_tokens: int = 0) -> dict[str, Any]:
     """generate() keyword arguments: always greedy, with sampling done by _SeededSampler.
 
     A request's unset temperature/top_p falls back to the model's generation_config
@@ -497,8 +556,13 @@ def _generate_options(model_defaults: Any, params: SamplingParams) -> dict[str, 
         "top_p": None,
         "top_k": None,
     }
+    processors: list[Any] = []
+    if params.openings:
+        processors.append(_ForcedOpening(prompt_tokens, params.openings))
     if temperature > 0:
-        options["logits_processor"] = [_SeededSampler(temperature, max(top_p, 1e-6), params.seed)]
+        processors.append(_SeededSampler(temperature, max(top_p, 1e-6), params.seed))
+    if processors:
+        options["logits_processor"] = processors
     return options
 
 

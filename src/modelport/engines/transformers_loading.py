@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.chat_templates import BUILTIN_TEMPLATES, template_text
 from modelport.config import TransformersModel
 from modelport.errors import ConfigError
 
@@ -323,9 +324,11 @@ def _call_loader(loader: Any, source: str, model: TransformersModel, **kwargs: A
 
 
 def _chat_template_override(model: TransformersModel, tokenizer: Any) -> str | None:
-    template = model.chat_template
-    if template and "{" not in template and Path(template).expanduser().is_file():
-        template = Path(template).expanduser().read_text(encoding="utf-8")
+    template = template_text(model.chat_template)
+    if template is not None and "{" not in template:
+        raise ConfigError(
+            f"model '{model.name}': chat_template {template!r} is neither a built-in template "
+            f"({', '.join(BUILTIN_TEMPLATES)}), nor a file, nor Jinja text")
     if template is None and not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             f"model '{model.name}' has no chat template, so it looks like a base model, and "

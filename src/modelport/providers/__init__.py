@@ -11,8 +11,9 @@ from modelport.providers.plugin_api import (
     ChatResult,
     DoChatProvider,
     ProviderSettings,
+    ToolCallResult,
     Usage,
 )
 
 __all__ = ["ApiChatParams", "ChatProvider", "ChatResult", "DoChatProvider", "ProviderSettings",
-           "Usage"]
+           "ToolCallResult", "Usage"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel, VendorSpec
 from modelport.errors import ConfigError, normalize_upstream_error
 from modelport.foreign import anthropic_messages as anthropic
@@ -11,16 +13,22 @@ from modelport.providers.catalog import find_vendor, vendor_query
 from modelport.providers.openai_compat import OpenAICompatProvider
 from modelport.providers.plugins import build_plugin_provider
 from modelport.routing.deployments import Capabilities
+from modelport.tool_support import ENGINE_DECIDES, ToolSupport
 from modelport.upstream import ErrorMapper, UpstreamClient
 
 
-def local_worker_provider(model: ModelConfig, base_url: str, worker_secret: str) -> Provider:
+def local_worker_provider(model: ModelConfig, base_url: str, worker_secret: str,
+                          tools: ToolSupport = ENGINE_DECIDES) -> Provider:
     # Local generations can be long; only a silent worker (no byte for an hour) times out.
     # The secret is the worker's per-start key (sent as Bearer, redacted from errors).
     client = UpstreamClient(base_url, label=model.name, read_timeout=3600,
                             api_key=worker_secret)
-    return OpenAICompatProvider(client, Capabilities.for_config(model),
-                                stream_always=_runs_on_llamacpp(model))
+    base = Capabilities.for_config(model)
+    capabilities = replace(base, tools=base.tools and tools.can_call_tools,
+                           tools_note=tools.reason)
+    on_llamacpp = _runs_on_llamacpp(model)
+    return OpenAICompatProvider(client, capabilities, stream_always=on_llamacpp,
+                                tool_format=tools.format if on_llamacpp else None)
 
 
 def _runs_on_llamacpp(model: ModelConfig) -> bool:

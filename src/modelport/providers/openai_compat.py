@@ -8,6 +8,7 @@ have their answers parsed here.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -18,9 +19,11 @@ from modelport.config import VendorSpec
 from modelport.errors import UpstreamError
 from modelport.protocol import OpenAIRequest
 from modelport.providers.base import OpenedStream
+from modelport.providers.forced_tools import as_tool_calls, forced_body, forced_function_names
 from modelport.providers.stream_assembly import assemble
 from modelport.providers.quirks import apply_quirks, body_error, has_body_quirks
 from modelport.routing.deployments import Capabilities
+from modelport.tool_support import HERMES, JSON
 from modelport.upstream import UpstreamClient, UpstreamReply
 
 
@@ -32,9 +35,12 @@ class OpenAICompatProvider:
     answer (for llama.cpp workers, which only stop a generation whose stream is closed)."""
 
     def __init__(self, client: UpstreamClient, capabilities: Capabilities,
-                 vendor: VendorSpec | None = None, *, stream_always: bool = False) -> None:
+                 vendor: VendorSpec | None = None, *, stream_always: bool = False,
+                 tool_format: str | None = None) -> None:
         self.client = client
         self._stream_always = stream_always
+        # Set for llama.cpp workers: tool_choice required/named is forced by our grammar.
+        self._forcing_format = tool_format if tool_format in (HERMES, JSON) else None
         self.capabilities = capabilities
         self._quirks = vendor if vendor is not None and has_body_quirks(vendor) else None
         self._errors_in_body = vendor if vendor is not None and vendor.error_code_field else None
@@ -44,7 +50,7 @@ class OpenAICompatProvider:
         if self._quirks is not None:
             body = apply_quirks(self._quirks, body)
         if self._stream_always and path in _GENERATIONS:
-            return await self._assembled(path, body)
+            return await self._assembled(path, body, request)
         reply = await self.client.post(path, orjson.dumps(body))
         if self._errors_in_body is not None:
             reply.payload = _json_or_none(reply.body)
@@ -56,11 +62,13 @@ class OpenAICompatProvider:
                 reply.payload["model"] = self.client.label
         return reply
 
-    async def _assembled(self, path: str, body: dict[str, Any]) -> UpstreamReply:
+    async def _assembled(self, path: str, body: dict[str, Any],
+                         request: OpenAIRequest) -> UpstreamReply:
         body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        body, rewrite = self._tool_forcing(body, request)
         response = await self.client.open_stream(path, orjson.dumps(body))
         try:
-            answer = await assemble(sse_events(response), chat=_GENERATIONS[path],
+            answer = await assemble(rewrite(sse_events(response)), chat=_GENERATIONS[path],
                                     label=self.client.label)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:
             raise self.client.transport_error(error) from None
@@ -72,6 +80,7 @@ class OpenAICompatProvider:
                           request: OpenAIRequest) -> OpenedStream:
         if self._quirks is not None:
             body = apply_quirks(self._quirks, body)
+        body, rewrite = self._tool_forcing(body, request)
         response = await self.client.open_stream(path, orjson.dumps(body))
         if response.content_type == "application/json":
             # A JSON body where a stream was asked for: a vendor reporting a failure with
@@ -81,10 +90,22 @@ class OpenAICompatProvider:
                 if self._errors_in_body is not None else None
             raise error or UpstreamError(
                 f"{self.client.label}: upstream answered a stream request with a JSON body")
-        return OpenedStream(sse_events(response), response.close)
+        return OpenedStream(rewrite(sse_events(response)), response.close)
+
+    def _tool_forcing(self, body: dict[str, Any], request: OpenAIRequest) -> tuple[
+            dict[str, Any], Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]]:
+        names = forced_function_names(request) if self._forcing_format else None
+        if names is None:
+            return body, _unchanged
+        return (forced_body(body, names, self._forcing_format),  # type: ignore[arg-type]
+                lambda events: as_tool_calls(events, names))
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _unchanged(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    return events
 
 
 def _json_or_none(body: bytes) -> Any:

@@ -6,6 +6,10 @@ Simplest form (any class works; subclassing ChatProvider is optional)::
         async def chat(self, request):            # the validated ChatCompletionRequest
             return "the answer"                    # or ChatResult(text, Usage(...))
 
+To call tools, set `supports_tools = True`, read `request.tools` / `request.tool_choice`
+and return `ChatResult(tool_calls=[ToolCallResult("get_weather", {"city": "Paris"})])`
+(a streaming plugin yields ToolCallResult items among its pieces).
+
 Optional methods, used when present:
 
     async def stream_chat(self, request):         # an async generator of str pieces,
@@ -34,10 +38,20 @@ class Usage:
 
 
 @dataclass
+class ToolCallResult:
+    """A function the model calls: `arguments` as JSON text or a dict (encoded for you)."""
+
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+    id: str | None = None  # one is made up when not given
+
+
+@dataclass
 class ChatResult:
-    text: str
+    text: str = ""
     usage: Usage | None = None
-    finish_reason: str = "stop"
+    finish_reason: str = "stop"  # becomes "tool_calls" when tool_calls are given
+    tool_calls: list[ToolCallResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

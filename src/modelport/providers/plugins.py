@@ -11,7 +11,7 @@ import logging
 import traceback
 from collections.abc import AsyncIterator
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, Union
 
 import orjson
 
@@ -27,12 +27,20 @@ from modelport.providers.openai_shapes import (
     embeddings_response,
     usage_dict,
 )
-from modelport.providers.plugin_api import ChatResult, ProviderReportedError, ProviderSettings, Usage
+from modelport.providers.plugin_api import (
+    ChatResult,
+    ProviderReportedError,
+    ProviderSettings,
+    ToolCallResult,
+    Usage,
+)
 from modelport.providers.secrets import redact
 from modelport.routing.deployments import Capabilities
+from modelport.tool_calls import call_id
 from modelport.upstream import UpstreamReply
 
 ENTRY_POINT_GROUP = "modelport.providers"
+Piece = Union[str, Usage, ToolCallResult]
 logger = logging.getLogger("modelport.providers")
 
 
@@ -94,9 +102,12 @@ class PluginProvider:
         self._secrets = secrets
         kind = type(plugin)
         self._streams = callable(getattr(kind, "stream_chat", None))
+        tools = bool(getattr(kind, "supports_tools", False))
         self.capabilities = Capabilities(
             chat=True, completions=False, embeddings=callable(getattr(kind, "embed", None)),
-            streaming=True, tools=bool(getattr(kind, "supports_tools", False)),
+            streaming=True, tools=tools,
+            tools_note="" if tools else f"its provider '{reference}' does not declare "
+                                        "supports_tools",
             # Plugins are handed the messages' text only; an image would be dropped silently.
             vision=bool(getattr(kind, "supports_vision", False)))
 
@@ -133,7 +144,8 @@ class PluginProvider:
         if isinstance(result, str):
             return ChatResult(result)
         if isinstance(result, ChatResult) and isinstance(result.text, str) and (
-                result.usage is None or isinstance(result.usage, Usage)):
+                result.usage is None or isinstance(result.usage, Usage)) and all(
+                isinstance(call, ToolCallResult) for call in result.tool_calls or ()):
             return result
         raise self._garbage(result, "str or ChatResult")
 
@@ -143,9 +155,11 @@ class PluginProvider:
             answer = await self._embed(request)
         elif isinstance(request, ChatCompletionRequest):
             result = await self._chat(request)
-            answer = chat_completion(id=completion_id(), model=self._name, text=result.text,
-                                     finish_reason=result.finish_reason,
-                                     usage=_usage(result.usage))
+            calls = [_openai_call(call) for call in result.tool_calls or ()]
+            answer = chat_completion(id=completion_id(), model=self._name,
+                                     text=result.text if result.text or not calls else None,
+                                     finish_reason=_finish_reason(result.finish_reason, calls),
+                                     usage=_usage(result.usage), tool_calls=calls)
         else:
             raise InvalidRequestError(f"'{self._name}' serves only /v1/chat/completions")
         return UpstreamReply(200, orjson.dumps(answer), {}, payload=answer)
@@ -158,17 +172,20 @@ class PluginProvider:
         # fails while retries and fallbacks can still help.
         return OpenedStream(await primed(self._events(request)), _nothing_to_close)
 
-    async def _pieces(self, request: ChatCompletionRequest) -> AsyncIterator[str | Usage]:
+    async def _pieces(self, request: ChatCompletionRequest) -> AsyncIterator[Piece]:
         if not self._streams:
             result = await self._chat(request)  # no stream_chat: the whole answer at once
             yield result.text
+            for call in result.tool_calls or ():
+                yield call
             if result.usage is not None:
                 yield result.usage
             return
         try:
             async for piece in self.plugin.stream_chat(request):
-                if not isinstance(piece, (str, Usage)):
-                    raise self._garbage(piece, "str pieces (and optionally a Usage)")
+                if not isinstance(piece, (str, Usage, ToolCallResult)):
+                    raise self._garbage(
+                        piece, "str pieces (optionally ToolCallResult items and a Usage)")
                 yield piece
         except ProviderFault:
             raise
@@ -179,17 +196,27 @@ class PluginProvider:
         writer = ChunkWriter(self._name)
         usage: Usage | None = None
         started = False
+        calls = 0
         async for piece in self._pieces(request):
             if not started:
                 started = True
                 yield writer.event(writer.chunk({"role": "assistant", "content": ""}))
             if isinstance(piece, Usage):
                 usage = piece
+            elif isinstance(piece, ToolCallResult):
+                call = _openai_call(piece)
+                # OpenAI's order: the call's id and name first, then its arguments.
+                yield writer.event(writer.chunk({"tool_calls": [{
+                    "index": calls, "id": call["id"], "type": "function",
+                    "function": {"name": call["function"]["name"], "arguments": ""}}]}))
+                yield writer.event(writer.chunk({"tool_calls": [{
+                    "index": calls, "function": {"arguments": call["function"]["arguments"]}}]}))
+                calls += 1
             elif piece:
                 yield writer.event(writer.chunk({"content": piece}))
         if not started:
             yield writer.event(writer.chunk({"role": "assistant", "content": ""}))
-        yield writer.event(writer.chunk({}, "stop"))
+        yield writer.event(writer.chunk({}, "tool_calls" if calls else "stop"))
         if usage is not None:
             yield writer.event(writer.usage_chunk(_usage(usage)))  # type: ignore[arg-type]
         yield writer.done
@@ -217,6 +244,17 @@ class PluginProvider:
                 await closer()
             except Exception:  # shutting down: a failing close must not stop the others
                 logger.exception("provider '%s' failed to close", self.reference)
+
+
+def _openai_call(call: ToolCallResult) -> dict[str, Any]:
+    arguments = call.arguments if isinstance(call.arguments, str) else \
+        orjson.dumps(call.arguments).decode()
+    return {"id": call.id or call_id(), "type": "function",
+            "function": {"name": call.name, "arguments": arguments}}
+
+
+def _finish_reason(reason: str, calls: list[dict[str, Any]]) -> str:
+    return "tool_calls" if calls and reason == "stop" else reason
 
 
 def _usage(usage: Usage | None) -> dict[str, int] | None:

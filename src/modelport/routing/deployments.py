@@ -31,6 +31,8 @@ class Capabilities:
     embeddings: bool = False
     streaming: bool = True
     tools: bool = True
+    # Why a model cannot call tools (named in the 400), or how it can.
+    tools_note: str = ""
     # Non-text content parts: images, and likewise audio and files. On by default: an online
     # API or adapter judges such input itself.
     vision: bool = True

@@ -103,4 +103,8 @@ def _unsupported(deployment: Deployment, need: str) -> InvalidRequestError:
             f"model '{deployment.name}' takes text only (no vision): it cannot read image, "
             "audio or file content parts; send text or use a multimodal model",
             param="messages", code="unsupported_content")
+    if need == "tools" and deployment.capabilities.tools_note:
+        return InvalidRequestError(
+            f"model '{deployment.name}' cannot call tools: {deployment.capabilities.tools_note}",
+            param="tools", code="tools_unsupported")
     return InvalidRequestError(f"model '{deployment.name}' does not support `{need}`", param=need)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from modelport.chat_templates import template_text
 from modelport.config import LlamaCppModel
 from modelport.errors import ConfigError
 from modelport.workers.lifetime import wait_for_stop_signal
@@ -54,7 +55,8 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
         gpu_layers = 0
     params.n_gpu_layers = 999 if gpu_layers == -1 else gpu_layers
     if model.chat_template:
-        params.chat_template = model.chat_template
+        # A built-in name or a file becomes its Jinja text; llama.cpp's own names pass.
+        params.chat_template = template_text(model.chat_template)
     if model.reranking:
         # What llama-server's --reranking sets: the model's classification head scores
         # each (query, document) pair, served on /v1/rerank; no text is generated.

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -39,10 +40,17 @@ from modelport.engines.transformers_loading import apply_visible_gpus
 from modelport.errors import InvalidRequestError, ModelNotFoundError, ModelportError
 from modelport.protocol import (
     ChatCompletionRequest,
-    ChatMessage,
     CompletionRequest,
     parse_json_body,
     validate_request,
+)
+from modelport.tool_calls import CallArguments, CallStart, Content, ToolEvent, collect, delta_of
+from modelport.tool_support import ToolSupport, analyse_template
+from modelport.workers.chat_tools import (
+    ToolPlan,
+    forced_continuations,
+    plan_tools,
+    template_message,
 )
 from modelport.workers.worker_auth import WorkerAccess, serve_guarded
 
@@ -71,6 +79,9 @@ def build_app(engine: TransformersEngine) -> Starlette:
         lifespan=lifespan,
     )
     app.state.engine = engine
+    template = getattr(engine, "template", None)
+    app.state.tool_support = (analyse_template(template) if template
+                              else ToolSupport(None, "it has no chat template"))
     return app
 
 
@@ -193,11 +204,6 @@ def _reject_unsupported(body: ChatCompletionRequest | CompletionRequest) -> None
             "n > 1 is not supported by the transformers worker; send n: 1", param="n"
         )
     if isinstance(body, ChatCompletionRequest):
-        if body.tools and body.tool_choice != "none":
-            raise InvalidRequestError(
-                "function calling (tools) is not supported by the transformers worker",
-                param="tools",
-            )
         if body.response_format is not None and body.response_format.type != "text":
             raise InvalidRequestError(
                 f"response_format '{body.response_format.type}' is not supported by the "
@@ -264,42 +270,67 @@ async def _list_models(request: Request) -> Response:
     )
 
 
-def _chat_message(message: ChatMessage) -> dict[str, Any]:
-    # Most chat templates know only system/user/assistant; "developer" is OpenAI's new
-    # name for the system role.
-    role = "system" if message.role == "developer" else message.role
-    rendered: dict[str, Any] = {"role": role, "content": message.text()}
-    if message.name:
-        rendered["name"] = message.name
-    return rendered
-
-
-async def _chat_prompt_ids(engine: TransformersEngine, body: ChatCompletionRequest) -> list[int]:
+async def _chat_prompt_ids(request: Request, engine: TransformersEngine,
+                           body: ChatCompletionRequest) -> list[int]:
     """The prompt a chat request is answered from (and counted as, by /tokenize)."""
-    messages = [_chat_message(message) for message in body.messages]
-    return await run_in_threadpool(engine.chat_prompt, messages)
+    support = request.app.state.tool_support
+    messages = [template_message(message) for message in body.messages]
+    # With tool_choice none the tools are still context (as llama.cpp renders them).
+    shown = body.tools if body.tools and support.can_call_tools else None
+    return await run_in_threadpool(engine.chat_prompt, messages, shown)
 
 
 async def _chat_completions(request: Request) -> Response:
     body = validate_request(ChatCompletionRequest, parse_json_body(await request.body()))
     _reject_unsupported(body)
     engine = _engine(request)
-    prompt_ids = await _chat_prompt_ids(engine, body)
-    generation, channel = _submit(request, prompt_ids, _sampling_params(body))
+    support = request.app.state.tool_support
+    plan = plan_tools(body, engine.name, support)
+    prompt_ids = await _chat_prompt_ids(request, engine, body)
+    params = _sampling_params(body)
+    if plan is not None and plan.forced:
+        opening, names = await run_in_threadpool(
+            engine.continuation_ids, plan.opening, forced_continuations(plan))
+        prompt_ids = prompt_ids + opening
+        params = replace(params, openings=names)
+    generation, channel = _submit(request, prompt_ids, params)
+    events = channel.events(request, generation)
+    if plan is not None:
+        events = _with_tool_calls(events, plan, generation)
     shape = _ResponseShape("chatcmpl", "chat.completion", engine.name)
     if body.stream:
-        stream = _chat_stream(
-            shape, channel.events(request, generation), body.wants_usage_in_stream()
-        )
+        stream = _chat_stream(shape, events, body.wants_usage_in_stream())
         return StreamingResponse(stream, media_type=SSE_MEDIA_TYPE, headers=SSE_HEADERS)
-    text, finished = await _collect(channel.events(request, generation))
-    choice = {
-        "index": 0,
-        "message": {"role": "assistant", "content": text, "refusal": None},
-        "logprobs": None,
-        "finish_reason": finished.finish_reason,
-    }
+    pieces, finished = await _collect_events(events)
+    text, calls = collect(pieces)
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls
+                               else None, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
+    choice = {"index": 0, "message": message, "logprobs": None,
+              "finish_reason": finished.finish_reason}
     return _json(shape.body(choices=[choice], usage=_usage(finished)))
+
+
+async def _with_tool_calls(events: AsyncIterator[GenerationEvent], plan: ToolPlan,
+                           generation: Generation) -> AsyncIterator[Any]:
+    """The generation's events with its text read for tool calls: content comes out as
+    TextDelta, calls as CallStart/CallArguments, and "stop" becomes "tool_calls"."""
+    parser = plan.parser()
+    async with contextlib.aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                for found in parser.push(event.text):
+                    yield TextDelta(found.text) if isinstance(found, Content) else found
+                if plan.one_call and parser.call_complete:
+                    generation.end()  # a forced call, or parallel_tool_calls: false
+                continue
+            if isinstance(event, Finished) and event.finish_reason != "cancelled":
+                for found in parser.finish():
+                    yield TextDelta(found.text) if isinstance(found, Content) else found
+                if parser.calls and event.finish_reason == "stop":
+                    event = replace(event, finish_reason="tool_calls")
+            yield event
 
 
 async def _completions(request: Request) -> Response:
@@ -324,7 +355,7 @@ async def _tokenize(request: Request) -> Response:
     data = parse_json_body(await request.body())
     engine = _engine(request)
     body = validate_request(ChatCompletionRequest, {**data, "model": engine.name})
-    tokens = await _chat_prompt_ids(engine, body)
+    tokens = await _chat_prompt_ids(request, engine, body)
     return _json({"count": len(tokens), "tokens": tokens})
 
 
@@ -373,15 +404,23 @@ class _ResponseShape:
 
 
 async def _collect(events: AsyncIterator[GenerationEvent]) -> tuple[str, Finished]:
-    pieces: list[str] = []
+    pieces, finished = await _collect_events(events)
+    return "".join(piece.text for piece in pieces if isinstance(piece, Content)), finished
+
+
+async def _collect_events(events: AsyncIterator[Any]) -> tuple[list[ToolEvent], Finished]:
+    """Text pieces (as Content) and tool-call events up to the generation's end."""
+    pieces: list[ToolEvent] = []
     async with contextlib.aclosing(events):  # a cancelled handler still cancels the generation
         async for event in events:
             if isinstance(event, TextDelta):
-                pieces.append(event.text)
+                pieces.append(Content(event.text))
+            elif isinstance(event, (CallStart, CallArguments)):
+                pieces.append(event)
             elif isinstance(event, Failed):
                 raise event.error
             else:
-                return "".join(pieces), event
+                return pieces, event
     raise ModelportError("the generation ended without a result")
 
 
@@ -398,6 +437,7 @@ def _chat_stream(
         opening=[choice({"role": "assistant", "content": ""})],
         on_text=lambda text: choice({"content": text}),
         on_finish=lambda reason: choice({}, reason),
+        on_tool_call=lambda event: choice({"tool_calls": [delta_of(event)]}),
     )
 
 
@@ -424,6 +464,7 @@ async def _stream_events(
     opening: list[dict[str, Any]] | None,
     on_text: Callable[[str], dict[str, Any]],
     on_finish: Callable[[str], dict[str, Any]],
+    on_tool_call: Callable[[CallStart | CallArguments], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
     """SSE payloads for a generation; a failure after the 200 ends with an error event."""
     if opening is not None:
@@ -435,6 +476,8 @@ async def _stream_events(
             async for event in events:
                 if isinstance(event, TextDelta):
                     yield shape.chunk([on_text(event.text)], include_usage)
+                elif isinstance(event, (CallStart, CallArguments)) and on_tool_call:
+                    yield shape.chunk([on_tool_call(event)], include_usage)
                 elif isinstance(event, Failed):
                     yield error_event(event.error)
                 elif event.finish_reason == "cancelled":
