@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -130,12 +131,12 @@ def main() -> None:
         totals.setdefault((r["mode"], r["gateway"]), []).append(r["rps"])
     rows = []
     for mode in ("non-streaming", "streaming"):
-        off_rps = sum(totals[(mode, "off")]) / len(totals[(mode, "off")])
-        on_rps = sum(totals[(mode, "on")]) / len(totals[(mode, "on")])
+        off_rps = statistics.median(totals[(mode, "off")])
+        on_rps = statistics.median(totals[(mode, "on")])
         rows.append([mode, args.concurrency, round(off_rps, 1), round(on_rps, 1),
                      f"{(on_rps / off_rps - 1) * 100:+.1f}%"])
         report.setdefault("throughput", {})[mode] = {"off_rps": off_rps, "on_rps": on_rps}
-    print_table("throughput (mean of the runs)", ["mode", "conc", "off req/s", "on req/s",
+    print_table("throughput (median of the runs)", ["mode", "conc", "off req/s", "on req/s",
                                                   "change"], rows)
     print(f"usage rows written: {report['usage_rows_written']}")
     print(f"\nwritten: {write_result('teams_overhead', report)}")

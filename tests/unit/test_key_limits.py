@@ -189,3 +189,36 @@ def test_two_limiters_on_one_redis_share_a_key_rpm(redis_server):
     results = run(scenario())
     assert sum(not isinstance(r, Exception) for r in results) == 4
     assert all(isinstance(r, KeyLimitError) for r in results if isinstance(r, Exception))
+
+
+def test_a_burst_of_first_requests_asks_the_usage_store_once(make_counters):
+    asked = []
+
+    async def tokens_used(key_id, since):
+        asked.append(key_id)
+        await asyncio.sleep(0.05)  # a database query
+        return 100
+
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        key = Key(budget_tokens=1000, budget_period="month")
+        admitted = await asyncio.gather(*(limiter.admit(key) for _ in range(20)))
+        await limiter.admit(key)
+        return admitted
+
+    assert len(run(scenario())) == 20
+    assert asked == ["k1"]
+
+
+def test_a_usage_store_that_cannot_answer_leaves_the_budget_counting_from_now(make_counters):
+    async def tokens_used(key_id, since):
+        raise ConnectionError("database away")
+
+    async def scenario():
+        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        key = Key(budget_tokens=10, budget_period="month")
+        await (await limiter.admit(key)).settle(10)
+        with pytest.raises(KeyLimitError):
+            await limiter.admit(key)
+
+    run(scenario())

@@ -41,8 +41,9 @@ class AccessRecord:
     cached_tokens: int | None = None
     key: Any = None  # the virtual key that sent it (store.keys.VirtualKey), if any
     admission: Any = None  # its limits' hold (limits.admission.Admission), settled when done
-    # Sent with the answer whatever route or error produced it (the rate-limit headers).
-    extra_headers: dict[str, str] | None = None
+    # Sent with the answer whatever route or error produced it (the rate-limit headers,
+    # which no route sets itself), as ASGI header pairs.
+    extra_headers: list[tuple[bytes, bytes]] | None = None
 
     @property
     def latency_s(self) -> float:
@@ -108,7 +109,8 @@ class AccessLog:
                 record.streamed = any(name == b"content-type" and value.startswith(_SSE)
                                       for name, value in message.get("headers", ()))
                 if record.extra_headers:
-                    message = _with_headers(message, record.extra_headers)
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      *record.extra_headers]}
             elif record.streamed and record.first_byte_s is None and message.get("body"):
                 record.first_byte_s = time.perf_counter() - record.started
             await send(message)
@@ -136,9 +138,3 @@ class AccessLog:
             except Exception:  # noqa: BLE001 - accounting must never break a response
                 logger.exception("request observer %r failed", observe)
 
-
-def _with_headers(start: dict, extra: dict[str, str]) -> dict:
-    present = {name.lower() for name, _ in start.get("headers", ())}
-    added = [(name.lower().encode("latin-1"), value.encode("latin-1"))
-             for name, value in extra.items() if name.lower().encode("latin-1") not in present]
-    return {**start, "headers": [*start.get("headers", ()), *added]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 
 from starlette.applications import Starlette
@@ -98,6 +99,11 @@ def build_app(state: GatewayState) -> AccessLog:
         try:
             if state.lifecycle is not None:
                 await state.lifecycle.start()
+            # Everything built so far lives as long as the process; left to the collector,
+            # each full collection walks it again (hundreds of thousands of objects once
+            # the database and HTTP libraries are loaded), and requests that keep objects
+            # alive for a while (usage rows waiting for their batch) make those frequent.
+            gc.freeze()
             yield
         finally:
             if state.lifecycle is not None:

@@ -46,7 +46,7 @@ async def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment
     if _has_limits(key):
         admission = await limiter.admit(key, max_tokens)
         record.admission = admission
-        record.extra_headers = admission.headers
+        record.extra_headers = admission.raw_headers
 
 
 class FinishedRequests:

@@ -9,7 +9,9 @@ for the key's lifetime ("total", seeded from the usage database once per process
 
 from __future__ import annotations
 
+import asyncio
 import calendar
+import logging
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +20,8 @@ from typing import Protocol
 
 from modelport.errors import PermissionDeniedError, RateLimitError
 from modelport.limits.counters import Counters
+
+logger = logging.getLogger("modelport.gateway")
 
 MINUTE_S = 60
 SLOT_EXPIRY_S = 3600  # a slot held by a gateway that died is not released; it expires
@@ -48,11 +52,15 @@ class Admission:
     """One admitted request: its rate-limit headers, and `settle` to run when it is done."""
 
     key: LimitedKey
-    headers: dict[str, str]
+    raw_headers: list[tuple[bytes, bytes]]  # as ASGI sends them
     _limiter: "KeyLimiter"
     _minute: int
     _holds_slot: bool
     _settled: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {name.decode(): value.decode() for name, value in self.raw_headers}
 
     async def settle(self, tokens: int | None) -> None:
         """Count the tokens the answer really used and give the parallel slot back."""
@@ -84,6 +92,9 @@ class KeyLimiter:
         # budget period -> (minute it was worked out in, label, start, end as a timestamp)
         self._windows: dict[str, tuple[int, str, dt.datetime, float | None]] = {}
         self._seeded: set[str] = set()
+        # Budget counters being seeded now: the requests that arrive meanwhile wait for the
+        # one query instead of each asking the usage store (a burst of 64 did, serially).
+        self._seeding: dict[str, asyncio.Future] = {}
 
     async def close(self) -> None:
         await self._counters.close()
@@ -106,7 +117,8 @@ class KeyLimiter:
                     f"({key.max_parallel}); retry when one finishes",
                     code="max_parallel_exceeded", headers={"Retry-After": "1"})
             holds_slot = True
-        headers = _headers(key, minute_left, requests_now, tokens_now)
+        headers = [(name.encode(), value.encode()) for name, value in
+                   _headers(key, minute_left, requests_now, tokens_now).items()]
         return Admission(key, headers, self, minute, holds_slot)
 
     async def _check_budget(self, key: LimitedKey, now: float) -> None:
@@ -114,12 +126,7 @@ class KeyLimiter:
             return
         name, since, seconds_left = self._budget_window(key, now)
         if name not in self._seeded and self._tokens_used is not None:
-            # New to this process (or a new period): start from what the usage store holds;
-            # in Redis another gateway may have started it already, and its count stands.
-            used = await self._counters.seed(name, await self._tokens_used(key.id, since),
-                                             int(seconds_left) + _WINDOW_SLACK_S
-                                             if seconds_left else 0)
-            self._seeded.add(name)
+            used = await self._seed_budget(name, key, since, seconds_left)
         else:
             used = await self._counters.count(name)
         if used < key.budget_tokens:
@@ -131,6 +138,37 @@ class KeyLimiter:
         raise KeyLimitError(message + "; it renews at the start of the next "
                             f"{key.budget_period} (UTC)", code="budget_exhausted",
                             headers={"Retry-After": str(int(seconds_left) + 1)})
+
+    async def _seed_budget(self, name: str, key: LimitedKey, since: dt.datetime,
+                           seconds_left: float | None) -> int:
+        """Start a budget counter new to this process (or period) from what the usage store
+        holds; in Redis another gateway may have started it already, and its count stands."""
+        pending = self._seeding.get(name)
+        if pending is not None:
+            await asyncio.shield(pending)
+            return await self._counters.count(name)
+        pending = self._seeding[name] = asyncio.get_running_loop().create_future()
+        try:
+            assert self._tokens_used is not None
+            try:
+                already = await self._tokens_used(key.id, since)
+            except Exception as error:  # noqa: BLE001 - the database may be away
+                # Serving goes on; the budget counts from now rather than refusing everyone.
+                logger.warning("could not read the tokens key %s used this %s; its budget "
+                               "counts from now: %s: %s", key.id, key.budget_period,
+                               type(error).__name__, error)
+                already = 0
+            used = await self._counters.seed(name, already, int(seconds_left) + _WINDOW_SLACK_S
+                                             if seconds_left else 0)
+            self._seeded.add(name)
+            pending.set_result(None)
+            return used
+        except BaseException as error:
+            pending.set_exception(error)
+            pending.exception()  # retrieved: the waiters get it, nobody else must
+            raise
+        finally:
+            del self._seeding[name]
 
     async def _check_tpm(self, key: LimitedKey, minute: int, minute_left: float,
                          max_tokens: int | None) -> int:

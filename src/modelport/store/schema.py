@@ -104,3 +104,9 @@ usage_daily = Table(
     Column("latency_ms_sum", Float, nullable=False),
     Index("ix_usage_daily_key_day", "key_id", "day"),  # one key's budget
 )
+
+
+# The usage table's columns as the writer hands them to the driver (all but the id).
+USAGE_COLUMNS = ("at", "day", "key_id", "model", "deployment", "endpoint", "status",
+                 "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "ttft_ms",
+                 "streamed", "cost")

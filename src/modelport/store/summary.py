@@ -7,7 +7,7 @@ So a summary costs about the same at a hundred thousand rows as at ten million.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
-from modelport.store.schema import usage, usage_daily
+from modelport.store.schema import USAGE_COLUMNS, usage, usage_daily
 
 NO_KEY = ""  # usage_daily's key_id for requests made without a virtual key
 
@@ -60,21 +60,30 @@ _TOTAL_FIELDS = [f.name for f in fields(Totals)]
 
 # --- writing ----------------------------------------------------------------------------
 
-def daily_increments(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """A batch of raw rows as additions to the daily totals, in primary-key order (so
-    gateways writing at the same time lock the same rows in the same order)."""
+_AT = {name: index for index, name in enumerate(USAGE_COLUMNS)}
+
+
+def daily_increments(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """A batch of raw rows (values in USAGE_COLUMNS order) as additions to the daily
+    totals, in primary-key order (so gateways writing at the same time lock the same rows
+    in the same order)."""
     groups: dict[tuple[str, str, str], Totals] = {}
+    day, key, model, status = _AT["day"], _AT["key_id"], _AT["model"], _AT["status"]
+    prompt, completion = _AT["prompt_tokens"], _AT["completion_tokens"]
+    cached, latency, cost = _AT["cached_tokens"], _AT["latency_ms"], _AT["cost"]
     for row in rows:
-        group = (row["day"], row["key_id"] or NO_KEY, row["model"])
-        totals = groups.setdefault(group, Totals())
+        group = (row[day], row[key] or NO_KEY, row[model])
+        totals = groups.get(group)
+        if totals is None:
+            totals = groups[group] = Totals()
         totals.requests += 1
-        totals.errors += row["status"] >= 400
-        totals.prompt_tokens += row["prompt_tokens"]
-        totals.completion_tokens += row["completion_tokens"]
-        totals.cached_tokens += row["cached_tokens"]
-        totals.latency_ms_sum += row["latency_ms"]
-        if row["cost"] is not None:
-            totals.cost = (totals.cost or 0.0) + row["cost"]
+        totals.errors += row[status] >= 400
+        totals.prompt_tokens += row[prompt]
+        totals.completion_tokens += row[completion]
+        totals.cached_tokens += row[cached]
+        totals.latency_ms_sum += row[latency]
+        if row[cost] is not None:
+            totals.cost = (totals.cost or 0.0) + row[cost]
     return [{"day": day, "key_id": key_id, "model": model,
              **{name: getattr(totals, name) for name in _TOTAL_FIELDS}}
             for (day, key_id, model), totals in sorted(groups.items())]

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
+from modelport.store.schema import USAGE_COLUMNS
 from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
@@ -45,9 +46,19 @@ class UsageRow:
     at: float = field(default_factory=time.time)
 
 
-_COLUMNS = ("at", "day", "key_id", "model", "deployment", "endpoint", "status",
-            "prompt_tokens", "completion_tokens", "cached_tokens", "latency_ms", "ttft_ms",
-            "streamed", "cost")
+_COLUMNS = USAGE_COLUMNS
+_DAYS: dict[int, str] = {}
+
+
+def _day(timestamp: float) -> str:
+    """The UTC day of `timestamp` as YYYY-MM-DD (strftime per row cost 2 µs)."""
+    index = int(timestamp // 86400)
+    day = _DAYS.get(index)
+    if day is None:
+        if len(_DAYS) > 64:
+            _DAYS.clear()
+        day = _DAYS[index] = datetime.fromtimestamp(index * 86400, UTC).strftime("%Y-%m-%d")
+    return day
 
 
 def _insert_sql(paramstyle: str) -> str:
@@ -116,18 +127,24 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         """Write every row recorded so far."""
-        if self._engine is None:
-            return
+        while self._buffer and self._engine is not None:
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        """Write the rows waiting now, in one transaction. Rows recorded meanwhile wait
+        for the next turn: under steady load, writing until the buffer is empty would
+        commit a few rows at a time, back to back."""
         async with self._write_lock:
-            while self._buffer:
-                self._writing, self._buffer = self._buffer, []
-                try:
-                    await self._insert(self._writing)
-                except BaseException:
-                    self._buffer[:0] = self._writing  # kept for the next try, in order
-                    raise
-                finally:
-                    self._writing = []
+            if not self._buffer:
+                return
+            self._writing, self._buffer = self._buffer, []
+            try:
+                await self._insert(self._writing)
+            except BaseException:
+                self._buffer[:0] = self._writing  # kept for the next try, in order
+                raise
+            finally:
+                self._writing = []
 
     async def close(self) -> None:
         # The writer finishes the batch it is writing (cancelling it mid-commit could
@@ -148,7 +165,7 @@ class UsageRecorder:
         while not self._stopping:
             await self._sleep(self._interval_s)
             try:
-                await self.flush()
+                await self._write_pending()
                 failures = 0
             except Exception as error:
                 failures += 1
@@ -169,6 +186,7 @@ class UsageRecorder:
         dialect = self._engine.dialect
         values = [self._values(row) for row in rows]
         upsert = upsert_daily(dialect.name)
+        at = _COLUMNS.index("at")
         # The raw rows go through the driver's own executemany: SQLAlchemy's per-row
         # parameter processing cost ~30 µs a row on the gateway's event loop thread,
         # more than the rest of a request's accounting together.
@@ -178,20 +196,18 @@ class UsageRecorder:
             for start in range(0, len(values), self._batch_rows):
                 batch = values[start:start + self._batch_rows]
                 await connection.exec_driver_sql(statement, [
-                    (stored_at(v["at"]), *[v[name] for name in _COLUMNS[1:]]) for v in batch])
+                    (stored_at(v[at]), *v[at + 1:]) for v in batch])
                 await connection.execute(upsert, daily_increments(batch))
 
-    def _values(self, row: UsageRow) -> dict[str, Any]:
-        at = datetime.fromtimestamp(row.at, UTC)
+    def _values(self, row: UsageRow) -> tuple:
+        """The row's column values, in USAGE_COLUMNS order."""
         cost = row.cost
         if cost is None and row.model in self._prices:
             cost = self._prices[row.model].cost(row.prompt_tokens, row.completion_tokens)
-        return {"at": at, "day": at.strftime("%Y-%m-%d"), "key_id": row.key_id,
-                "model": row.model, "deployment": row.deployment, "endpoint": row.endpoint,
-                "status": row.status, "prompt_tokens": row.prompt_tokens,
-                "completion_tokens": row.completion_tokens, "cached_tokens": row.cached_tokens,
-                "latency_ms": row.latency_ms, "ttft_ms": row.ttft_ms, "streamed": row.streamed,
-                "cost": cost}
+        return (datetime.fromtimestamp(row.at, UTC), _day(row.at), row.key_id, row.model,
+                row.deployment, row.endpoint, row.status, row.prompt_tokens,
+                row.completion_tokens, row.cached_tokens, row.latency_ms, row.ttft_ms,
+                row.streamed, cost)
 
     async def summary(self, group_by: str = "key", since: datetime | None = None,
                       until: datetime | None = None) -> list[dict[str, Any]]:
