@@ -7,7 +7,9 @@ Two gateways in front of the same zero-delay upstream:
   refuse, a usage row per request, /metrics on (scraped once a second during the load).
 1. Added latency, one request at a time: interleaved rounds, off and on alternately,
    non-streaming and streaming; the difference of the p50s (and of paired samples).
-2. Throughput at CONCURRENCY clients, off and on alternately, twice each.
+2. Throughput at CONCURRENCY clients, off and on alternately (--repeats times each; the
+   median is reported). With two or more cores the gateways share the first core and the
+   load generator and upstream get the others.
 """
 
 from __future__ import annotations
@@ -91,12 +93,20 @@ def main() -> None:
     data_dir = tempfile.mkdtemp(prefix="modelport-bench-")
     os.environ["MODELPORT_DATA_DIR"] = data_dir
     os.environ["BENCH_MASTER_KEY"] = MASTER
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) > 1:
+        # The gateways get a core of their own and everything else (this load generator,
+        # the upstream) the rest, so each gateway's own cost decides its throughput.
+        os.sched_setaffinity(0, cores[1:])
     upstream_process, upstream = start_zero_upstream(args.chunks)
     model = [{"name": "zero", "engine": "openai", "base_url": upstream,
               "max_concurrency": 4096, "max_queue": 4096,
               "price": {"input": 0.1, "output": 0.2}}]
     off = ServeProcess(model, {"metrics": False, "usage": False}).start()
     on = ServeProcess(model, {"master_key": "${BENCH_MASTER_KEY}"}).start()
+    if len(cores) > 1:
+        for gateway in (off, on):
+            os.sched_setaffinity(gateway.process.pid, cores[:1])
     try:
         created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **LIMITS},
                              headers={"Authorization": f"Bearer {MASTER}"}).json()
