@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from modelport.api.chat_bridge import BridgedAnswer, bridged_chat
 from modelport.errors import ModelportError
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
+from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-test-upstream"
 
@@ -55,13 +55,6 @@ async def probe(request: Request):  # noqa: ANN201
         yield b"end\n\n"
 
     return result.response(events(), end_with=lambda error: b"cut\n\n")
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
+from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-gateway-key"
 
@@ -34,13 +34,6 @@ TOOL_STREAM = sse(
 WEATHER = {"name": "weather", "description": "Weather of a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
                             "required": ["city"]}}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")

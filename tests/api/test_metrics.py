@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from support.metrics import parse_samples, value
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
+from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-test-upstream"
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
@@ -17,13 +17,6 @@ ANSWER = {"id": "c1", "object": "chat.completion", "created": 0, "model": "remot
 CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "remote",
          "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
 USAGE_CHUNK = {**CHUNK, "choices": [], "usage": USAGE}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from support.server import free_port
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse, streamed_text
+from support.vendor_fakes import InProcessGateway, Reply, sse, streamed_text
 
 OK = {"id": "c1", "object": "chat.completion", "created": 0, "model": "upstream-id",
       "choices": [{"index": 0, "finish_reason": "stop",
@@ -24,13 +24,6 @@ BUSY = {"error": {"message": "busy", "type": "server_error"}}
 def chunk(text):
     return {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "upstream-id",
             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture

@@ -12,18 +12,11 @@ import pytest
 import yaml
 
 from support.server import free_port
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake
+from support.vendor_fakes import InProcessGateway, Reply
 
 ENV_KEY = "sk-from-env-0123456789abcdef"
 CONFIG_KEY = "sk-in-config-0123456789abcdef"
 QUERY_KEY = "query-key-0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 def config(fake_url):

@@ -9,16 +9,9 @@ from __future__ import annotations
 import pytest
 
 from modelport.providers.catalog import builtin_vendors
-from support.vendor_fakes import KEY, VENDORS, InProcessGateway, Reply, VendorFake, streamed_text
+from support.vendor_fakes import KEY, VENDORS, InProcessGateway, Reply, streamed_text
 
 NO_STREAM_OPTIONS = {"spark", "baichuan"}  # their docs list no stream_options
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")

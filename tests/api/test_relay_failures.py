@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
+from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-test-upstream"
 OK_CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "up",
@@ -33,13 +33,6 @@ TEXT_BLOCK = {"type": "content_block_start", "index": 0,
 def delta(text, index=0):
     return {"type": "content_block_delta", "index": index,
             "delta": {"type": "text_delta", "text": text}}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from support.vendor_fakes import InProcessGateway, Reply, VendorFake, sse
+from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-test-upstream"
 USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
@@ -28,13 +28,6 @@ def chunk(delta=None, finish=None):
 
 USAGE_CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 0,
                "model": "vendor-id", "choices": [], "usage": USAGE}
-
-
-@pytest.fixture(scope="module")
-def fake():
-    upstream = VendorFake().start()
-    yield upstream
-    upstream.stop()
 
 
 @pytest.fixture(scope="module")
