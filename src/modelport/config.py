@@ -56,6 +56,15 @@ class ServerConfig(_Strict):
     worker_start_timeout: float = Field(
         300.0, gt=0, description="Seconds a worker may take to load its model."
     )
+    health_check_interval_s: float = Field(
+        5.0, gt=0, description="How often a ready worker's /health is probed; a worker that "
+        "fails two probes in a row is taken out of rotation (503) until it answers again."
+    )
+    worker_stall_timeout_s: float = Field(
+        30.0, gt=0, description="A worker of ours that has not answered a health probe for "
+        "this long (hung, stopped, swapping) is killed and restarted; its requests then end "
+        "with an error instead of hanging."
+    )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM or Ctrl-C, seconds requests in flight may take to "
         "finish before they are ended with an error (streams get an error event and [DONE])."

@@ -16,6 +16,7 @@ from modelport.routing.retry import NO_RETRIES, RetryPolicy
 class DeploymentStatus(str, enum.Enum):
     STARTING = "starting"
     READY = "ready"
+    UNRESPONSIVE = "unresponsive"  # running, but not answering its health checks
     RESTARTING = "restarting"
     FAILED = "failed"
     STOPPED = "stopped"

@@ -190,6 +190,48 @@ class WorkerSupervisor:
         async with self._session.get(probe, headers=ours) as response:
             return response.status != 401
 
+    async def _watch(self, deployment: Deployment, worker: WorkerProcess) -> None:
+        """Probe a ready worker's /health: a running process is not a healthy one (a
+        stopped or hung worker would keep taking requests that then hang). Two failed
+        probes in a row take it out of rotation; one answer puts it back; no answer for
+        `worker_stall_timeout_s` kills it, and `_keep_running` restarts it."""
+        server = self.config.server
+        url = deployment.base_url.removesuffix("/v1") + "/health"
+        timeout = aiohttp.ClientTimeout(total=min(server.health_check_interval_s, 10.0))
+        failures = 0
+        silent_since: float | None = None
+        while True:
+            await asyncio.sleep(server.health_check_interval_s)
+            if await self._answers_health(url, timeout):
+                if deployment.status is DeploymentStatus.UNRESPONSIVE:
+                    deployment.set_status(DeploymentStatus.READY)
+                    logger.info("model '%s': answering health checks again", deployment.name)
+                failures, silent_since = 0, None
+                continue
+            failures += 1
+            now = time.monotonic()
+            silent_since = silent_since or now
+            if failures == 2 and deployment.status is DeploymentStatus.READY:
+                deployment.set_status(DeploymentStatus.UNRESPONSIVE,
+                                      "not answering health checks")
+                deployment.retry_after_s = max(1, int(server.health_check_interval_s))
+                logger.warning("model '%s': worker (pid %d) not answering health checks; "
+                               "taken out of rotation", deployment.name, worker.process.pid)
+            if now - silent_since >= server.worker_stall_timeout_s:
+                logger.error("model '%s': worker (pid %d) silent for %.0f s "
+                             "(server.worker_stall_timeout_s); killing it to restart it",
+                             deployment.name, worker.process.pid, now - silent_since)
+                _signal_group(worker.process, signal.SIGKILL)
+                return
+
+    async def _answers_health(self, url: str, timeout: aiohttp.ClientTimeout) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(url, timeout=timeout) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
     async def _keep_running(self, deployment: Deployment) -> None:
         delay = _BACKOFF_START_S
         while not self._stopping:
@@ -206,7 +248,13 @@ class WorkerSupervisor:
                 logger.info("model '%s': ready in %.1f s (pid %d)", deployment.name,
                             time.monotonic() - worker.started, worker.process.pid)
             became_ready = deployment.status is DeploymentStatus.READY
-            code = await worker.wait()
+            watchdog = asyncio.create_task(self._watch(deployment, worker)) \
+                if became_ready else None
+            try:
+                code = await worker.wait()
+            finally:
+                if watchdog is not None:
+                    watchdog.cancel()
             if self._stopping:
                 return
             uptime = time.monotonic() - worker.started
