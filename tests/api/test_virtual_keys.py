@@ -36,6 +36,9 @@ def gateway(database_url, fake):
         {"name": "chat-a", "engine": "openai", "base_url": fake.url + "/v1", "aliases": ["a"],
          "price": {"input": 1.0, "output": 2.0}},
         {"name": "chat-b", "engine": "openai", "base_url": fake.url + "/v1"},
+        # Fails over to chat-a when its own upstream fails.
+        {"name": "chat-c", "engine": "openai", "base_url": fake.url + "/v1",
+         "fallbacks": ["chat-a"], "retries": {"attempts": 1}, "cooldown": {"failures": 1000}},
     ]}
     state = build_state(parse_config(config))
     with TestClient(build_app(state), raise_server_exceptions=False) as client:
@@ -97,7 +100,20 @@ def test_models_list_shows_only_the_allowed_models(gateway):
     assert [m["id"] for m in listed] == ["chat-b"]
     assert gateway.get("/v1/models/chat-a", headers=auth).status_code == 404
     everything = gateway.get("/v1/models", headers=ADMIN).json()["data"]
-    assert {m["id"] for m in everything} == {"chat-a", "chat-b"}
+    assert {m["id"] for m in everything} == {"chat-a", "chat-b", "chat-c"}
+
+
+def test_a_fallback_outside_the_allow_list_never_answers_for_the_key(gateway, fake):
+    failing = Reply(status=500, json={"error": {"message": "boom"}})
+    secret, _ = new_key(gateway, models=["chat-c"])
+    fake.script(failing)
+    refused = chat(gateway, secret, model="chat-c")
+    assert refused.status_code == 502  # chat-a, its fallback, is not the key's to use
+    open_secret, _ = new_key(gateway, models=["chat-c", "chat-a"])
+    fake.script(failing, Reply(json=ANSWER))
+    served = chat(gateway, open_secret, model="chat-c")
+    assert served.status_code == 200
+    assert served.headers["x-modelport-fallback-from"] == "chat-c"
 
 
 def test_tpm_counts_real_usage(gateway):

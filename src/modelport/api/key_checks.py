@@ -26,6 +26,13 @@ def may_use(key: Any, deployment: Deployment) -> bool:
     return key is None or key.allows(deployment.name)
 
 
+def allowed_plan(key: Any, plan: tuple[Deployment, ...]) -> tuple[Deployment, ...]:
+    """The deployments of `plan` the key may use (the requested one was checked by `admit`)."""
+    if key.models is None:
+        return plan
+    return tuple(deployment for deployment in plan if key.allows(deployment.name))
+
+
 def _has_limits(key: Any) -> bool:
     return (key.rpm is not None or key.tpm is not None or key.max_parallel is not None
             or key.budget_tokens is not None)

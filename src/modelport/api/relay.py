@@ -180,6 +180,9 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=_wants_tools(parsed),
                          vision=parsed.has_media_input(), rerank=isinstance(parsed, RerankRequest))
+    if record.key is not None:
+        # A fallback is still a model: one outside the key's allow-list never answers it.
+        plan = key_checks.allowed_plan(record.key, plan)
     providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
     async def answer(deployment: Deployment) -> UpstreamReply | OpenedStream:
