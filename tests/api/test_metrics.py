@@ -94,3 +94,17 @@ def test_health_probes_and_scrapes_are_not_counted_as_traffic(gateway):
     samples(gateway)
     found = samples(gateway)
     assert not any(name == "modelport_requests_total" for name, _ in found)
+
+
+def test_metrics_auth_puts_the_scrape_behind_the_master_key(fake):
+    master = "mk-metrics-test-0123456789"
+    gw = InProcessGateway({"server": {"master_key": master, "metrics_auth": True}, "models": [
+        {"name": "remote", "engine": "openai", "base_url": fake.url + "/v1", "api_key": KEY}]})
+    try:
+        assert gw.call("GET", "/metrics").status_code == 401
+        wrong = gw.call("GET", "/metrics", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["message"]
+        scraped = gw.call("GET", "/metrics", headers={"Authorization": f"Bearer {master}"})
+        assert scraped.status_code == 200 and "modelport_requests_in_flight" in scraped.text
+    finally:
+        gw.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import httpx
 import pytest
 
 from support.models import CHAT, EMBED, TINY
+from support.server import slot_held
 
 pytestmark = pytest.mark.e2e
 
@@ -122,29 +122,12 @@ def test_stream_failing_after_start_ends_with_error_event_and_done(server):
 
 def test_full_queue_is_429_with_retry_after(server):
     # TINY has one slot and no queue: while one long stream runs, the next request is refused.
-    holding = threading.Event()
-    release = threading.Event()
-
-    def hold_the_slot():
-        with httpx.stream("POST", server.base_url + "/chat/completions", timeout=60,
-                          json=chat(model=TINY, stream=True, max_tokens=900, ignore_eos=True)) as r:
-            for _ in r.iter_lines():
-                holding.set()
-                if release.is_set():
-                    break
-
-    thread = threading.Thread(target=hold_the_slot)
-    thread.start()
-    try:
-        assert holding.wait(30)
+    with slot_held(server, TINY):
         started = time.monotonic()
         response = post(server, "/chat/completions", chat(model=TINY, max_tokens=3))
         assert time.monotonic() - started < 2, "a full queue must answer at once"
         assert_envelope(response, 429, "rate_limit_error")
         assert int(response.headers["retry-after"]) >= 1
-    finally:
-        release.set()
-        thread.join(30)
 
 
 def test_unknown_route_and_method_get_envelopes(server):

@@ -5,16 +5,14 @@ round trip, previous_response_id, and errors."""
 from __future__ import annotations
 
 import json
-import threading
 
-import httpx
 import openai
 import pydantic
 import pytest
 
 from support.chat_upstream import ENDLESS, ChatUpstream
 from support.models import CHAT, TINY
-from support.server import ModelportServer
+from support.server import ModelportServer, slot_held
 
 pytestmark = pytest.mark.e2e
 
@@ -158,26 +156,9 @@ def test_a_stream_that_breaks_off_ends_with_response_failed(client):
 
 def test_a_full_model_answers_429(client, server):
     # TINY has one slot and no queue: while a chat stream holds it, a response is refused.
-    holding, release = threading.Event(), threading.Event()
-
-    def hold_the_slot():
-        with httpx.stream("POST", server.base_url + "/chat/completions", timeout=60, json={
-                "model": TINY, "messages": [{"role": "user", "content": "Tell a story."}],
-                "stream": True, "max_tokens": 900, "ignore_eos": True}) as reply:
-            for _ in reply.iter_lines():
-                holding.set()
-                if release.is_set():
-                    break
-
-    thread = threading.Thread(target=hold_the_slot)
-    thread.start()
-    try:
-        assert holding.wait(30)
+    with slot_held(server, TINY):
         with pytest.raises(openai.RateLimitError):
             client.responses.create(model=TINY, input="hi", max_output_tokens=3)
-    finally:
-        release.set()
-        thread.join(30)
 
 
 def test_responses_are_in_the_access_log(client, server):

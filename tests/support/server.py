@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -108,3 +111,28 @@ def worker_secret(pid: int) -> str:
         if entry.startswith(b"MODELPORT_WORKER_SECRET="):
             return entry.split(b"=", 1)[1].decode()
     raise AssertionError(f"no worker secret in the environment of pid {pid}")
+
+
+@contextlib.contextmanager
+def slot_held(server: ModelportServer, model: str) -> Iterator[None]:
+    """While inside, a long stream holds one of `model`'s slots (a one-slot model with no
+    queue then refuses every other request)."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with httpx.stream("POST", server.base_url + "/chat/completions", timeout=60, json={
+                "model": model, "messages": [{"role": "user", "content": "Tell a story."}],
+                "stream": True, "max_tokens": 900, "ignore_eos": True}) as reply:
+            for _ in reply.iter_lines():
+                holding.set()
+                if release.is_set():
+                    break
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(30), f"no stream from {model} to hold its slot"
+        yield
+    finally:
+        release.set()
+        thread.join(30)

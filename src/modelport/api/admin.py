@@ -13,7 +13,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -30,6 +29,7 @@ from modelport.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from modelport.protocol import parse_json_body
 from modelport.store.keys import KeyStore, VirtualKey, period_start
 from modelport.store.usage import GROUPINGS, UsageRecorder
 
@@ -86,15 +86,8 @@ class AdminRoutes:
         assert self.state.usage is not None
         return self.state.usage
 
-    async def _json(self, request: Request) -> Any:
-        body = await read_body(request, self.state.config.server.max_body_bytes)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise InvalidRequestError(f"the body is not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise InvalidRequestError("the body must be a JSON object")
-        return data
+    async def _json(self, request: Request) -> dict[str, Any]:
+        return parse_json_body(await read_body(request, self.state.config.server.max_body_bytes))
 
     def _canonical_models(self, names: list[str] | None) -> list[str] | None:
         if names is None:

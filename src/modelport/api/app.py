@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route, Router, request_response
 
 from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
-from modelport.api.admin import admin_app
+from modelport.api.admin import MasterKeyGate, admin_app
 from modelport.api.auth import BearerAuth
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
@@ -139,8 +139,7 @@ def build_app(state: GatewayState) -> AccessLog:
         observers.insert(0, state.metrics.observe)
         scrape = metrics_endpoint
         if server.metrics_auth:
-            scrape = BearerAuth(request_response(metrics_endpoint), [],
-                                master_key=server.master_key)
+            scrape = MasterKeyGate(request_response(metrics_endpoint), server.master_key)
         routes.insert(2, Route("/metrics", scrape, methods=["GET"]))
     app = Starlette(
         routes=routes,

@@ -66,7 +66,7 @@ class StreamAccounting:
         (what local engines send), the prompt unknown."""
         if self.usage is not None or not self.events:
             return self.usage
-        return {"completion_tokens": self.events, "estimated": 1}
+        return {"completion_tokens": self.events}
 
     def observe_usage(self, event: bytes) -> None:
         try:
