@@ -14,3 +14,6 @@ $PY benchmarks/gateway_overhead.py "${peers_gateway[@]}" 2>/dev/null | tee bench
 $PY benchmarks/prompt_scaling.py 2>/dev/null | tee benchmarks/out/prompt_scaling.txt
 $PY benchmarks/gateway_memory.py 2>/dev/null | tee benchmarks/out/gateway_memory.txt
 $PY benchmarks/usage_query.py 2>/dev/null | tee benchmarks/out/usage_query.txt
+$PY benchmarks/console_load.py 2>/dev/null | tee benchmarks/out/console_load.txt
+$PY benchmarks/on_demand.py 2>/dev/null | tee benchmarks/out/on_demand.txt
+$PY benchmarks/replicas.py 2>/dev/null | tee benchmarks/out/replicas.txt

@@ -11,8 +11,11 @@ if [ -z "$PYTHON_BIN" ]; then
   done
 fi
 # Servers the tests start themselves: PostgreSQL (keys and usage on a shared database) and
-# Redis (limits shared by several gateways), from Debian's packages.
+# Redis (limits shared by several gateways), from Debian's packages; and Debian's Chromium,
+# which the console's browser tests drive through Playwright (its own browser downloads
+# need the internet).
 missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -19,6 +19,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MODELPORT_DATA_DIR", tempfile.mkdtemp(prefix="modelport-test-data-"))
 
 from support.databases import database_url, postgres  # noqa: E402,F401  (shared fixtures)
+from support.redis_server import redis_server  # noqa: E402,F401
 
 
 @pytest.fixture

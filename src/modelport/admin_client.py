@@ -1,8 +1,10 @@
-"""A small synchronous client of a running gateway's admin API, for `keys` and `usage`."""
+"""A small synchronous client of a running gateway's admin API, for `keys`, `usage`,
+`load`, `unload` and `reload`."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -47,3 +49,18 @@ class AdminClient:
     def usage(self, group_by: str, since: str | None, until: str | None) -> dict[str, Any]:
         params = {"group_by": group_by, "since": since or "", "until": until or ""}
         return self._call("GET", "/usage", params={k: v for k, v in params.items() if v})
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._call("GET", f"/models/{quote(name, safe='')}")
+
+    def load_model(self, name: str, wait: bool = True) -> dict[str, Any]:
+        """Load a model; with `wait`, answer once it is ready (or raise why it is not)."""
+        return self._call("POST", f"/models/{quote(name, safe='')}/load",
+                          params={"wait": "true" if wait else "false"}, timeout=None)
+
+    def unload_model(self, name: str) -> dict[str, Any]:
+        # Waits for the model's requests to finish (up to the server's drain timeout).
+        return self._call("POST", f"/models/{quote(name, safe='')}/unload", timeout=None)
+
+    def reload(self) -> dict[str, Any]:
+        return self._call("POST", "/reload", timeout=None)

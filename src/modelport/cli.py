@@ -1,5 +1,5 @@
 """The `modelport` command: serve | worker | check | models | chat | import-config | pull |
-keys | usage."""
+keys | usage | load | unload | reload."""
 
 from __future__ import annotations
 
@@ -75,12 +75,17 @@ def serve(
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
     from modelport.api.serving import run_gateway
-    from modelport.defaults import find_config
+    from modelport.config import Config, load_config
+    from modelport.defaults import config_file, default_config
     from modelport.gateway import validate_startup
+    from modelport.reload import ConfigReloader
 
     _setup_logging(log_level)
-    try:
-        cfg = find_config(config)
+    source = config_file(config)
+
+    def read_config() -> Config:
+        """The config file with this command line's overrides (again on each reload)."""
+        cfg = load_config(source) if source is not None else default_config()
         if host:
             cfg.server.host = host
         if port:
@@ -88,6 +93,10 @@ def serve(
         _add_quick_keys(cfg, api_key)
         if master_key:
             cfg.server.master_key = master_key
+        return cfg
+
+    try:
+        cfg = read_config()
         report = validate_startup(cfg, model or None, allow_public)
         if report.problems:
             raise ConfigError("\n".join(report.problems))
@@ -96,11 +105,14 @@ def serve(
         return
     state = report.state
     assert state is not None  # validate_startup builds it when nothing is wrong
+    if source is not None:
+        state.reloader = ConfigReloader(state, read_config, model or None)
     names = ", ".join(d.name for d in state.registry)
     logging.getLogger("modelport").info(
         "serving %s on http://%s:%d/v1", names, cfg.server.host, cfg.server.port)
     if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
-                       cfg.server.drain_timeout_s):
+                       cfg.server.drain_timeout_s,
+                       on_hangup=state.reloader.on_signal if state.reloader else None):
         raise typer.Exit(3)
 
 
@@ -124,6 +136,14 @@ def worker(
     config: Optional[str] = ConfigOption,
     host: Optional[str] = typer.Option(None, help="Bind address (default: the model's host)."),
     port: Optional[int] = typer.Option(None, help="Port (default: the model's port)."),
+    register: Optional[str] = typer.Option(
+        None, envvar="MODELPORT_REGISTER", show_envvar=False,
+        help="Announce this worker in Redis (redis://HOST:PORT/DB) for every gateway with "
+             "that server.redis_url; needs --advertise."),
+    advertise: Optional[str] = typer.Option(
+        None, help="The URL gateways reach this worker at, e.g. http://10.0.0.5:8001/v1."),
+    register_ttl: float = typer.Option(
+        10.0, min=1.0, help="Seconds a registration outlives the worker's last heartbeat."),
 ) -> None:
     """Run one model's OpenAI-compatible worker in the foreground."""
     from modelport.config import parse_config
@@ -142,7 +162,11 @@ def worker(
                                "worker spec", base_dir=data["base_dir"])
         else:
             cfg = find_config(config)
-        run_worker(cfg, name, host, port)
+        if register and not advertise:
+            raise ConfigError("--register needs --advertise http://HOST:PORT/v1: the address "
+                              "gateways reach this worker at")
+        run_worker(cfg, name, host, port,
+                   registration=(register, advertise, register_ttl) if register else None)
     except ConfigError as error:
         _fail(error)
 
@@ -160,7 +184,7 @@ def check(
     from rich.markup import escape
 
     from modelport.cli_tables import CheckRow, check_table
-    from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel
+    from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel, load_policy
     from modelport.defaults import find_config
     from modelport.gateway import validate_startup
     from modelport.locations import resolve_location
@@ -187,12 +211,18 @@ def check(
             except ConfigError:
                 location, missing = entry.path, True
             where = f"{entry.host}:{entry.port or 'auto'}"
+            if entry.replicas != 1:
+                where += f", {entry.replicas} replicas"
+            if getattr(entry, "gpus", None):
+                where += "\ngpus " + " | ".join(  # what each replica sees
+                    str(entry.replica_gpus(i)) for i in range(entry.replicas))
+        where += "".join(f"\n+ {deployment.url}" for deployment in entry.deployments)
         support = None if missing or entry.engine in EMBEDDING_ENGINES else \
             tool_support(entry, cfg.models_dir_path())
         if support is not None and not support.can_call_tools:
             tool_notes.append(f"model '{entry.name}' cannot call tools: {support.reason}")
         rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
-                             entry.autostart, missing,
+                             load_policy(entry), missing,
                              tools=None if support is None else support.can_call_tools))
     Console().print(check_table(f"modelport: {len(cfg.models)} model(s), gateway "
                                 f"http://{cfg.server.host}:{cfg.server.port}/v1", rows,
@@ -337,10 +367,11 @@ def pull(
 
 
 def _add_admin_commands() -> None:
-    from modelport.cli_admin import keys_app, usage
+    from modelport.cli_admin import keys_app, load, reload, unload, usage
 
     app.add_typer(keys_app, name="keys")
-    app.command()(usage)
+    for command in (usage, load, unload, reload):
+        app.command()(command)
 
 
 _add_admin_commands()

@@ -1,4 +1,5 @@
-"""`modelport keys …` and `modelport usage`: the admin API of a running server."""
+"""`modelport keys …`, `usage`, `load`, `unload` and `reload`: the admin API of a running
+server."""
 
 from __future__ import annotations
 
@@ -188,3 +189,78 @@ def usage(
         _print_json(report)
     else:
         Console().print(usage_table(resolved, report))
+
+
+def load(
+    name: str = typer.Argument(..., help="The model to load (name or alias)."),
+    url: Optional[str] = _url_option(),
+    config: Optional[str] = _config_option(),
+    master_key: Optional[str] = _master_key_option(),
+    as_json: bool = _json_option(),
+) -> None:
+    """Load a model on a running server (evicting idle ones if it must), with progress."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    _, client = _client(url, config, master_key)
+    with ThreadPoolExecutor(1) as pool, Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+            transient=True, disable=as_json) as progress:
+        # The load answers once the model is ready (or why it is not); meanwhile its state
+        # is polled for the progress line.
+        loading = pool.submit(client.load_model, name)
+        task = progress.add_task(f"loading {name}", total=None)
+        while not loading.done():
+            try:
+                seen = client.model(name)
+                progress.update(task, description=f"loading {seen['name']}: {seen['state']}")
+            except ConnectionError:
+                pass  # the load's own answer says what went wrong
+            wait([loading], timeout=0.25)
+        state = _run(loading.result)
+    if as_json:
+        _print_json(state)
+        return
+    memory = state.get("memory_bytes")
+    Console(highlight=False).print(
+        f"[green]{state['name']} is loaded[/] (pid {state['pid']}"
+        + (f", {memory / 2**20:.0f} MiB" if memory else "") + ")")
+
+
+def unload(
+    name: str = typer.Argument(..., help="The model to unload (name or alias)."),
+    url: Optional[str] = _url_option(),
+    config: Optional[str] = _config_option(),
+    master_key: Optional[str] = _master_key_option(),
+    as_json: bool = _json_option(),
+) -> None:
+    """Unload a model on a running server once its requests finish; its memory is freed."""
+    _, client = _client(url, config, master_key)
+    with Console().status(f"unloading {name} (waiting for its requests to finish)"):
+        state = _run(lambda: client.unload_model(name))
+    if as_json:
+        _print_json(state)
+    else:
+        Console(highlight=False).print(f"{state['name']} is {state['state']}")
+
+
+def reload(
+    url: Optional[str] = _url_option(),
+    config: Optional[str] = _config_option(),
+    master_key: Optional[str] = _master_key_option(),
+    as_json: bool = _json_option(),
+) -> None:
+    """Make a running server re-read its config file (as SIGHUP does)."""
+    _, client = _client(url, config, master_key)
+    report = _run(client.reload)
+    if as_json:
+        _print_json(report)
+        return
+    out = Console(highlight=False)
+    for kind in ("added", "removed", "restarted", "updated"):
+        if report[kind]:
+            out.print(f"{kind}: {', '.join(report[kind])}")
+    if report["needs_restart"]:
+        out.print(f"[yellow]applied at the next start only:[/] {', '.join(report['needs_restart'])}")
+    out.print(f"[green]reloaded in {report['seconds']:.2f} s[/]")

@@ -21,7 +21,7 @@ class CheckRow:
     engine: str
     location: str
     where: str
-    autostart: bool
+    load: str | None  # "always", "on_demand", or None: served only when named (--model)
     missing: bool = False  # location is the configured path, which was not found
     tools: bool | None = None  # can call tools; None for models that do not chat
 
@@ -68,8 +68,10 @@ def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> T
         if row.tools is not None:
             where.append("\ntools" if row.tools else "\nno tools",
                          style="green" if row.tools else "yellow")
-        if not row.autostart:
+        if row.load is None:
             where.append("\nnot autostarted", style="dim")
+        elif row.load == "on_demand":
+            where.append("\nloads on demand", style="dim")
         table.add_row(cell, where)
     return table
 
@@ -86,14 +88,30 @@ def models_table(url: str, cards: list[dict], states: dict) -> Table:
         # In-flight and restart counts join the status only when they say something,
         # which keeps the table four columns wide.
         status = [str(live.get("status", card.get("status", "?")))]
+        if card.get("load") == "on_demand":
+            status.append("on demand")
         if live.get("in_flight"):
             status.append(f"{live['in_flight']} in flight")
         if live.get("restarts"):
             status.append(f"{live['restarts']} restarts")
+        replicas = live.get("replicas") or []
+        if len(replicas) > 1:
+            status += [_replica_line(replica) for replica in replicas]
         table.add_row(cell, Text(card.get("kind", "?")), Text(card.get("engine", "?")),
                       Text("\n".join(status)))
     return table
 
+
+
+def _replica_line(replica: dict) -> str:
+    """One replica under its model: where it is, its state, and what it has been through."""
+    parts = [f"{replica.get('name')} {replica.get('url', '')} {replica.get('state', '?')}"]
+    for field, label in (("in_flight", "in flight"), ("restarts", "restarts")):
+        if replica.get(field):
+            parts.append(f"{replica[field]} {label}")
+    if replica.get("last_error"):
+        parts.append(f"last error: {replica['last_error']}")
+    return " · ".join(parts)
 
 
 def _limits(key: dict) -> str:

@@ -16,6 +16,7 @@ import yaml
 from pydantic_core import InitErrorDetails
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -93,6 +94,22 @@ class ServerConfig(_Strict):
         False, description="Put /metrics behind the master key (open by default, as scrapers "
         "expect).",
     )
+    load_timeout_s: float = Field(
+        120.0, gt=0, description="How long a request to an unloaded on-demand model waits for "
+        "it to load before it is answered 503 with Retry-After (the load goes on).",
+    )
+    idle_unload_s: float | None = Field(
+        None, gt=0, description="Default for on-demand models: stop a worker after this many "
+        "seconds without requests (none: keep it loaded until evicted).",
+    )
+    max_loaded: int | None = Field(
+        None, ge=1, description="Most local models with a running worker at once; loading one "
+        "more unloads the least recently used idle on-demand model.",
+    )
+    memory_budget: ByteSize | None = Field(
+        None, description="Most bytes of model files loaded at once (e.g. 8GiB); loading one "
+        "more unloads least recently used idle on-demand models until it fits.",
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -136,17 +153,73 @@ class Price(_Strict):
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1_000_000
 
 
+class DeploymentEntry(_Strict):
+    """A further place serving the same model: another machine's worker or any
+    OpenAI-compatible server, as one more replica of the model."""
+
+    url: str = Field(description="Its OpenAI base URL, e.g. http://10.0.0.5:8001/v1.")
+    api_key: str | None = Field(
+        None, description="Bearer key it expects, normally '${ENV_VAR}' (a remote worker's "
+        "worker_key).",
+    )
+    weight: float = Field(1.0, ge=0, description="Its share of requests (strategy: weighted).")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("must start with http:// or https://, e.g. http://10.0.0.5:8001/v1")
+        url = url.rstrip("/")
+        return url if url.endswith("/v1") else url + "/v1"
+
+    @field_validator("api_key", mode="after")
+    @classmethod
+    def _masked(cls, key: str | None) -> "MaskedKey | None":
+        return None if key is None else MaskedKey(key)
+
+    @property
+    def api_key_value(self) -> str | None:
+        return None if self.api_key is None else str.__str__(self.api_key)
+
+
 class _ModelBase(_Strict):
     name: str = Field(pattern=_MODEL_NAME_PATTERN, description="The `model` clients send.")
     aliases: list[str] = Field(default_factory=list, description="Other accepted names.")
     autostart: bool = Field(
-        True, description="Start with `modelport serve` (otherwise only with --model NAME)."
+        True, description="Older form of `load`: true is load: always; false (without "
+        "`load`) serves the model only when named with `serve --model NAME`."
+    )
+    load: Literal["always", "on_demand"] | None = Field(
+        None, description="always: the worker starts with the server; on_demand: the first "
+        "request that names the model starts it (default: always, or not served when "
+        "autostart is false).",
+    )
+    idle_unload_s: float | None = Field(
+        None, gt=0, description="On-demand models: stop the worker after this many seconds "
+        "without requests (default: server.idle_unload_s).",
+    )
+    load_timeout_s: float | None = Field(
+        None, gt=0, description="How long a request waits for this on-demand model to load "
+        "(default: server.load_timeout_s).",
     )
     max_queue: int = Field(
         64, ge=0, description="Requests allowed to wait beyond the running ones before 429."
     )
     price: Price | None = Field(
         None, description="What a million tokens cost, for the cost column of usage.",
+    )
+    deployments: list[DeploymentEntry] = Field(
+        default_factory=list, description="Further places serving this same model (other "
+        "machines' workers, OpenAI-compatible servers), each one more replica of it.",
+    )
+    strategy: Literal["least_busy", "round_robin", "weighted", "prefix_affinity"] = Field(
+        "least_busy", description="How a request picks among the model's replicas: fewest in "
+        "flight for their capacity, in turn, by weight, or where its conversation's opening "
+        "was served last (the engine's prompt cache answers it).",
+    )
+    affinity_margin: int = Field(
+        2, ge=0, description="prefix_affinity: requests in flight a conversation's replica "
+        "may have beyond the least busy one before the request goes elsewhere.",
     )
 
 
@@ -163,8 +236,27 @@ class _LocalWorkerModel(_ModelBase):
     worker_key: str | None = Field(
         None, description="Bearer key the worker accepts from other clients, normally "
         "'${ENV_VAR}'; required when `host` is not a loopback address (the gateway "
-        "itself uses a random per-start secret).",
+        "itself uses a random per-start secret). Gateways also send it to the model's "
+        "registered remote workers.",
     )
+    replicas: int = Field(
+        1, ge=0, le=64, description="Workers started for this model, each on its own port "
+        "(`port`, when set, is the first of consecutive ports). 0: served only by its "
+        "`deployments` and registered remote workers.",
+    )
+
+    @model_validator(mode="after")
+    def _gpus_per_replica(self) -> "_LocalWorkerModel":
+        gpus = getattr(self, "gpus", None)
+        if isinstance(gpus, list) and len(gpus) != self.replicas:
+            raise ValueError(f"gpus lists {len(gpus)} entries but replicas is {self.replicas}: "
+                             "give one entry per replica, or one string shared by all")
+        return self
+
+    def replica_gpus(self, index: int) -> str | None:
+        """The GPU ids replica `index` sees (a list gives each replica its own)."""
+        gpus = getattr(self, "gpus", None)
+        return gpus[index] if isinstance(gpus, list) else gpus
 
     @field_validator("worker_key", mode="after")
     @classmethod
@@ -233,7 +325,9 @@ class CrossEncoderModel(_LocalWorkerModel):
 class TransformersModel(_LocalWorkerModel):
     engine: Literal["transformers"]
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    gpus: str | None = Field(None, description="Visible GPU ids, e.g. '0,1'.")
+    gpus: str | list[str] | None = Field(
+        None, description="Visible GPU ids, e.g. '0,1'; a list gives each replica its own "
+        "(['0', '1'] with replicas: 2).")
     max_gpu_memory: str | None = Field(None, description="Per-GPU memory cap, e.g. '20GiB'.")
     cpu_offloading: bool = False
     load_8bit: bool = False
@@ -248,13 +342,42 @@ class TransformersModel(_LocalWorkerModel):
 
 class VllmModel(_LocalWorkerModel):
     engine: Literal["vllm"]
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs each layer is split over.")
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="Stages the layers are split into (usually one per node).")
+    data_parallel_size: int = Field(
+        1, ge=1, description="Copies of the model inside this one vLLM server.")
+    distributed_executor_backend: Literal["mp", "ray"] | None = Field(
+        None, description="How vLLM runs its GPU workers: mp (this machine) or ray (an "
+        "existing Ray cluster, several machines); vLLM chooses when omitted.")
+    gpus: str | list[str] | None = Field(
+        None, description="Visible GPU ids, e.g. '0,1' (CUDA_VISIBLE_DEVICES of the worker); "
+        "a list gives each replica its own (['0,1', '2,3'] with replicas: 2).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: int | None = Field(None, ge=64)
     quantization: str | None = None
     dtype: str = "auto"
     trust_remote_code: bool = False
     extra_args: list[str] = Field(default_factory=list)
+
+    @property
+    def gpus_needed(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size * self.data_parallel_size
+
+    @model_validator(mode="after")
+    def _enough_gpus(self) -> "VllmModel":
+        # With Ray the GPUs may be on other machines: vLLM checks the cluster itself.
+        entries = self.gpus if isinstance(self.gpus, list) else [self.gpus]
+        for gpus in entries:
+            if not gpus or self.distributed_executor_backend == "ray":
+                continue
+            visible = [g for g in gpus.split(",") if g.strip()]
+            if len(visible) < self.gpus_needed:
+                raise ValueError(
+                    f"gpus '{gpus}' names {len(visible)} GPU(s), but tensor_parallel_size "
+                    f"x pipeline_parallel_size x data_parallel_size needs {self.gpus_needed} "
+                    "on this machine (use distributed_executor_backend: ray for several)")
+        return self
 
 
 class AutoModel(_LocalWorkerModel):
@@ -485,6 +608,19 @@ ModelConfig = Annotated[
 LOCAL_ENGINES = ("llamacpp", "sentence-transformers", "cross-encoder", "transformers", "vllm",
                  "auto")
 EMBEDDING_ENGINES = ("sentence-transformers",)
+
+
+def load_policy(model: Any) -> str | None:
+    """How a model is served: "always", "on_demand", or None (not served unless named)."""
+    if model.load is not None:
+        return model.load
+    return "always" if model.autostart else None
+
+
+# Fields that only the gateway reads: changing them on reload does not restart a worker.
+GATEWAY_ONLY_FIELDS = frozenset({"aliases", "autostart", "load", "idle_unload_s",
+                                 "load_timeout_s", "price", "fallbacks", "strategy",
+                                 "affinity_margin"})
 
 
 def serves_rerank_only(config: Any) -> bool:

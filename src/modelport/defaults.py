@@ -38,13 +38,18 @@ def default_config() -> Config:
     return parse_config(DEFAULT_CONFIG, "built-in default config")
 
 
+def config_file(explicit: str | None) -> Path | None:
+    """The file `find_config` reads (absolute, so a reload finds it again), or None for the
+    built-in config."""
+    for candidate in (explicit, os.environ.get("MODELPORT_CONFIG")):
+        if candidate:
+            return Path(candidate).expanduser().absolute()
+    if Path(DEFAULT_CONFIG_FILE).is_file():
+        return Path(DEFAULT_CONFIG_FILE).absolute()
+    return None
+
+
 def find_config(explicit: str | None) -> Config:
     """The config named on the command line, else ./modelport.yaml, else the built-in one."""
-    if explicit:
-        return load_config(explicit)
-    env_path = os.environ.get("MODELPORT_CONFIG")
-    if env_path:
-        return load_config(env_path)
-    if Path(DEFAULT_CONFIG_FILE).is_file():
-        return load_config(DEFAULT_CONFIG_FILE)
-    return default_config()
+    path = config_file(explicit)
+    return load_config(path) if path is not None else default_config()

@@ -180,7 +180,9 @@ def normalize_upstream_error(status: int, body: bytes) -> UpstreamError | Invali
         message = body[:500].decode("utf-8", "replace").strip() or message
     if kind == "exceed_context_size_error":
         return ContextLengthError(message, param="messages")
-    if status == 400 or status == 422:
+    # llama.cpp answers some bad requests (token ids outside the vocabulary) with a 500 whose
+    # type says what it is: the client's request, not a failing upstream.
+    if status == 400 or status == 422 or (status >= 500 and kind == "invalid_request_error"):
         return InvalidRequestError(message, param=param, code=code)
     return UpstreamError(message, status=status, type=kind if isinstance(kind, str) else None,
                          param=param, code=code)

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import secrets
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from modelport.api.state import GatewayState
-from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel
+from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel, load_policy
 from modelport.errors import ConfigError
 from modelport.locations import resolve_location
 from modelport.providers.base import Provider
 from modelport.providers.factory import local_worker_provider, online_provider
-from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
+from modelport.routing.deployments import (
+    Deployment,
+    DeploymentStatus,
+    Replica,
+    request_limit,
+    running_slots,
+)
+from modelport.routing.replica import CONFIGURED, LOCAL
 from modelport.routing.registry import ModelRegistry
 from modelport.store import Store
-from modelport.tool_support import tool_support
+from modelport.tool_support import ToolSupport, tool_support
 from modelport.workers.ports import is_loopback, port_problem
+from modelport.workers.on_demand import ModelLoader
 from modelport.workers.supervisor import WorkerSupervisor
 from modelport.workers.worker_auth import worker_host_problem
 
@@ -46,10 +55,10 @@ def _bind_problem(config: Config, allow_public: bool) -> str | None:
 
 
 def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
-    """The models named (or every autostart one), plus the fallbacks they rely on."""
+    """The models named (or every one with a load policy), plus the fallbacks they rely on."""
     chosen: list[ModelConfig] = (
         [config.model(name) for name in names] if names
-        else [model for model in config.models if model.autostart]
+        else [model for model in config.models if load_policy(model) is not None]
     )
     for model in chosen:  # grows while iterating: fallbacks of fallbacks are served too
         for target in getattr(model, "fallbacks", ()):
@@ -63,13 +72,15 @@ def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
     return unique
 
 
-def _model_problems(config: Config, model: ModelConfig) -> list[str]:
+def model_problems(config: Config, model: ModelConfig) -> list[str]:
     """Files that are missing, an engine that cannot run here, a worker open to the network."""
     if isinstance(model, OpenAIUpstreamModel):
         return []
     problems = []
     if not is_loopback(model.host) and model.worker_key is None:
         problems.append(worker_host_problem(model.name, model.host))
+    if model.replicas == 0:
+        return problems  # no worker here: the files are on the machines that serve it
     try:
         resolve_location(model.path, config.models_dir_path(), model.name)
         if model.engine == "vllm":
@@ -85,6 +96,28 @@ def _model_problems(config: Config, model: ModelConfig) -> list[str]:
     return problems
 
 
+def capacity_problem(config: Config, models: list[ModelConfig]) -> str | None:
+    """More `load: always` local models than server.max_loaded lets run."""
+    limit = config.server.max_loaded
+    always = [m.name for m in models
+              if not isinstance(m, OpenAIUpstreamModel) and (m.load or "always") == "always"]
+    if limit is None or len(always) <= limit:
+        return None
+    return (f"server.max_loaded is {limit}, but {len(always)} local models load with the "
+            f"server ({', '.join(always)}); raise max_loaded or give some `load: on_demand`")
+
+
+def claimed_ports(models: Iterable[ModelConfig]) -> set[int]:
+    """Ports models name for their workers (a model's `port` and the ones after it for
+    its further replicas)."""
+    ports: set[int] = set()
+    for model in models:
+        first = getattr(model, "port", None)
+        if first:
+            ports.update(range(first, first + max(model.replicas, 1)))  # type: ignore[union-attr]
+    return ports
+
+
 def _port_problems(config: Config, models: list[ModelConfig]) -> list[str]:
     server = config.server
     problems = []
@@ -95,17 +128,19 @@ def _port_problems(config: Config, models: list[ModelConfig]) -> list[str]:
     for model in models:
         if isinstance(model, OpenAIUpstreamModel) or model.port is None:
             continue
-        owner = f"model '{model.name}'"
-        if model.port in claimed:
-            # Not yet listening, so binding it now would succeed: compare the numbers.
-            problems.append(f"{owner}: port {model.port} is also the port of "
-                            f"{claimed[model.port]}; give the worker its own port, or omit "
-                            "`port` to have a free one chosen")
-            continue
-        claimed[model.port] = owner
-        problem = port_problem(model.host, model.port, owner)
-        if problem:
-            problems.append(problem)
+        for index in range(model.replicas):
+            port = model.port + index
+            owner = f"model '{model.name}'" + (f" (replica {index})" if index else "")
+            if port in claimed:
+                # Not yet listening, so binding it now would succeed: compare the numbers.
+                problems.append(f"{owner}: port {port} is also the port of "
+                                f"{claimed[port]}; give the worker its own port, or omit "
+                                "`port` to have a free one chosen")
+                continue
+            claimed[port] = owner
+            problem = port_problem(model.host, port, owner)
+            if problem:
+                problems.append(problem)
     return problems
 
 
@@ -138,9 +173,12 @@ def validate_startup(config: Config, names: list[str] | None = None,
         report.problems.append("server.metrics_auth puts /metrics behind the master key, but "
                                "no master key is set (server.master_key or --master-key)")
     for model in config.models:
-        found = _model_problems(config, model)
+        found = model_problems(config, model)
         (report.problems if model in models else report.notes).extend(found)
     report.problems += _port_problems(config, models)
+    capacity = capacity_problem(config, models)
+    if capacity:
+        report.problems.append(capacity)
     try:
         state = build_state(config, names)
     except ConfigError as error:
@@ -154,53 +192,120 @@ def _connect_host(bind_host: str) -> str:
     return "127.0.0.1" if bind_host in ("0.0.0.0", "", "::") else bind_host
 
 
+@dataclass
+class BuiltModel:
+    """One served model as built for the gateway: its deployment (with its replicas, each
+    with its provider) and the provider of its first replica (`state.clients`)."""
+
+    deployment: Deployment
+    provider: Provider
+
+    @property
+    def has_workers(self) -> bool:
+        return bool(self.deployment.local_replicas)
+
+
+def build_model(config: Config, model: ModelConfig, taken: set[int]) -> BuiltModel:
+    """The deployment of one model with its replicas; each local replica gets a free port
+    (added to `taken`) unless the model names its first one. Raises ConfigError for an
+    online model it cannot reach."""
+    if isinstance(model, OpenAIUpstreamModel):
+        provider = online_provider(model, config)
+        where = f"plugin:{model.provider}" if isinstance(model, PluginModel) else model.base_url
+        replicas = [Replica(f"{model.name}#0", where or "", request_limit(model),
+                            capacity=running_slots(model), origin=CONFIGURED, provider=provider,
+                            status=DeploymentStatus.READY)]
+        replicas += configured_replicas(model, lambda url, key: online_provider(
+            model.model_copy(update={"base_url": url, "api_key": key, "vendor": None}), config))
+        deployment = Deployment(model, limit=request_limit(model), replicas=replicas,
+                                capabilities=provider.capabilities, load=model.load or "always")
+        return BuiltModel(deployment, provider)
+    tools = tool_support(model, config.models_dir_path())
+    # A model not named in a `serve --model` list nor `autostart`ed that is served anyway
+    # (a fallback, or named) loads as it always did: with the server.
+    load = model.load or "always"
+    status = DeploymentStatus.UNLOADED if load == "on_demand" else DeploymentStatus.STARTING
+    replicas = [local_replica(model, index, taken, tools, status)
+                for index in range(model.replicas)]
+    replicas += configured_replicas(
+        model, lambda url, key: local_worker_provider(model, url, key or "", tools))
+    provider = replicas[0].provider if replicas else \
+        local_worker_provider(model, "http://127.0.0.1:9/v1", "", tools)
+    deployment = Deployment(model, limit=request_limit(model), replicas=replicas,
+                            capabilities=provider.capabilities, load=load)
+    return BuiltModel(deployment, provider)
+
+
+def local_replica(model: ModelConfig, index: int, taken: set[int], tools: ToolSupport,
+                  status: DeploymentStatus) -> Replica:
+    """Worker `index` of a local model: its port, its per-run secret, its provider."""
+    host = _connect_host(model.host)  # type: ignore[union-attr]
+    first = model.port  # type: ignore[union-attr]
+    port = first + index if first else free_port(host, frozenset(taken))
+    taken.add(port)
+    base_url = f"http://{host}:{port}/v1"
+    secret = secrets.token_urlsafe(32)
+    return Replica(f"{model.name}#{index}", base_url, request_limit(model),
+                   capacity=running_slots(model), origin=LOCAL, port=port, secret=secret,
+                   index=index, status=status,
+                   provider=local_worker_provider(model, base_url, secret, tools))
+
+
+def configured_replicas(model: ModelConfig,
+                        provider_for: Callable[[str, str | None], Provider]) -> list[Replica]:
+    """The model's `deployments:` entries, each a replica answered through its own client."""
+    return [Replica(f"{model.name}@{_host_port(entry.url)}", entry.url, request_limit(model),
+                    capacity=running_slots(model), weight=entry.weight, origin=CONFIGURED,
+                    provider=provider_for(entry.url, entry.api_key_value),
+                    status=DeploymentStatus.READY)
+            for entry in model.deployments]
+
+
+def _host_port(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0]
+
+
+def build_models(config: Config, models: list[ModelConfig], taken: set[int]) -> list[BuiltModel]:
+    """Every model's BuiltModel, or one ConfigError naming every model's problem."""
+    built: list[BuiltModel] = []
+    problems: list[str] = []
+    for model in models:
+        try:
+            built.append(build_model(config, model, taken))
+        except ConfigError as error:  # every model's problem, not only the first
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return built
+
+
 def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
     models = select_models(config, names)
     if not models:
         raise ConfigError("no models to serve: add models to the config or name one with --model")
-    deployments: list[Deployment] = []
-    providers: dict[str, Provider] = {}
-    ports: dict[str, int] = {}
-    worker_secrets: dict[str, str] = {}
-    local: list[Deployment] = []
-    taken = {config.server.port, *(getattr(m, "port", None) or 0 for m in models)}
-    problems: list[str] = []
-    for model in models:
-        if isinstance(model, OpenAIUpstreamModel):
-            try:
-                provider = online_provider(model, config)
-            except ConfigError as error:  # every model's problem, not only the first
-                problems.append(str(error))
-                continue
-            where = f"plugin:{model.provider}" if isinstance(model, PluginModel) else model.base_url
-            deployment = Deployment(model, where or "", request_limit(model),
-                                    status=DeploymentStatus.READY,
-                                    capabilities=provider.capabilities)
-        else:
-            port = model.port or free_port(_connect_host(model.host), frozenset(taken))
-            taken.add(port)
-            ports[model.name] = port
-            base_url = f"http://{_connect_host(model.host)}:{port}/v1"
-            worker_secrets[model.name] = secrets.token_urlsafe(32)
-            provider = local_worker_provider(model, base_url, worker_secrets[model.name],
-                                             tool_support(model, config.models_dir_path()))
-            deployment = Deployment(model, base_url, request_limit(model),
-                                    capabilities=provider.capabilities)
-            local.append(deployment)
-        providers[model.name] = provider
-        deployments.append(deployment)
-    if problems:
-        raise ConfigError("\n".join(problems))
-    _link_fallbacks(config, deployments)
-    supervisor = WorkerSupervisor(config, local, ports, worker_secrets) if local else None
+    taken = {config.server.port, *claimed_ports(models)}
+    built = build_models(config, models, taken)
+    deployments = [b.deployment for b in built]
+    link_fallbacks(config, deployments)
+    supervisor = WorkerSupervisor(config, [b.deployment for b in built if b.has_workers])
+    registry = ModelRegistry(deployments)
     store = Store.from_config(config)  # opened by the app's lifespan, not here
+    state = GatewayState(config=config, registry=registry,
+                         clients={b.deployment.name: b.provider for b in built},
+                         lifecycle=supervisor,  # type: ignore[arg-type]
+                         keys=store.keys, usage=store.usage, store=store)
     # `clients` holds each model's provider; all of them are closed with the app.
-    return GatewayState(config=config, registry=ModelRegistry(deployments),
-                        clients=providers, lifecycle=supervisor,  # type: ignore[arg-type]
-                        keys=store.keys, usage=store.usage, store=store)
+    state.loader = ModelLoader(registry, supervisor, lambda: state.config.server,
+                               lambda: state.config.models_dir_path())
+    if config.server.redis_url:
+        from modelport.workers.remote_replicas import RemoteReplicas
+
+        state.remote_replicas = RemoteReplicas(registry, str.__str__(config.server.redis_url),
+                                               lambda: state.config.models_dir_path())
+    return state
 
 
-def _link_fallbacks(config: Config, deployments: list[Deployment]) -> None:
+def link_fallbacks(config: Config, deployments: list[Deployment]) -> None:
     by_name = {d.name: d for d in deployments}
     for deployment in deployments:
         targets = [by_name[config.model(t).name] for t in getattr(deployment.config, "fallbacks", ())]

@@ -170,6 +170,10 @@ class CompletionRequest(_SamplingFields):
     def _prompt_not_empty(cls, prompt: Any) -> Any:
         if isinstance(prompt, list) and not prompt:
             raise ValueError("prompt must not be an empty list")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], str):
+            sequences = prompt if isinstance(prompt[0], list) else [prompt]
+            if any(token < 0 for ids in sequences for token in ids):
+                raise ValueError("token ids in prompt must not be negative")
         return prompt
 
     def output_limit(self) -> int | None:

@@ -90,11 +90,11 @@ def test_rerank_needs_the_key_like_every_v1_route(gateway, loop):
 def test_a_full_model_answers_429_with_retry_after(gateway, loop):
     _, state = gateway
     deployment = state.registry.get("ranker")
-    deployment.in_flight = deployment.limit
+    deployment.replicas[0].in_flight = deployment.limit
     try:
         response = post(gateway, loop, rerank())
     finally:
-        deployment.in_flight = 0
+        deployment.replicas[0].in_flight = 0
     assert response.status_code == 429
     assert response.headers["retry-after"]
     assert response.json()["error"]["type"] == "rate_limit_error"

@@ -6,17 +6,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.metrics import parse_samples, value
+from support.metrics import ANSWER, CHUNK, USAGE_CHUNK, parse_samples, value
 from support.vendor_fakes import InProcessGateway, Reply, sse
 
 KEY = "sk-test-upstream"
-USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-ANSWER = {"id": "c1", "object": "chat.completion", "created": 0, "model": "remote",
-          "choices": [{"index": 0, "finish_reason": "stop",
-                       "message": {"role": "assistant", "content": "Hi"}}], "usage": USAGE}
-CHUNK = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "remote",
-         "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
-USAGE_CHUNK = {**CHUNK, "choices": [], "usage": USAGE}
 
 
 @pytest.fixture
@@ -61,6 +54,8 @@ def test_counters_match_the_requests_sent(gateway, fake):
                  endpoint=CHAT) == 1
     assert value(found, "modelport_requests_in_flight", model="remote") == 0
     assert value(found, "modelport_model_status", model="remote", status="ready") == 1
+    assert value(found, "modelport_replica_ready", model="remote", replica="remote#0") == 1
+    assert value(found, "modelport_replica_in_flight", model="remote", replica="remote#0") == 0
 
 
 def test_unknown_routes_share_one_endpoint_label(gateway):

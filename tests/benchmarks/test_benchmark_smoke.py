@@ -59,9 +59,21 @@ def test_prompt_scaling_smoke():
     assert data["follow_up"]["follow_up_turn"]["ttft_ms"] > 0
 
 
+def test_console_load_smoke():
+    data = run("console_load.py", "--runs", "1")
+    assert "app.js" in "".join(data["files"]) and data["total_bytes"] > 0
+    assert data["ready_ms"]["p50"] > 0
+
+
+def test_metrics_history_smoke():
+    data = run("metrics_history.py", "--models", "2", "--repeat", "5")
+    assert data["sample_ms"]["p50"] > 0 and data["hour_json_bytes"] > 0
+
+
 def test_every_script_has_help():
     for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_memory.py",
-                   "prompt_scaling.py", "zero_upstream.py", "usage_query.py"):
+                   "prompt_scaling.py", "zero_upstream.py", "usage_query.py", "console_load.py",
+                   "metrics_history.py"):
         result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage" in result.stdout

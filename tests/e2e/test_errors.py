@@ -82,6 +82,15 @@ def test_prompt_longer_than_context_is_400_not_truncated(server):
     assert "context" in error["message"]
 
 
+def test_completion_token_ids_outside_the_vocabulary_are_400(server):
+    """Negative ids are refused by the gateway; ids past the vocabulary by llama.cpp, whose
+    500 says invalid_request_error: both reach the client as its own 400."""
+    for prompt in ([[1, 2], [-5, 3]], [63012, 2**50]):
+        error = assert_envelope(post(server, "/completions", {"model": CHAT, "prompt": prompt,
+                                                              "max_tokens": 2}), 400)
+        assert "token" in error["message"].lower(), error
+
+
 def test_embedding_input_longer_than_model_limit_is_400(server):
     assert_envelope(post(server, "/embeddings", {"model": EMBED, "input": "word " * 2000}), 400,
                     code="context_length_exceeded")

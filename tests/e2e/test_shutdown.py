@@ -122,13 +122,17 @@ def test_requests_past_the_drain_period_end_with_an_error_event_or_a_503(tmp_pat
         server.stop()
 
 
-def test_sighup_is_ignored_with_a_log_line(tmp_path):
+def test_sighup_reloads_an_unchanged_config_without_touching_its_worker(tmp_path):
     server = start_server(tmp_path, drain_timeout_s=5)
     try:
+        pid = server.health()["models"][MODEL]["worker"]["pid"]
         server.process.send_signal(signal.SIGHUP)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while "config reloaded" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "config reloaded" in server.log() and "no model changed" in server.log()
         assert server.process.poll() is None
-        assert httpx.get(server.url + "/health", timeout=5).status_code == 200
-        assert "SIGHUP received and ignored" in server.log()
+        health = httpx.get(server.url + "/health", timeout=5).json()
+        assert health["ready"] and health["models"][MODEL]["worker"]["pid"] == pid
     finally:
         assert server.stop() == 0

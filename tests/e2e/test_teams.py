@@ -11,7 +11,6 @@ import pytest
 
 from support.fake_upstream import FakeUpstream
 from support.models import CHAT, EMBED, default_models
-from support.redis_server import RedisServer
 from support.server import ModelportServer
 
 MASTER = "mk-e2e-master-key-0123456789"
@@ -39,13 +38,6 @@ def wait_inside_a_minute(needed_s: float = 20) -> None:
     """rpm counts per UTC minute: start a burst well inside one, so it all counts there."""
     while 60 - time.time() % 60 < needed_s:
         time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 def test_a_limited_key_on_the_default_models(tmp_path):
@@ -90,11 +82,11 @@ def test_a_limited_key_on_the_default_models(tmp_path):
         server.stop()
 
 
-def test_two_gateways_on_one_redis_share_a_key_rpm(tmp_path, redis, postgres):
+def test_two_gateways_on_one_redis_share_a_key_rpm(tmp_path, redis_server, postgres):
     upstream = FakeUpstream().start()
     database = postgres.create_database("teams_two_gateways")
     config = {"server": {"master_key": "${E2E_MASTER}", "database_url": database,
-                         "redis_url": redis.url},
+                         "redis_url": redis_server.url},
               "models": [{"name": "echo", "engine": "openai", "base_url": upstream.url("echo")}]}
     gateways = [ModelportServer(config, tmp_path, env={"E2E_MASTER": MASTER}) for _ in range(2)]
     try:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from support.models import SMOLLM2
-from support.server import ModelportServer, pid_alive
+from support.server import ModelportServer, pid_alive, wait_for
 
 MODEL = "watched"
 STALL_S = 4.0
@@ -33,16 +33,6 @@ def server(tmp_path_factory):
 
 def model_health(server) -> dict:
     return server.health()["models"][MODEL]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not {what} within {timeout} s")
 
 
 def chat(server, timeout: float = 60.0, **fields) -> httpx.Response:

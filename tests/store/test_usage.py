@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from modelport.config import parse_config
 from modelport.store import Store, UsageRecorder, UsageRow
+from modelport.store.schema import USAGE_COLUMNS
 from modelport.store.schema import usage as usage_table
 
 CONFIG_MODELS = [
@@ -38,7 +39,7 @@ def _row(**fields) -> UsageRow:  # noqa: ANN003
 
 
 def test_every_field_is_stored_and_cost_comes_from_the_models_price(database_url):
-    at = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC).timestamp()
+    at = datetime(2026, 2, 3, 4, 5, 6, 123456, tzinfo=UTC).timestamp()
 
     async def scenario():
         store = _store(database_url)
@@ -59,7 +60,7 @@ def test_every_field_is_stored_and_cost_comes_from_the_models_price(database_url
         return rows
 
     first, second = run(scenario())
-    assert first["at"] == datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert first["at"] == datetime(2026, 2, 3, 4, 5, 6, 123456, tzinfo=UTC)
     assert (first["day"], first["key_id"], first["model"], first["deployment"]) == \
         ("2026-02-03", "key_a", "priced-alias", "http://upstream/v1")
     assert (first["status"], first["prompt_tokens"], first["completion_tokens"],
@@ -246,7 +247,7 @@ def test_rows_wait_while_the_database_refuses_writes_and_are_written_after(tmp_p
                 store.usage.record(_row(prompt_tokens=i))
             with pytest.raises(Exception, match="locked"):
                 await store.usage.flush()
-            kept = [row.prompt_tokens for row in store.usage._buffer]
+            kept = [row[USAGE_COLUMNS.index("prompt_tokens")] for row in store.usage._buffer]
             blocker.execute("ROLLBACK")
             deadline = time.monotonic() + 60
             while await _count(store) < 10 and time.monotonic() < deadline:

@@ -104,6 +104,17 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+    """`predicate()`'s first truthy value, polled every 0.1 s for up to `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not {what} within {timeout} s")
+
+
 def worker_secret(pid: int) -> str:
     """The per-start secret the supervisor gave a worker (readable only by its own user),
     for tests that call a worker directly."""
@@ -114,13 +125,15 @@ def worker_secret(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def slot_held(server: ModelportServer, model: str) -> Iterator[None]:
+def slot_held(server: ModelportServer, model: str,
+              headers: dict[str, str] | None = None) -> Iterator[None]:
     """While inside, a long stream holds one of `model`'s slots (a one-slot model with no
     queue then refuses every other request)."""
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with httpx.stream("POST", server.base_url + "/chat/completions", timeout=60, json={
+        with httpx.stream("POST", server.base_url + "/chat/completions", timeout=60,
+                          headers=headers, json={
                 "model": model, "messages": [{"role": "user", "content": "Tell a story."}],
                 "stream": True, "max_tokens": 900, "ignore_eos": True}) as reply:
             for _ in reply.iter_lines():

@@ -36,3 +36,13 @@ def test_non_json_and_integer_codes_are_normalized():
     assert error.status == 503 and "Bad gateway" in error.message
     error = normalize_upstream_error(400, b'{"error":{"code":400,"message":"bad"}}')
     assert isinstance(error, InvalidRequestError) and error.code is None
+
+
+def test_a_5xx_that_names_the_request_invalid_is_the_clients_400():
+    # llama.cpp's answer to token ids outside the vocabulary
+    error = normalize_upstream_error(500, b'{"error":{"code":500,"message":"Prompt contains '
+                                          b'invalid tokens","type":"invalid_request_error"}}')
+    assert isinstance(error, InvalidRequestError)
+    assert (error.status, error.message) == (400, "Prompt contains invalid tokens")
+    assert normalize_upstream_error(500, b'{"error":{"message":"boom","type":"server_error"}}'
+                                    ).status == 500

@@ -11,7 +11,6 @@ import pytest
 from modelport.errors import PermissionDeniedError
 from modelport.limits.admission import KeyLimiter, KeyLimitError
 from modelport.limits.counters import LocalCounters, RedisCounters
-from support.redis_server import RedisServer
 
 NOON = dt.datetime(2026, 12, 1, 12, 0, 10, tzinfo=dt.timezone.utc).timestamp()
 
@@ -32,13 +31,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "redis"])

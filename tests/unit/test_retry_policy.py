@@ -125,17 +125,17 @@ def serve(plan, outcomes, fake):
     """Run failover.serve where each model answers from its list of outcomes in turn."""
     calls: list[str] = []
 
-    async def attempt(deployment):
+    async def attempt(deployment, replica):
         calls.append(deployment.name)
         outcome = outcomes[deployment.name].pop(0)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    served, answer = asyncio.run(failover.serve(
+    served, replica, answer = asyncio.run(failover.serve(
         plan, attempt, clock=fake.clock, sleep=fake.sleep, jitter=lambda: 0.0,
         wall_clock=lambda: 0.0))
-    served.release()  # as the relay does once the answer is sent
+    served.release(replica)  # as the relay does once the answer is sent
     return (served, answer), calls
 
 
@@ -202,7 +202,7 @@ def test_a_full_model_is_skipped_and_its_429_kept_when_nothing_else_answers():
 def test_cancellation_during_a_retry_wait_frees_the_slot():
     a, _ = deployments()
 
-    async def attempt(deployment):
+    async def attempt(deployment, replica):
         raise status(503)
 
     async def cancelled_sleep(seconds):
@@ -216,8 +216,8 @@ def test_cancellation_during_a_retry_wait_frees_the_slot():
 def test_the_serving_model_keeps_its_slot_until_the_caller_releases_it():
     a, b = deployments()
 
-    async def attempt(deployment):
+    async def attempt(deployment, replica):
         return "ok"
 
-    served, _ = asyncio.run(failover.serve([a, b], attempt))
+    served, _, _ = asyncio.run(failover.serve([a, b], attempt))
     assert served is a and a.in_flight == 1  # held while the answer is being relayed

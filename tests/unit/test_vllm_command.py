@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from modelport.config import VllmModel
 from modelport.engines.vllm_command import vllm_command, vllm_env
 
@@ -53,3 +56,23 @@ def test_env_keeps_the_worker_offline():
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["VLLM_NO_USAGE_STATS"] == "1"
     assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_parallelism_and_executor_map_to_vllm_flags():
+    model = vllm_model(tensor_parallel_size=2, pipeline_parallel_size=2, data_parallel_size=2,
+                       distributed_executor_backend="mp", gpus="0,1,2,3,4,5,6,7")
+    argv = vllm_command(model, Path("/m"), "127.0.0.1", 8001)
+    assert (flag_value(argv, "--tensor-parallel-size"), flag_value(argv, "--pipeline-parallel-size"),
+            flag_value(argv, "--data-parallel-size"),
+            flag_value(argv, "--distributed-executor-backend")) == ("2", "2", "2", "mp")
+    assert vllm_env(model)["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"
+    plain = vllm_command(vllm_model(), Path("/m"), "127.0.0.1", 8001)
+    assert "--data-parallel-size" not in plain and "--distributed-executor-backend" not in plain
+
+
+def test_too_few_gpus_for_the_parallelism_is_a_config_error_unless_ray_spans_machines():
+    with pytest.raises(ValidationError, match="names 2 GPU.*needs 4"):
+        vllm_model(tensor_parallel_size=2, pipeline_parallel_size=2, gpus="0,1")
+    over_ray = vllm_model(tensor_parallel_size=8, pipeline_parallel_size=2, gpus="0,1",
+                          distributed_executor_backend="ray")
+    assert "--distributed-executor-backend" in vllm_command(over_ray, Path("/m"), "h", 1)

@@ -38,6 +38,7 @@ class AccessRecord:
     first_byte_s: float | None = None  # of a streamed answer's body: time to first token
     ended: float | None = None
     requested: str | None = None  # the model the request named (by its own name)
+    replica: str | None = None  # the replica of the served model that answered
     cached_tokens: int | None = None
     key: Any = None  # the virtual key that sent it (store.keys.VirtualKey), if any
     admission: Any = None  # its limits' hold (limits.admission.Admission), settled when done
@@ -71,8 +72,9 @@ class AccessRecord:
         level = logging.DEBUG if self.path.startswith("/health") and self.status == 200 \
             else logging.INFO
         logger.log(
-            level, "%s %s model=%s status=%d latency_ms=%.1f tokens=%s%s",
+            level, "%s %s model=%s status=%d latency_ms=%.1f tokens=%s%s%s",
             self.method, self.path, self.model, self.status, latency_ms, tokens,
+            f" replica={self.replica}" if self.replica else "",
             f" {self.note}" if self.note else "",
         )
 

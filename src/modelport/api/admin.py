@@ -6,6 +6,35 @@
     PATCH  /admin/keys/{id}     change the fields sent; null lifts a limit
     DELETE /admin/keys/{id}     revoke (refused from the next request on)
     GET    /admin/usage         ?group_by=key|model|day&since=…&until=…
+    GET    /admin/metrics/history   the last hour of per-model metrics (api.metrics_history)
+
+Models (local workers) and the configuration, in api/admin_models.py:
+
+    GET    /admin/models                  {"object": "list", "data": [model state, ...]}
+    GET    /admin/models/{name}           one model state (name or alias)
+    POST   /admin/models/{name}/load      start loading: 202 and its state ("starting"),
+                                          200 when already ready; ?wait=true answers
+                                          once it is ready (or 503 with why it is not)
+    POST   /admin/models/{name}/unload    stop its worker once its requests finish (up
+                                          to server.drain_timeout_s); 200, "unloaded"
+    POST   /admin/reload                  re-read the config file (as SIGHUP does): 200
+                                          {"object": "reload", "added", "removed",
+                                          "restarted", "updated", "unchanged": [names],
+                                          "needs_restart": [settings], "seconds"}; an
+                                          invalid file changes nothing: 400, code
+                                          invalid_config, the message names the fields
+
+A model state:
+
+    {"object": "model_state", "name": "smollm2", "state": "ready", "engine": "llamacpp",
+     "load": "on_demand", "last_used": "2026-12-01T04:00:00+00:00" | null,
+     "pid": 4242 | null, "memory_bytes": 181000000 | null (the worker's resident memory),
+     "file_bytes": 96000000 | null (what server.memory_budget counts), "in_flight": 0,
+     "restarts": 0, "last_error": null | "worker exited with code 1; restarting"}
+
+`state` is one of starting, ready, unresponsive, restarting, failed, stopped, unloaded,
+unloading. Online models are listed (pid and memory null) but cannot be loaded or
+unloaded (400, code not_a_local_model); an unknown name is a 404 (model_not_found).
 """
 
 from __future__ import annotations
@@ -19,8 +48,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, Router
 
 from modelport.api.admin_bodies import KeyCreate, KeyPatch, parse_time
+from modelport.api.admin_models import ModelRoutes
 from modelport.api.auth import bearer_matches
 from modelport.api.body import read_body
+from modelport.api.metrics_history import history_endpoint
 from modelport.api.state import GatewayState
 from modelport.errors import (
     AuthenticationError,
@@ -53,6 +84,10 @@ class MasterKeyGate:
 
     def __init__(self, app, master_key: str | None) -> None:  # noqa: ANN001 (ASGI app)
         self.app = app
+        self.use_key(master_key)
+
+    def use_key(self, master_key: str | None) -> None:
+        """Answer to this master key from now on (a configuration reload)."""
         self._keys = (master_key.encode(),) if master_key else ()
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
@@ -181,11 +216,18 @@ def _validated(model: type, data: dict[str, Any]) -> Any:
 def admin_app(state: GatewayState) -> MasterKeyGate:
     """The /admin routes behind the master key, to be mounted at /admin."""
     routes = AdminRoutes(state)
+    models = ModelRoutes(state)
     return MasterKeyGate(Router(routes=[
+        Route("/models", models.list_models, methods=["GET"]),
+        Route("/models/{name:path}/load", models.load, methods=["POST"]),
+        Route("/models/{name:path}/unload", models.unload, methods=["POST"]),
+        Route("/models/{name:path}", models.show, methods=["GET"]),
+        Route("/reload", models.reload, methods=["POST"]),
         Route("/keys", routes.create, methods=["POST"]),
         Route("/keys", routes.list_keys, methods=["GET"]),
         Route("/keys/{key_id}", routes.show, methods=["GET"]),
         Route("/keys/{key_id}", routes.patch, methods=["PATCH"]),
         Route("/keys/{key_id}", routes.revoke, methods=["DELETE"]),
         Route("/usage", routes.usage_summary, methods=["GET"]),
+        Route("/metrics/history", history_endpoint, methods=["GET"]),
     ]), state.config.server.master_key)

@@ -16,11 +16,13 @@ from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
 from modelport.api.admin import MasterKeyGate, admin_app
 from modelport.api.auth import BearerAuth
+from modelport.api.console import ConsoleFiles
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
 from modelport.api.messages import count_message_tokens, create_message
 from modelport.api.key_checks import FinishedRequests
 from modelport.api.metrics import GatewayMetrics, metrics_endpoint
+from modelport.api.metrics_history import MetricsHistory
 from modelport.limits.admission import KeyLimiter
 from modelport.limits.counters import LocalCounters, RedisCounters
 from modelport.api.models import get_model, list_models
@@ -99,16 +101,38 @@ def build_app(state: GatewayState) -> AccessLog:
         try:
             if state.lifecycle is not None:
                 await state.lifecycle.start()
+            if state.loader is not None:
+                state.loader.start()
+            if state.remote_replicas is not None:
+                await state.remote_replicas.start()
+            if state.reloader is not None:
+                state.reloader.attach()
             # Everything built so far lives as long as the process; left to the collector,
             # each full collection walks it again (hundreds of thousands of objects once
             # the database and HTTP libraries are loaded), and requests that keep objects
             # alive for a while (usage rows waiting for their batch) make those frequent.
             gc.freeze()
+            # A request allocates thousands of objects that refcounting frees within
+            # milliseconds; with the default threshold (700) the collector ran every few
+            # requests and walked every request still in flight each time. 20,000 lets most
+            # of them go first (measured: 15-25% less gateway CPU a request at 64 in flight).
+            gc.set_threshold(20_000, 10, 10)
+            if state.metrics_history is not None:
+                state.metrics_history.start()
             yield
         finally:
+            if state.metrics_history is not None:
+                await state.metrics_history.stop()
+            if state.loader is not None:
+                await state.loader.stop()
+            if state.remote_replicas is not None:
+                await state.remote_replicas.stop()
+            if state.reloader is not None:
+                await state.reloader.detach()
             if state.lifecycle is not None:
                 await state.lifecycle.stop()
-            for client in state.clients.values():
+            for client in {id(p): p for p in (*state.clients.values(), *(
+                    p for d in state.registry for p in d.providers()))}.values():
                 await client.close()
             await finished.drain()
             await state.limiter.close()
@@ -119,8 +143,12 @@ def build_app(state: GatewayState) -> AccessLog:
     v1_routes = _v1_routes()
     # Virtual keys work once the admin API that makes them is on (a master key is set).
     virtual_keys = state.keys if server.master_key else None
-    v1 = Mount("/v1", app=BearerAuth(Router(routes=v1_routes), server.api_keys,
-                                     master_key=server.master_key, virtual_keys=virtual_keys))
+    auth = BearerAuth(Router(routes=v1_routes), server.api_keys, master_key=server.master_key,
+                      virtual_keys=virtual_keys)
+    v1 = Mount("/v1", app=auth)
+    admin = admin_app(state)
+    state.key_gates = [lambda s: auth.use_keys(s.api_keys, s.master_key),
+                       lambda s: admin.use_key(s.master_key)]
     state.limiter = KeyLimiter(RedisCounters(server.redis_url) if server.redis_url
                                else LocalCounters(),
                                tokens_used=state.keys.tokens_used if state.keys else None)
@@ -131,15 +159,19 @@ def build_app(state: GatewayState) -> AccessLog:
         Route("/health/ready", readiness, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
         v1,
-        Mount("/admin", app=admin_app(state)),
+        Mount("/admin", app=admin),
+        Mount("/ui", app=ConsoleFiles()),
     ]
     if server.metrics:
         state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
                                                         if "{" not in r.path])
         observers.insert(0, state.metrics.observe)
+        state.metrics_history = MetricsHistory(state.metrics, state.registry)
         scrape = metrics_endpoint
         if server.metrics_auth:
-            scrape = MasterKeyGate(request_response(metrics_endpoint), server.master_key)
+            gate = MasterKeyGate(request_response(metrics_endpoint), server.master_key)
+            state.key_gates.append(lambda s: gate.use_key(s.master_key))
+            scrape = gate
         routes.insert(2, Route("/metrics", scrape, methods=["GET"]))
     app = Starlette(
         routes=routes,

@@ -46,8 +46,12 @@ class BearerAuth:
     def __init__(self, app, keys: list[str], *, master_key: str | None = None,  # noqa: ANN001
                  virtual_keys: VirtualKeys | None = None) -> None:
         self.app = app
-        self._keys = tuple(key.encode() for key in [*keys, *([master_key] if master_key else [])])
+        self.use_keys(keys, master_key)
         self._virtual = virtual_keys
+
+    def use_keys(self, keys: list[str], master_key: str | None) -> None:
+        """Accept these static keys from now on (a configuration reload)."""
+        self._keys = tuple(key.encode() for key in [*keys, *([master_key] if master_key else [])])
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http" or not (self._keys or self._virtual):

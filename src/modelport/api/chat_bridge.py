@@ -96,7 +96,7 @@ async def bridged_chat(request: Request, chat_body: dict[str, Any]) -> BridgedAn
         try:
             payload, _ = relay.answer_payload(outcome, record)
         finally:
-            outcome.served.release()
+            outcome.release()
     except ModelportError as error:
         relay.note_failure(record, error)
         raise

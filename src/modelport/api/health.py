@@ -1,5 +1,7 @@
 """/health (liveness plus per-model readiness) and /health/ready (503 until all are ready).
 
+An on-demand model counts as ready while unloaded: it loads when a request names it.
+
 Both stay open for probes; when the gateway has API keys, a caller without a valid one
 sees status only: no worker pids, internal URLs or failure details (which can name paths).
 """
@@ -37,14 +39,16 @@ def _report(state: GatewayState) -> dict:
         d.name: {
             "status": d.status.value,
             "engine": d.engine,
+            "load": d.load,
             "in_flight": d.in_flight,
             "restarts": d.restarts,
             **({"worker": {"pid": d.pid, "url": d.base_url}} if d.is_local else {}),
             **({"detail": d.detail} if d.detail else {}),
+            "replicas": d.view(),
         }
         for d in state.registry
     }
-    ready = all(m["status"] == DeploymentStatus.READY.value for m in models.values())
+    ready = all(d.status is DeploymentStatus.READY or d.on_demand for d in state.registry)
     return {
         "status": "ok" if ready else "degraded",
         "ready": ready,

@@ -81,7 +81,7 @@ async def count_message_tokens(request: Request) -> Response:
     record_of(request.scope).model = deployment.name
     # The chat prompt the request would become, so the count is of what the engine reads.
     chat = anthropic.chat_prompt(parsed)
-    count, exact = await count_prompt_tokens(state, deployment, chat)
+    count, exact = await count_prompt_tokens(deployment, chat)
     return JSONResponse({"input_tokens": count},
                         headers={TOKEN_COUNT_HEADER: "exact" if exact else "estimate",
                                  "x-modelport-model": deployment.name})

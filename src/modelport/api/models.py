@@ -21,6 +21,8 @@ def _model_card(deployment, created: int) -> dict:  # noqa: ANN001
         "engine": deployment.engine,
         "aliases": list(deployment.config.aliases),
         "status": deployment.status.value,
+        # always: loaded with the server; on_demand: loaded by the first request naming it.
+        "load": deployment.load,
         "kind": deployment.kind,
         # How /v1/rerank scores documents with this model (null: it cannot rerank).
         "rerank": deployment.capabilities.rerank,

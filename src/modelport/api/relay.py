@@ -19,7 +19,12 @@ from modelport.api.inflight import InFlight
 from modelport.api.state import GatewayState
 from modelport.api.stream import ModelRenamer, RelayStreamResponse, StreamAccounting, relay_sse
 from modelport.config import OpenAIUpstreamModel
-from modelport.errors import ClientDisconnectedError, MalformedUpstreamError, ModelportError
+from modelport.errors import (
+    ClientDisconnectedError,
+    MalformedUpstreamError,
+    ModelNotReadyError,
+    ModelportError,
+)
 from modelport.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -32,9 +37,10 @@ from modelport.protocol import (
 from modelport.providers.base import OpenedStream, Provider
 from modelport.reranking import completed_answer
 from modelport.routing import failover
-from modelport.routing.deployments import Deployment
+from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.registry import ModelRegistry
 from modelport.upstream import UpstreamReply
+from modelport.workers.on_demand import ModelLoader
 
 logger = logging.getLogger("modelport.gateway")
 T = TypeVar("T")
@@ -144,7 +150,7 @@ async def _forward(
     try:
         return _json_response(outcome, record)
     finally:
-        outcome.served.release()
+        outcome.release()
 
 
 @dataclass(frozen=True)
@@ -156,10 +162,15 @@ class Outcome:
     requested: Deployment
     answer: UpstreamReply | OpenedStream
     request: OpenAIRequest
+    replica: Replica
+
+    def release(self) -> None:
+        self.served.release(self.replica)
 
     @property
     def headers(self) -> dict[str, str]:
-        headers = {"x-modelport-model": self.served.name}
+        headers = {"x-modelport-model": self.served.name,
+                   "x-modelport-replica": self.replica.name}
         if self.served is not self.requested:
             headers["x-modelport-fallback-from"] = self.requested.name
         return headers
@@ -183,19 +194,36 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     if record.key is not None:
         # A fallback is still a model: one outside the key's allow-list never answers it.
         plan = key_checks.allowed_plan(record.key, plan)
-    providers: dict[str, Provider] = state.clients  # type: ignore[assignment]
 
-    async def answer(deployment: Deployment) -> UpstreamReply | OpenedStream:
-        provider = providers[deployment.name]
+    async def answer(deployment: Deployment, replica: Replica) -> UpstreamReply | OpenedStream:
+        provider: Provider = replica.provider
         body = upstream_body(deployment, data, parsed)
         if stream:
             return await provider.open_stream(endpoint.path, body, parsed)
         return await provider.complete(endpoint.path, body, parsed)
 
-    served, reply = await _unless_client_leaves(
-        request, state.in_flight, failover.serve(plan, answer))
+    if requested.on_demand and requested.status is not DeploymentStatus.READY:
+        work = _load_then_serve(state.loader, requested, plan, answer, data)
+    else:
+        work = failover.serve(plan, answer, body=data)
+    served, replica, reply = await _unless_client_leaves(request, state.in_flight, work)
     record.model = served.name
-    return Outcome(served, requested, reply, parsed)
+    record.replica = replica.name
+    return Outcome(served, requested, reply, parsed, replica)
+
+
+async def _load_then_serve(loader: ModelLoader, requested: Deployment,
+                           plan: tuple[Deployment, ...], answer: failover.Attempt[T],
+                           body: dict[str, Any]) -> tuple[Deployment, Replica, T]:
+    """Load an on-demand model first (the wait ends with the client, like the answer);
+    when it cannot load, its fallbacks may still answer."""
+    try:
+        await loader.ensure_loaded(requested)
+    except ModelNotReadyError:
+        if len(plan) == 1:
+            raise
+        logger.warning("model '%s' could not be loaded; trying its fallbacks", requested.name)
+    return await failover.serve(plan, answer, body=body)
 
 
 class _Waiting:
@@ -269,7 +297,7 @@ class RelayedStream:
 
     async def on_close(self, disconnected: bool, ended_with: ModelportError | None) -> None:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
-        self._outcome.served.release()
+        self._outcome.release()
         record, accounting = self._record, self.accounting
         record.take_usage(accounting.final_usage())
         error = ended_with or accounting.error

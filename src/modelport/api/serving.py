@@ -3,7 +3,7 @@
 On SIGTERM or Ctrl-C the gateway stops accepting connections, lets the requests in
 flight finish for up to `server.drain_timeout_s`, ends the rest properly (an error event
 and `[DONE]` for streams, a 503 for the others), stops its workers and exits 0. A second
-Ctrl-C stops at once. SIGHUP is logged and ignored until configuration reload exists.
+Ctrl-C stops at once. SIGHUP reloads the configuration file (reload.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from types import FrameType
 
 import uvicorn
@@ -26,10 +26,12 @@ _CLOSE_GRACE_S = 5.0
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, in_flight: InFlight, drain_timeout_s: float):
+    def __init__(self, config: uvicorn.Config, in_flight: InFlight, drain_timeout_s: float,
+                 on_hangup: Callable[[], None] | None = None):
         super().__init__(config)
         self.in_flight = in_flight
         self.drain_timeout_s = drain_timeout_s
+        self.on_hangup = on_hangup
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -52,10 +54,13 @@ class DrainingServer(uvicorn.Server):
             logger.warning("second interrupt: stopping without waiting for requests")
         super().handle_exit(sig, frame)
 
-    @staticmethod
-    def _on_hangup(sig: int, frame: FrameType | None) -> None:
-        logger.warning("SIGHUP received and ignored: configuration reload is not supported; "
-                       "restart modelport to apply a changed config (SIGTERM drains first)")
+    def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
+        if self.on_hangup is None:
+            logger.warning("SIGHUP received and ignored: this server runs the built-in "
+                           "config, there is no file to reload")
+            return
+        logger.info("SIGHUP received: reloading the config")
+        self.on_hangup()
 
     async def shutdown(self, sockets: list | None = None) -> None:
         for server in self.servers:
@@ -66,12 +71,14 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def run_gateway(app, host: str, port: int, in_flight: InFlight, drain_timeout_s: float) -> bool:  # noqa: ANN001
-    """Serve `app` until a stop signal; False when the server could not start."""
+def run_gateway(app, host: str, port: int, in_flight: InFlight, drain_timeout_s: float,  # noqa: ANN001
+                on_hangup: Callable[[], None] | None = None) -> bool:
+    """Serve `app` until a stop signal (SIGHUP calls `on_hangup`); False when the server
+    could not start."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop",
         http="httptools", lifespan="on", timeout_graceful_shutdown=_CLOSE_GRACE_S,
     )
-    server = DrainingServer(config, in_flight, drain_timeout_s)
+    server = DrainingServer(config, in_flight, drain_timeout_s, on_hangup)
     server.run()
     return server.started

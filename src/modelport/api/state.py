@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelport.api.inflight import InFlight
@@ -37,9 +38,19 @@ class GatewayState:
     # decided once, not per request.
     log_bodies: bool = False
     metrics: Any = None  # api.metrics.GatewayMetrics, made with the app (it knows the routes)
+    metrics_history: Any = None  # api.metrics_history.MetricsHistory, when metrics are on
     limiter: Any = None  # limits.admission.KeyLimiter over local or Redis counters
     # Virtual keys and usage accounting, over the database `store` opens and closes with
     # the app (all three None in a state built without one).
     keys: KeyStore | None = None
     usage: UsageRecorder | None = None
     store: Lifecycle | None = None
+    # Models on demand (workers.on_demand.ModelLoader) and configuration reload
+    # (reload.ConfigReloader); None in a state built without local models or a file.
+    loader: Any = None
+    reloader: Any = None
+    # Registered remote workers as replicas (workers.remote_replicas.RemoteReplicas), with
+    # server.redis_url; None without it.
+    remote_replicas: Any = None
+    # Each takes the reloaded ServerConfig and updates the keys one gate accepts.
+    key_gates: list[Callable[[Any], None]] = field(default_factory=list)

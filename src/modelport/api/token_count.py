@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 
-from modelport.api.state import GatewayState
 from modelport.errors import ModelportError, UpstreamError
-from modelport.routing.deployments import Deployment
+from modelport.routing.deployments import Deployment, DeploymentStatus
 
 # English text and JSON average about four characters per token across common tokenizers;
 # each message also costs a few tokens of template (role markers, separators).
@@ -67,10 +66,12 @@ async def _llamacpp_count(client: Any, chat_body: dict[str, Any]) -> int | None:
     return len(tokens["tokens"])
 
 
-async def count_prompt_tokens(state: GatewayState, deployment: Deployment,
+async def count_prompt_tokens(deployment: Deployment,
                               chat_body: dict[str, Any]) -> tuple[int, bool]:
     """(token count, whether it is exact) for `chat_body`'s messages and tools."""
-    client = getattr(state.clients.get(deployment.name), "client", None)
+    # Any ready replica tokenizes the same way (the first one may be restarting).
+    ready = next((r for r in deployment.replicas if r.status is DeploymentStatus.READY), None)
+    client = getattr(ready.provider, "client", None) if ready is not None else None
     if deployment.is_local and client is not None:
         try:
             count = await _exact(client, deployment, chat_body)

@@ -22,10 +22,12 @@ from modelport.errors import ContextLengthError, InvalidRequestError
 # Texts gathered per trip to the engine thread, in forward batches. Gathering several
 # lets the thread sort them by length (less padding) and costs one hand-off, not many.
 GATHER_BATCHES = 4
-# The fixed cost of one forward pass in tokens' worth of compute: measured for MiniLM on
-# one CPU thread, a pass costs ~9 ms plus ~0.25 ms per (padded) token. A gathered batch
-# is split where the padding saved outweighs another pass.
-FORWARD_COST_TOKENS = 36
+# The fixed cost of one forward pass in tokens' worth of compute, per torch thread:
+# measured for MiniLM on one CPU thread, a pass costs ~9 ms plus ~0.25 ms per (padded)
+# token. More threads share the per-token work but not the fixed part (two threads on two
+# cores: ~12 ms plus ~0.16 ms a token), so a pass is worth proportionally more tokens. A
+# gathered batch is split where the padding saved outweighs another pass.
+FORWARD_COST_TOKENS_PER_THREAD = 36
 
 Inputs = Union[Sequence[str], Sequence[Sequence[int]]]
 
@@ -155,7 +157,8 @@ class EmbeddingEngine:
 
         with torch.inference_mode():
             for chunk, input_ids, mask in padded_batches(
-                    sequences, self.batch_size, FORWARD_COST_TOKENS, self._pad_id):
+                    sequences, self.batch_size,
+                    FORWARD_COST_TOKENS_PER_THREAD * torch.get_num_threads(), self._pad_id):
                 features = {"input_ids": input_ids, "attention_mask": mask}
                 if self._type_ids:
                     features["token_type_ids"] = torch.zeros_like(input_ids)

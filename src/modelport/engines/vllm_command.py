@@ -29,9 +29,14 @@ def vllm_command(model: VllmModel, path: Path, host: str, port: int,
         "--host", host,
         "--port", str(port),
         "--tensor-parallel-size", str(model.tensor_parallel_size),
+        "--pipeline-parallel-size", str(model.pipeline_parallel_size),
         "--gpu-memory-utilization", str(model.gpu_memory_utilization),
         "--dtype", model.dtype,
     ]
+    if model.data_parallel_size > 1:
+        argv += ["--data-parallel-size", str(model.data_parallel_size)]
+    if model.distributed_executor_backend:
+        argv += ["--distributed-executor-backend", model.distributed_executor_backend]
     if model.max_model_len is not None:
         argv += ["--max-model-len", str(model.max_model_len)]
     if model.quantization:
@@ -51,7 +56,6 @@ def vllm_env(model: VllmModel) -> dict[str, str]:
     """
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
            "DO_NOT_TRACK": "1"}
-    gpus = getattr(model, "gpus", None)  # VllmModel has no `gpus` field yet
-    if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = str(gpus)
+    if model.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = model.gpus
     return env

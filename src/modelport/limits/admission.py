@@ -47,14 +47,28 @@ class KeyLimitError(RateLimitError):
     """A key's own limit (not the model's capacity); `code` says which."""
 
 
-@dataclass
+@dataclass(slots=True)
+class _KeyWindow:
+    """One key's counter names for one minute, worked out once per key and minute."""
+
+    minute: int
+    period: str  # the key's budget_period when worked out (a PATCH may change it)
+    rpm: str
+    tpm: str
+    parallel: str
+    budget: str | None  # the budget counter, when the key has a budget
+    budget_since: dt.datetime | None
+    budget_end: float | None  # when the budget period ends (None: never)
+
+
+@dataclass(slots=True)
 class Admission:
     """One admitted request: its rate-limit headers, and `settle` to run when it is done."""
 
     key: LimitedKey
     raw_headers: list[tuple[bytes, bytes]]  # as ASGI sends them
     _limiter: "KeyLimiter"
-    _minute: int
+    _window: _KeyWindow
     _holds_slot: bool
     _settled: bool = False
 
@@ -74,7 +88,7 @@ class Admission:
         needs I/O (Redis), which is then the caller's to schedule with `settle`."""
         if self._settled:
             return True
-        add = getattr(self._limiter._counters, "add_now", None)
+        add = self._limiter._add_now
         if add is None:
             return False
         self._settled = True
@@ -95,6 +109,9 @@ class KeyLimiter:
         # Budget counters being seeded now: the requests that arrive meanwhile wait for the
         # one query instead of each asking the usage store (a burst of 64 did, serially).
         self._seeding: dict[str, asyncio.Future] = {}
+        self._key_windows: dict[str, _KeyWindow] = {}
+        # Counters in this process settle without the event loop (see Admission.settle_now).
+        self._add_now = getattr(counters, "add_now", None)
 
     async def close(self) -> None:
         await self._counters.close()
@@ -102,31 +119,49 @@ class KeyLimiter:
     async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> Admission:
         now = self._clock()
         minute, minute_left = int(now // MINUTE_S), MINUTE_S - now % MINUTE_S
-        await self._check_budget(key, now)
-        tokens_now = await self._check_tpm(key, minute, minute_left, max_tokens)
-        requests_now = await self._take_request(key, minute, minute_left, tokens_now)
+        window = self._window(key, minute, now)
+        await self._check_budget(key, window, now)
+        tokens_now = await self._check_tpm(key, window, minute_left, max_tokens)
+        requests_now = await self._take_request(key, window, minute_left, tokens_now)
         holds_slot = False
         if key.max_parallel is not None:
             taken, running = await self._counters.take(
-                f"par:{key.id}", 1, key.max_parallel, SLOT_EXPIRY_S)
+                window.parallel, 1, key.max_parallel, SLOT_EXPIRY_S)
             if not taken:
                 if key.rpm is not None:
-                    await self._counters.add(f"rpm:{key.id}:{minute}", -1, 0)
+                    await self._counters.add(window.rpm, -1, 0)
                 raise KeyLimitError(
                     f"this key has {running} requests in flight, its max_parallel "
                     f"({key.max_parallel}); retry when one finishes",
                     code="max_parallel_exceeded", headers={"Retry-After": "1"})
             holds_slot = True
-        headers = [(name.encode(), value.encode()) for name, value in
-                   _headers(key, minute_left, requests_now, tokens_now).items()]
-        return Admission(key, headers, self, minute, holds_slot)
+        return Admission(key, _raw_headers(key, minute_left, requests_now, tokens_now), self,
+                         window, holds_slot)
 
-    async def _check_budget(self, key: LimitedKey, now: float) -> None:
+    def _window(self, key: LimitedKey, minute: int, now: float) -> _KeyWindow:
+        """The key's counter names this minute (budget periods only change at midnight)."""
+        window = self._key_windows.get(key.id)
+        if window is not None and window.minute == minute and window.period == key.budget_period:
+            return window
+        budget = since = end = None
+        if key.budget_tokens is not None:
+            budget, since, end = self._budget_period(key, now)
+        if len(self._key_windows) > 100_000:
+            self._key_windows.clear()
+        window = self._key_windows[key.id] = _KeyWindow(
+            minute, key.budget_period, f"rpm:{key.id}:{minute}", f"tpm:{key.id}:{minute}", f"par:{key.id}",
+            budget, since, end)
+        return window
+
+    async def _check_budget(self, key: LimitedKey, window: _KeyWindow, now: float) -> None:
         if key.budget_tokens is None:
             return
-        name, since, seconds_left = self._budget_window(key, now)
+        if window.budget is None:  # the key was given a budget this minute
+            window.budget, window.budget_since, window.budget_end = self._budget_period(key, now)
+        name = window.budget
+        seconds_left = None if window.budget_end is None else window.budget_end - now
         if name not in self._seeded and self._tokens_used is not None:
-            used = await self._seed_budget(name, key, since, seconds_left)
+            used = await self._seed_budget(name, key, window.budget_since, seconds_left)
         else:
             used = await self._counters.count(name)
         if used < key.budget_tokens:
@@ -170,7 +205,7 @@ class KeyLimiter:
         finally:
             del self._seeding[name]
 
-    async def _check_tpm(self, key: LimitedKey, minute: int, minute_left: float,
+    async def _check_tpm(self, key: LimitedKey, window: _KeyWindow, minute_left: float,
                          max_tokens: int | None) -> int:
         if key.tpm is None:
             return 0
@@ -178,20 +213,20 @@ class KeyLimiter:
             raise KeyLimitError(
                 f"max_tokens {max_tokens} is more than this key's tokens per minute "
                 f"({key.tpm}); ask for fewer", code="tpm_exceeded")
-        used = await self._counters.count(f"tpm:{key.id}:{minute}")
+        used = await self._counters.count(window.tpm)
         if used >= key.tpm:
-            requests = await self._counters.count(f"rpm:{key.id}:{minute}") if key.rpm else 0
+            requests = await self._counters.count(window.rpm) if key.rpm else 0
             raise KeyLimitError(
                 f"this key used {used} tokens this minute, its limit ({key.tpm} per minute)",
                 code="tpm_exceeded", headers=_retry(key, minute_left, requests, used))
         return used
 
-    async def _take_request(self, key: LimitedKey, minute: int, minute_left: float,
+    async def _take_request(self, key: LimitedKey, window: _KeyWindow, minute_left: float,
                             tokens_now: int) -> int:
         if key.rpm is None:
             return 0
         taken, count = await self._counters.take(
-            f"rpm:{key.id}:{minute}", 1, key.rpm, MINUTE_S + _WINDOW_SLACK_S)
+            window.rpm, 1, key.rpm, MINUTE_S + _WINDOW_SLACK_S)
         if not taken:
             raise KeyLimitError(
                 f"this key sent {count} requests this minute, its limit ({key.rpm} per minute)",
@@ -203,32 +238,33 @@ class KeyLimiter:
             await self._counters.add(name, amount, expire_s)
 
     def _settlement(self, admission: Admission, tokens: int) -> list[tuple[str, int, int]]:
-        """The additions that settle a finished request: (counter, amount, expiry)."""
-        key = admission.key
+        """The additions that settle a finished request: (counter, amount, expiry). The
+        tokens count in the minute and budget period the request was admitted in."""
+        key, window = admission.key, admission._window
         additions = []
         if admission._holds_slot:
-            additions.append((f"par:{key.id}", -1, SLOT_EXPIRY_S))
+            additions.append((window.parallel, -1, SLOT_EXPIRY_S))
         if tokens <= 0:
             return additions
         if key.tpm is not None:
-            additions.append((f"tpm:{key.id}:{admission._minute}", tokens,
-                              MINUTE_S + _WINDOW_SLACK_S))
-        if key.budget_tokens is not None:
-            name, _, seconds_left = self._budget_window(key, self._clock())
-            additions.append((name, tokens,
-                              int(seconds_left) + _WINDOW_SLACK_S if seconds_left else 0))
+            additions.append((window.tpm, tokens, MINUTE_S + _WINDOW_SLACK_S))
+        if key.budget_tokens is not None and window.budget is not None:
+            # A period that ends keeps its counter a little longer; "total" never ends.
+            expire_s = 0 if window.budget_end is None else \
+                max(0, int(window.budget_end - self._clock())) + _WINDOW_SLACK_S
+            additions.append((window.budget, tokens, expire_s))
         return additions
 
-    def _budget_window(self, key: LimitedKey, now: float) -> tuple[str, dt.datetime, float | None]:
-        """`_budget_window`, remembered for the minute (it only changes at midnight UTC)."""
+    def _budget_period(self, key: LimitedKey, now: float) -> tuple[str, dt.datetime, float | None]:
+        """The key's budget counter name, the period's start and end (worked out once a
+        minute per period kind: it only changes at midnight UTC)."""
         minute = int(now // MINUTE_S)
         cached = self._windows.get(key.budget_period)
         if cached is None or cached[0] != minute:
             label, start, end = _period(key.budget_period, now)
             cached = self._windows[key.budget_period] = (minute, label, start, end)
         _, label, start, end = cached
-        return (f"budget:{key.id}:{label}", start,
-                None if end is None else end - now)
+        return f"budget:{key.id}:{label}", start, end
 
 
 def _period(period: str, now: float) -> tuple[str, dt.datetime, float | None]:
@@ -251,21 +287,31 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
 
 
-def _headers(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    reset = _duration(minute_left)
+_LIMIT_REQUESTS, _REMAINING_REQUESTS, _RESET_REQUESTS = (
+    b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+    b"x-ratelimit-reset-requests")
+_LIMIT_TOKENS, _REMAINING_TOKENS, _RESET_TOKENS = (
+    b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens")
+
+
+def _raw_headers(key: LimitedKey, minute_left: float, requests: int,
+                 tokens: int) -> list[tuple[bytes, bytes]]:
+    """OpenAI's rate-limit headers, as ASGI sends them."""
+    headers: list[tuple[bytes, bytes]] = []
+    reset = _duration(minute_left).encode()
     if key.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(key.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - requests))
-        headers["x-ratelimit-reset-requests"] = reset
+        headers += ((_LIMIT_REQUESTS, b"%d" % key.rpm),
+                    (_REMAINING_REQUESTS, b"%d" % max(0, key.rpm - requests)),
+                    (_RESET_REQUESTS, reset))
     if key.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - tokens))
-        headers["x-ratelimit-reset-tokens"] = reset
+        headers += ((_LIMIT_TOKENS, b"%d" % key.tpm),
+                    (_REMAINING_TOKENS, b"%d" % max(0, key.tpm - tokens)),
+                    (_RESET_TOKENS, reset))
     return headers
 
 
 def _retry(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> dict[str, str]:
-    headers = _headers(key, minute_left, requests, tokens)
+    headers = {name.decode(): value.decode()
+               for name, value in _raw_headers(key, minute_left, requests, tokens)}
     headers["Retry-After"] = str(max(1, int(minute_left + 0.999)))
     return headers

@@ -36,29 +36,32 @@ class LocalCounters:
 
     def __init__(self, clock=time.monotonic) -> None:  # noqa: ANN001 (a clock for tests)
         self._clock = clock
-        self._counts: dict[str, tuple[int, float]] = {}  # key -> (count, expires at; 0 never)
+        # Counts and their expiry times apart: a count changes on every request, its expiry
+        # is set once, and no tuple is built per change.
+        self._counts: dict[str, int] = {}
+        self._expires: dict[str, float] = {}  # key -> when its count goes; absent: never
         self._writes = 0
 
     def _get(self, key: str) -> int:
-        held = self._counts.get(key)
-        if held is None:
+        count = self._counts.get(key)
+        if count is None:
             return 0
-        count, expires = held
-        if expires and expires <= self._clock():
-            del self._counts[key]
+        expires = self._expires.get(key)
+        if expires is not None and expires <= self._clock():
+            del self._counts[key], self._expires[key]
             return 0
         return count
 
     def _set(self, key: str, count: int, expire_s: int) -> None:
-        held = self._counts.get(key)  # callers read it first, so it has not expired
-        expires = held[1] if held else 0.0
-        if not expires and expire_s:
-            expires = self._clock() + expire_s
-        self._counts[key] = (count, expires)
+        # Callers read the key first, so a count still here has not expired.
+        if expire_s and key not in self._expires:
+            self._expires[key] = self._clock() + expire_s
+        self._counts[key] = count
         self._writes += 1
         if self._writes % self._SWEEP_EVERY == 0:
             now = self._clock()
-            self._counts = {k: v for k, v in self._counts.items() if not v[1] or v[1] > now}
+            for gone in [k for k, at in self._expires.items() if at <= now]:
+                del self._counts[gone], self._expires[gone]
 
     def add_now(self, key: str, amount: int, expire_s: int) -> int:
         """`add` without the event loop (nothing here waits on I/O)."""
@@ -82,7 +85,7 @@ class LocalCounters:
     async def seed(self, key: str, amount: int, expire_s: int) -> int:
         self._get(key)  # lets an expired count go
         if key in self._counts:
-            return self._counts[key][0]
+            return self._counts[key]
         self._set(key, amount, expire_s)
         return amount
 

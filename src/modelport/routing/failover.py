@@ -1,4 +1,5 @@
-"""Serving one request from a list of models: retries on each, then the next one.
+"""Serving one request from a list of models: retries on each replica, then the next
+replica, then the next model.
 
 Everything here happens before the first byte is relayed to the client (for a stream,
 `attempt` only opens it), so a retried or re-routed request never duplicates text.
@@ -11,68 +12,87 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from modelport.errors import ModelNotReadyError, ModelportError, RateLimitError, unexpected_error
-from modelport.routing.deployments import Deployment
+from modelport.routing.deployments import Deployment, Replica
 from modelport.routing.retry import classify, retry_after_seconds
 
 logger = logging.getLogger("modelport.routing")
 
 T = TypeVar("T")
-Attempt = Callable[[Deployment], Awaitable[T]]
+Attempt = Callable[[Deployment, Replica], Awaitable[T]]
 
 
 async def serve(
     plan: Sequence[Deployment],
     attempt: Attempt[T],
     *,
+    body: Mapping[str, Any] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     jitter: Callable[[], float] = random.random,
-) -> tuple[Deployment, T]:
-    """The first model of `plan` that answers, and its answer.
+) -> tuple[Deployment, Replica, T]:
+    """The first model of `plan` that answers, the replica that did, and its answer.
 
-    On success the model's slot stays taken: the caller releases it once the answer has
-    been relayed. A failure the client caused (400) is raised at once; any other moves on
-    to the next model, and when none is left the most telling error is raised: the last
-    real failure, else why the first model was skipped (cooling down, queue full).
+    Each model's replicas are tried in its strategy's order (`body` is the request, for
+    prefix affinity), then the next model. On success the replica's slot stays taken: the
+    caller releases it once the answer has been relayed. A failure the client caused
+    (400) is raised at once; any other moves on to the next replica or model, and when
+    none is left the most telling error is raised: the last real failure, else why the
+    first one was skipped (cooling down, queue full, not ready).
     """
     failure: ModelportError | None = None
     skipped: ModelportError | None = None
+    last = plan[-1]
     for deployment in plan:
         if not deployment.cooldown.available(clock()):
             skipped = skipped or _cooling_down(deployment, clock())
             continue
-        try:
-            deployment.acquire()
-        except (RateLimitError, ModelNotReadyError) as error:
-            skipped = skipped or error
+        replicas = deployment.route(body)
+        if not replicas:
+            try:
+                deployment.acquire()  # says why nothing serves it
+            except ModelportError as error:
+                skipped = skipped or error
             continue
-        try:
-            result = await _with_retries(deployment, attempt, sleep, jitter, wall_clock)
-        except ModelportError as error:
-            deployment.release()
-            kind = classify(error)
-            if kind.counts_toward_cooldown and deployment.cooldown.record_failure(
-                    clock(), retry_after_seconds(error, wall_clock())):
-                logger.warning("model '%s' cooled down for %.0fs after %d failed requests",
-                               deployment.name, deployment.cooldown.remaining(clock()),
-                               deployment.cooldown.consecutive_failures)
-            if not kind.falls_back:
+        for replica in replicas:
+            try:
+                deployment.acquire(replica)
+            except (RateLimitError, ModelNotReadyError) as error:
+                skipped = skipped or error
+                continue
+            try:
+                result = await _with_retries(deployment, replica, attempt, sleep, jitter,
+                                             wall_clock)
+            except ModelportError as error:
+                deployment.release(replica)
+                kind = classify(error)
+                if kind.counts_toward_cooldown and deployment.cooldown.record_failure(
+                        clock(), retry_after_seconds(error, wall_clock())):
+                    logger.warning("model '%s' cooled down for %.0fs after %d failed requests",
+                                   deployment.name, deployment.cooldown.remaining(clock()),
+                                   deployment.cooldown.consecutive_failures)
+                if not kind.falls_back:
+                    raise
+                if kind.counts_toward_cooldown:
+                    deployment.failed(replica, error)
+                failure = error
+                if replica is not replicas[-1]:
+                    logger.warning("model '%s': replica %s failed (%s); trying the next "
+                                   "replica", deployment.name, replica.name, error.message)
+                elif deployment is not last:
+                    logger.warning("model '%s' failed (%s); trying the next fallback",
+                                   deployment.name, error.message)
+                continue
+            except BaseException:
+                deployment.release(replica)  # cancelled (client gone) or a bug: never leak it
                 raise
-            failure = error
-            if deployment is not plan[-1]:
-                logger.warning("model '%s' failed (%s); trying the next fallback",
-                               deployment.name, error.message)
-            continue
-        except BaseException:
-            deployment.release()  # cancelled (client gone) or a bug: never leak the slot
-            raise
-        deployment.cooldown.record_success()
-        return deployment, result
+            deployment.cooldown.record_success()
+            deployment.answered(replica, body)
+            return deployment, replica, result
     error = failure or skipped
     assert error is not None, "an empty plan"
     raise error
@@ -80,6 +100,7 @@ async def serve(
 
 async def _with_retries(
     deployment: Deployment,
+    replica: Replica,
     attempt: Attempt[T],
     sleep: Callable[[float], Awaitable[None]],
     jitter: Callable[[], float],
@@ -88,7 +109,7 @@ async def _with_retries(
     tries = 1
     while True:
         try:
-            return await attempt(deployment)
+            return await attempt(deployment, replica)
         except Exception as raised:  # noqa: BLE001 - every failure becomes a typed error here
             error = unexpected_error(raised, deployment.name)
             if error is not raised:  # an adapter or plugin tripping over an upstream's answer

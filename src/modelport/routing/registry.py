@@ -1,4 +1,9 @@
-"""Model name (or alias) -> deployment lookup, and the models a request may be served by."""
+"""Model name (or alias) -> deployment lookup, and the models a request may be served by.
+
+The registry is the one owner of which deployments exist: a reload swaps its contents in
+place (one synchronous step, so a request sees either the old set or the new one), and
+everything holding the registry (metrics, health, the loader) sees the change.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ from modelport.routing.deployments import Deployment
 
 class ModelRegistry:
     def __init__(self, deployments: Iterable[Deployment]) -> None:
-        self._deployments = list(deployments)
-        self._by_label: dict[str, Deployment] = {}
-        for deployment in self._deployments:
+        self.replace(deployments)
+
+    def replace(self, deployments: Iterable[Deployment]) -> None:
+        """Serve exactly `deployments` from now on (their fallbacks already linked)."""
+        listed = list(deployments)
+        by_label: dict[str, Deployment] = {}
+        for deployment in listed:
             for label in [deployment.name, *deployment.config.aliases]:
-                self._by_label[label] = deployment
-        self._plans = {d.name: (d, *d.fallbacks) for d in self._deployments}
+                by_label[label] = deployment
+        self._deployments, self._by_label = listed, by_label
+        self._plans = {d.name: (d, *d.fallbacks) for d in listed}
+
+    def named(self, name: str) -> Deployment | None:
+        """The deployment of a model's own name or alias, or None."""
+        return self._by_label.get(name)
 
     def __iter__(self):
         return iter(self._deployments)

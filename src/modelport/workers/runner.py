@@ -62,7 +62,22 @@ def _wait_for_port(host: str, port: int, owner: str, wait_s: float = 5.0) -> str
         time.sleep(0.2)
 
 
-def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None) -> None:
+def _announce(model: ModelConfig, host: str, port: int,
+              registration: tuple[str, str, float]) -> None:
+    """Start the process that announces this worker in Redis while it is healthy."""
+    from modelport.workers.announcer import start_announcer
+    from modelport.workers.registration import check_advertised_url, this_worker
+
+    redis_url, advertise, ttl_s = registration
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    local = f"[{local}]" if ":" in local else local
+    start_announcer(redis_url, this_worker(model, check_advertised_url(advertise)),
+                    f"http://{local}:{port}/health", ttl_s)
+
+
+def run_worker(config: Config, name: str, host: str | None = None, port: int | None = None,
+               registration: tuple[str, str, float] | None = None) -> None:
+    """`registration`: (Redis URL, advertised URL, TTL) to announce the worker in Redis."""
     # torch's OpenMP threads spin after every parallel region (libgomp: 300,000 turns),
     # taking the cores that this worker's HTTP loop, the gateway and other workers need.
     # Single-text embeddings, 16 clients, 2 cores shared with a soak: 6 requests/s and
@@ -84,6 +99,8 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
     if problem:
         raise ConfigError(problem)
     model = concrete_model(model, path)
+    if registration is not None:
+        _announce(model, host, port, registration)
     if isinstance(model, LlamaCppModel):
         from modelport.workers import llamacpp_worker
 

@@ -1,4 +1,5 @@
-"""Starts one worker process per local model, waits for readiness, restarts the dead.
+"""Starts one worker process per replica of a local model, waits for readiness, watches
+it, restarts the dead.
 
 A worker that dies is restarted with exponential backoff while every other model keeps
 serving; requests to the dead one get 503 with Retry-After meanwhile (its deployment is
@@ -20,8 +21,8 @@ import time
 import aiohttp
 import orjson
 
-from modelport.config import Config
-from modelport.routing.deployments import Deployment, DeploymentStatus
+from modelport.config import Config, ModelConfig
+from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.workers.lifetime import die_with_parent
 from modelport.workers.worker_auth import WORKER_SECRET_ENV
 
@@ -38,14 +39,29 @@ _STOP_GRACE_S = 10.0
 _IDENTITY_PATH = "/v1/modelport-identity"
 
 
-def worker_spec(config: Config, deployment: Deployment) -> str:
+def worker_spec(config: Config, model: ModelConfig) -> str:
     """The one-model config a spawned worker runs with (already interpolated and resolved)."""
     return orjson.dumps({
         "server": {"models_dir": str(config.models_dir_path()),
                    "max_body_bytes": config.server.max_body_bytes},
-        "models": [deployment.config.model_dump(mode="json")],
+        "models": [model.model_dump(mode="json")],
         "base_dir": config.base_dir,
     }).decode()
+
+
+def replica_config(model: ModelConfig, replica: Replica) -> ModelConfig:
+    """The config replica `replica` of `model` runs with: its own GPUs (a `gpus` list
+    gives one entry per replica) and, on CPU, its share of the cores when `threads` is
+    not set (replicas that each take every core only fight over them)."""
+    update: dict = {}
+    if isinstance(getattr(model, "gpus", None), list):
+        update["gpus"] = model.replica_gpus(replica.index)  # type: ignore[union-attr]
+    replicas = getattr(model, "replicas", 1)
+    on_cpu = getattr(model, "device", "auto") == "cpu" or not getattr(model, "gpu_layers", 0)
+    if replicas > 1 and "threads" in type(model).model_fields and model.threads is None \
+            and on_cpu:  # type: ignore[union-attr]
+        update["threads"] = max(1, (os.cpu_count() or 1) // replicas)
+    return model.model_copy(update=update) if update else model
 
 
 class WorkerProcess:
@@ -76,15 +92,18 @@ class WorkerProcess:
 
 
 class WorkerSupervisor:
-    def __init__(self, config: Config, deployments: list[Deployment], ports: dict[str, int],
-                 worker_secrets: dict[str, str]):
+    """The worker processes of the local models, one per replica: started with the
+    server (load: always) or when asked (`launch`, by the on-demand loader), stopped when
+    asked (`halt`), watched while they run and restarted when they die. Which deployments
+    exist is the registry's business; each replica holds its worker's port and secret,
+    and this reports the worker's state into it."""
+
+    def __init__(self, config: Config, deployments: list[Deployment]):
         self.config = config
-        self.deployments = deployments
-        self.ports = ports
-        # One per model and gateway run, also held by that model's provider; a restarted
-        # worker gets the same one, so the provider's long-lived client keeps working.
-        self._secrets = worker_secrets
-        self._tasks: list[asyncio.Task] = []
+        self._managed: dict[str, Deployment] = {d.name: d for d in deployments}
+        # By replica name. A restarted worker gets the same port and secret, so the
+        # replica's provider (a long-lived client) keeps working.
+        self._tasks: dict[str, asyncio.Task] = {}
         self._running: dict[str, WorkerProcess] = {}
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
@@ -94,36 +113,73 @@ class WorkerSupervisor:
         # its port (FIN_WAIT) and can make the restarted worker's bind fail.
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2),
                                               connector=aiohttp.TCPConnector(force_close=True))
-        for deployment in self.deployments:
-            self._tasks.append(asyncio.create_task(self._keep_running(deployment)))
+        for deployment in self._managed.values():
+            if not deployment.on_demand:
+                self.launch(deployment)
+
+    def adopt(self, deployment: Deployment) -> None:
+        """Take on a deployment added at run time (a reload); started by `launch`."""
+        self._managed[deployment.name] = deployment
+
+    def forget(self, name: str) -> None:
+        """Drop a deployment whose workers have been halted (removed or replaced)."""
+        self._managed.pop(name, None)
+
+    def port_in_use(self) -> set[int]:
+        return {r.port for d in self._managed.values() for r in d.local_replicas
+                if r.port is not None}
+
+    def launch(self, deployment: Deployment) -> None:
+        """Start the deployment's workers (and keep them running) unless they run."""
+        if self._stopping:
+            return
+        for replica in deployment.local_replicas:
+            task = self._tasks.get(replica.name)
+            if task is not None and not task.done():
+                continue
+            replica.set_status(DeploymentStatus.STARTING)
+            self._tasks[replica.name] = asyncio.create_task(
+                self._keep_running(deployment, replica))
+
+    async def halt(self, deployment: Deployment,
+                   status: DeploymentStatus = DeploymentStatus.UNLOADED, detail: str = "") -> None:
+        """Stop the deployment's workers (SIGTERM, then SIGKILL after the grace period)
+        and leave them in `status`; their memory is free when this returns."""
+        await asyncio.gather(*(self._halt_replica(r, status, detail)
+                               for r in deployment.local_replicas))
+
+    async def _halt_replica(self, replica: Replica, status: DeploymentStatus,
+                            detail: str) -> None:
+        task = self._tasks.pop(replica.name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        worker = self._running.pop(replica.name, None)
+        if worker is not None:
+            await _end_process(worker.process, _STOP_GRACE_S)
+        replica.pid = None
+        replica.set_status(status, detail)
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        workers = list(self._running.values())
-        for worker in workers:
-            _signal_group(worker.process, signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        for worker in workers:
-            try:
-                await asyncio.wait_for(worker.process.wait(), max(0.1, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                _signal_group(worker.process, signal.SIGKILL)
-                await worker.process.wait()
-        for deployment in self.deployments:
-            deployment.set_status(DeploymentStatus.STOPPED)
+        await asyncio.gather(*(self.halt(d, DeploymentStatus.STOPPED)
+                               for d in list(self._managed.values())))
         logger.info("all workers stopped")
         if self._session is not None:
             await self._session.close()
 
     async def worker_metrics(self, name: str) -> str | None:
-        """The worker's own Prometheus metrics (llama.cpp serves /metrics), or None."""
-        deployment = next((d for d in self.deployments if d.name == name), None)
+        """The Prometheus metrics of the model's first ready worker (llama.cpp serves
+        /metrics), or None."""
+        deployment = self._managed.get(name)
         if deployment is None or self._session is None:
             return None
-        url = deployment.base_url.removesuffix("/v1") + "/metrics"
-        headers = {"Authorization": f"Bearer {self._secrets[name]}"}
+        replica = next((r for r in deployment.local_replicas
+                        if r.status is DeploymentStatus.READY), None)
+        if replica is None:
+            return None
+        url = replica.base_url.removesuffix("/v1") + "/metrics"
+        headers = {"Authorization": f"Bearer {replica.secret}"}
         try:
             async with self._session.get(url, headers=headers) as response:
                 return await response.text() if response.status == 200 else None
@@ -131,27 +187,41 @@ class WorkerSupervisor:
             return None
 
     def worker_pid(self, name: str) -> int | None:
-        worker = self._running.get(name)
-        return worker.process.pid if worker else None
+        """The process id of the model's first running worker."""
+        deployment = self._managed.get(name)
+        for replica in deployment.local_replicas if deployment else ():
+            worker = self._running.get(replica.name)
+            if worker is not None:
+                return worker.process.pid
+        return None
 
-    async def _spawn(self, deployment: Deployment) -> WorkerProcess:
-        port = self.ports[deployment.name]
+    def worker_memory(self, name: str) -> int | None:
+        """Resident memory of the model's worker processes together in bytes, or None."""
+        deployment = self._managed.get(name)
+        sizes = [resident_bytes(w.process.pid) for w in (
+            self._running.get(r.name) for r in (deployment.local_replicas if deployment else ()))
+            if w is not None]
+        known = [size for size in sizes if size is not None]
+        return sum(known) if known else None
+
+    async def _spawn(self, deployment: Deployment, replica: Replica) -> WorkerProcess:
+        model = replica_config(deployment.config, replica)
         argv = [sys.executable, "-m", "modelport", "worker", deployment.name,
-                "--host", deployment.config.host, "--port", str(port)]  # type: ignore[union-attr]
-        env = {**os.environ, WORKER_SPEC_ENV: worker_spec(self.config, deployment),
-               WORKER_SECRET_ENV: self._secrets[deployment.name], "PYTHONUNBUFFERED": "1"}
+                "--host", model.host, "--port", str(replica.port)]  # type: ignore[union-attr]
+        env = {**os.environ, WORKER_SPEC_ENV: worker_spec(self.config, model),
+               WORKER_SECRET_ENV: replica.secret or "", "PYTHONUNBUFFERED": "1"}
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent,
         )
-        deployment.pid = process.pid
-        worker = WorkerProcess(process, deployment.name)
-        self._running[deployment.name] = worker
+        replica.pid = process.pid
+        worker = WorkerProcess(process, replica.name)
+        self._running[replica.name] = worker
         return worker
 
-    async def _wait_ready(self, deployment: Deployment, worker: WorkerProcess) -> bool:
-        url = deployment.base_url.removesuffix("/v1") + "/health"
+    async def _wait_ready(self, replica: Replica, worker: WorkerProcess) -> bool:
+        url = replica.base_url.removesuffix("/v1") + "/health"
         timeout = self.config.server.worker_start_timeout
         started = time.monotonic()
         next_report = started + 10
@@ -159,21 +229,21 @@ class WorkerSupervisor:
             if worker.process.returncode is not None:
                 return False
             try:
-                if await self._answers_as_ours(deployment, url):
+                if await self._answers_as_ours(replica, url):
                     return True
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 pass
             if time.monotonic() > next_report:
-                logger.info("model '%s': still loading (%.0f s)", deployment.name,
+                logger.info("replica %s: still loading (%.0f s)", replica.name,
                             time.monotonic() - started)
                 next_report += 10
             await asyncio.sleep(0.1)
-        logger.error("model '%s': not ready after %.0f s (server.worker_start_timeout); "
-                     "stopping its worker", deployment.name, timeout)
+        logger.error("replica %s: not ready after %.0f s (server.worker_start_timeout); "
+                     "stopping its worker", replica.name, timeout)
         _signal_group(worker.process, signal.SIGKILL)
         return False
 
-    async def _answers_as_ours(self, deployment: Deployment, health_url: str) -> bool:
+    async def _answers_as_ours(self, replica: Replica, health_url: str) -> bool:
         """Loaded, and the server on the port is the worker holding our secret (not the
         gateway or another server that took the port: our worker then fails to bind and
         exits with the reason, which ends the wait)."""
@@ -181,46 +251,45 @@ class WorkerSupervisor:
         async with self._session.get(health_url) as response:
             if response.status != 200:
                 return False
-        probe = deployment.base_url.removesuffix("/v1") + _IDENTITY_PATH
+        probe = replica.base_url.removesuffix("/v1") + _IDENTITY_PATH
         stranger = {"Authorization": f"Bearer {secrets.token_urlsafe(16)}"}
         async with self._session.get(probe, headers=stranger) as response:
             if response.status != 401:
                 return False
-        ours = {"Authorization": f"Bearer {self._secrets[deployment.name]}"}
+        ours = {"Authorization": f"Bearer {replica.secret}"}
         async with self._session.get(probe, headers=ours) as response:
             return response.status != 401
 
-    async def _watch(self, deployment: Deployment, worker: WorkerProcess) -> None:
+    async def _watch(self, replica: Replica, worker: WorkerProcess) -> None:
         """Probe a ready worker's /health: a running process is not a healthy one (a
         stopped or hung worker would keep taking requests that then hang). Two failed
         probes in a row take it out of rotation; one answer puts it back; no answer for
         `worker_stall_timeout_s` kills it, and `_keep_running` restarts it."""
         server = self.config.server
-        url = deployment.base_url.removesuffix("/v1") + "/health"
+        url = replica.base_url.removesuffix("/v1") + "/health"
         timeout = aiohttp.ClientTimeout(total=min(server.health_check_interval_s, 10.0))
         failures = 0
         silent_since: float | None = None
         while True:
             await asyncio.sleep(server.health_check_interval_s)
             if await self._answers_health(url, timeout):
-                if deployment.status is DeploymentStatus.UNRESPONSIVE:
-                    deployment.set_status(DeploymentStatus.READY)
-                    logger.info("model '%s': answering health checks again", deployment.name)
+                if replica.status is DeploymentStatus.UNRESPONSIVE:
+                    replica.set_status(DeploymentStatus.READY)
+                    logger.info("replica %s: answering health checks again", replica.name)
                 failures, silent_since = 0, None
                 continue
             failures += 1
             now = time.monotonic()
             silent_since = silent_since or now
-            if failures == 2 and deployment.status is DeploymentStatus.READY:
-                deployment.set_status(DeploymentStatus.UNRESPONSIVE,
-                                      "not answering health checks")
-                deployment.retry_after_s = max(1, int(server.health_check_interval_s))
-                logger.warning("model '%s': worker (pid %d) not answering health checks; "
-                               "taken out of rotation", deployment.name, worker.process.pid)
+            if failures == 2 and replica.status is DeploymentStatus.READY:
+                replica.set_status(DeploymentStatus.UNRESPONSIVE, "not answering health checks")
+                replica.retry_after_s = max(1, int(server.health_check_interval_s))
+                logger.warning("replica %s: worker (pid %d) not answering health checks; "
+                               "taken out of rotation", replica.name, worker.process.pid)
             if now - silent_since >= server.worker_stall_timeout_s:
-                logger.error("model '%s': worker (pid %d) silent for %.0f s "
+                logger.error("replica %s: worker (pid %d) silent for %.0f s "
                              "(server.worker_stall_timeout_s); killing it to restart it",
-                             deployment.name, worker.process.pid, now - silent_since)
+                             replica.name, worker.process.pid, now - silent_since)
                 _signal_group(worker.process, signal.SIGKILL)
                 return
 
@@ -232,23 +301,23 @@ class WorkerSupervisor:
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
 
-    async def _keep_running(self, deployment: Deployment) -> None:
+    async def _keep_running(self, deployment: Deployment, replica: Replica) -> None:
         delay = _BACKOFF_START_S
         while not self._stopping:
-            logger.info("model '%s': starting %s worker on port %d", deployment.name,
-                        deployment.engine, self.ports[deployment.name])
+            logger.info("replica %s: starting %s worker on port %d", replica.name,
+                        deployment.engine, replica.port)
             try:
-                worker = await self._spawn(deployment)
+                worker = await self._spawn(deployment, replica)
             except OSError as error:
-                deployment.set_status(DeploymentStatus.FAILED, f"cannot start worker: {error}")
-                logger.error("model '%s': cannot start worker: %s", deployment.name, error)
+                replica.set_status(DeploymentStatus.FAILED, f"cannot start worker: {error}")
+                logger.error("replica %s: cannot start worker: %s", replica.name, error)
                 return
-            if await self._wait_ready(deployment, worker):
-                deployment.set_status(DeploymentStatus.READY)
-                logger.info("model '%s': ready in %.1f s (pid %d)", deployment.name,
+            if await self._wait_ready(replica, worker):
+                replica.set_status(DeploymentStatus.READY)
+                logger.info("replica %s: ready in %.1f s (pid %d)", replica.name,
                             time.monotonic() - worker.started, worker.process.pid)
-            became_ready = deployment.status is DeploymentStatus.READY
-            watchdog = asyncio.create_task(self._watch(deployment, worker)) \
+            became_ready = replica.status is DeploymentStatus.READY
+            watchdog = asyncio.create_task(self._watch(replica, worker)) \
                 if became_ready else None
             try:
                 code = await worker.wait()
@@ -262,21 +331,22 @@ class WorkerSupervisor:
                 # A config problem (missing file, base model without a chat template ...)
                 # fails the same way on every restart: report it instead of looping.
                 reason = _last_error_line(worker.output_tail) or f"exit code {code}"
-                deployment.set_status(DeploymentStatus.FAILED, reason)
-                deployment.retry_after_s = 3600
-                logger.error("model '%s': worker refused to start, not restarting: %s",
-                             deployment.name, reason)
+                replica.set_status(DeploymentStatus.FAILED, reason)
+                replica.retry_after_s = 3600
+                logger.error("replica %s: worker refused to start, not restarting: %s",
+                             replica.name, reason)
                 return
             if uptime > _STABLE_AFTER_S:
                 delay = _BACKOFF_START_S
             tail = "\n    ".join(list(worker.output_tail)[-15:])
-            logger.warning("model '%s': worker exited with code %s after %.1f s; restarting in "
-                           "%.0f s. Last output:\n    %s", deployment.name, code, uptime, delay, tail)
-            deployment.restarts += 1
-            deployment.set_status(
+            logger.warning("replica %s: worker exited with code %s after %.1f s; restarting "
+                           "in %.0f s. Last output:\n    %s", replica.name, code, uptime,
+                           delay, tail)
+            replica.restarts += 1
+            replica.set_status(
                 DeploymentStatus.RESTARTING, f"worker exited with code {code}; restarting"
             )
-            deployment.retry_after_s = max(1, int(delay) + 2)
+            replica.retry_after_s = max(1, int(delay) + 2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
@@ -286,6 +356,27 @@ def _last_error_line(lines: collections.deque[str]) -> str:
         if line.lower().startswith("error:"):
             return line[6:].strip()
     return lines[-1] if lines else ""
+
+
+async def _end_process(process: asyncio.subprocess.Process, grace_s: float) -> None:
+    _signal_group(process, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace_s)
+    except asyncio.TimeoutError:
+        _signal_group(process, signal.SIGKILL)
+        await process.wait()
+
+
+def resident_bytes(pid: int) -> int | None:
+    """A process's resident set size (Linux /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _signal_group(process: asyncio.subprocess.Process, sig: int) -> None:

@@ -1,0 +1,94 @@
+"""One place a model is served from: a worker of ours, a configured URL, or a registered
+remote worker, with its own health and load.
+
+A served model (routing.deployments.Deployment) holds one or more replicas; strategies
+order them per request, and the supervisor reports each worker's state into its replica.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+class DeploymentStatus(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    UNRESPONSIVE = "unresponsive"  # running, but not answering its health checks
+    RESTARTING = "restarting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+    UNLOADED = "unloaded"  # an on-demand model without a worker; a request loads it
+    UNLOADING = "unloading"  # its worker is being stopped (idle, evicted, or asked to)
+
+
+FAILING = frozenset({DeploymentStatus.FAILED, DeploymentStatus.RESTARTING,
+                     DeploymentStatus.UNRESPONSIVE})
+
+# Where a replica comes from.
+LOCAL = "local"  # a worker process this gateway starts and watches
+CONFIGURED = "url"  # a `deployments:` entry of the model: someone else runs it
+REGISTERED = "registered"  # a remote worker that announced itself in Redis
+
+
+@dataclass(eq=False)
+class Replica:
+    """`base_url` is the OpenAI-compatible address requests go to; `limit` bounds its
+    requests in flight (running + queued, 429 past it), `capacity` is what it runs at once
+    (what least_busy divides by)."""
+
+    name: str
+    base_url: str
+    limit: int
+    capacity: int = 1
+    weight: float = 1.0
+    origin: str = LOCAL
+    provider: Any = None  # the Provider that sends requests to base_url
+    port: int | None = None  # a local worker's port
+    secret: str | None = None  # a local worker's per-start key
+    index: int = 0  # a local worker's number among the model's replicas
+    status: DeploymentStatus = DeploymentStatus.STARTING
+    detail: str = ""
+    in_flight: int = 0
+    restarts: int = 0
+    pid: int | None = None
+    last_error: str = ""
+    ready_since: float | None = None
+    retry_after_s: int = 5
+    # time.monotonic() after which a paused replica that is not ours is tried again (0:
+    # not paused): nobody probes it, so the next request after the pause does.
+    paused_until: float = 0.0
+
+    @property
+    def is_ours(self) -> bool:
+        return self.origin == LOCAL
+
+    def set_status(self, status: DeploymentStatus, detail: str = "") -> None:
+        self.status = status
+        self.detail = detail
+        if detail and status in FAILING:
+            self.last_error = detail
+        self.ready_since = time.monotonic() if status is DeploymentStatus.READY else None
+
+    def pause(self, why: str, seconds: float, now: float) -> None:
+        """Out of rotation for `seconds` after a failure (a replica someone else runs)."""
+        self.set_status(DeploymentStatus.UNRESPONSIVE, why)
+        self.retry_after_s = max(1, round(seconds))
+        self.paused_until = now + seconds
+
+    def resume_if_due(self, now: float) -> bool:
+        """Back in rotation when its pause is over; whether it is."""
+        if self.paused_until and now >= self.paused_until:
+            self.paused_until = 0.0
+            self.set_status(DeploymentStatus.READY)
+            return True
+        return False
+
+    def view(self) -> dict[str, Any]:
+        """What /health, /admin/models and `modelport models` show of the replica."""
+        return {"name": self.name, "url": self.base_url, "origin": self.origin,
+                "state": self.status.value, "in_flight": self.in_flight,
+                "restarts": self.restarts, "pid": self.pid,
+                "last_error": self.last_error or None}

