@@ -9,7 +9,9 @@ Two gateways in front of the same zero-delay upstream:
    non-streaming and streaming; the difference of the p50s (and of paired samples).
 2. Throughput at CONCURRENCY clients, off and on alternately (--repeats times each; the
    median is reported). With two or more cores the gateways share the first core and the
-   load generator and upstream get the others.
+   load generator and upstream get the others. Beside req/s, each run records the
+   gateway's own CPU time per request (user + system of its process over the run), which
+   a busy machine disturbs far less than wall-clock throughput.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ServeProcess, percentile, print_table, summarize_ms, write_result  # noqa: E402
@@ -69,16 +72,26 @@ async def scrape_while(url: str, stop: asyncio.Event) -> int:
     return scrapes
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 async def load_with_scrapes(url: str, body: dict, level: int, seconds: float,
-                            headers: dict, metrics_url: str | None) -> dict:
+                            headers: dict, metrics_url: str | None,
+                            gateway: psutil.Process) -> dict:
     stop = asyncio.Event()
     scraper = asyncio.ensure_future(scrape_while(metrics_url, stop)) if metrics_url else None
+    cpu_before = cpu_seconds(gateway)
     try:
-        return await load(url, body, level, seconds, headers)
+        result = await load(url, body, level, seconds, headers)
     finally:
         stop.set()
         if scraper:
             await scraper
+    cpu = cpu_seconds(gateway) - cpu_before
+    result["gateway_cpu_us_per_request"] = round(cpu / max(1, result["requests"]) * 1e6, 1)
+    return result
 
 
 def main() -> None:
@@ -112,6 +125,7 @@ def main() -> None:
                              headers={"Authorization": f"Bearer {MASTER}"}).json()
         urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
         headers = {"off": {}, "on": {"Authorization": f"Bearer {created['key']}"}}
+        processes = {"off": psutil.Process(off.process.pid), "on": psutil.Process(on.process.pid)}
         report: dict = {"settings": vars(args),
                         "latency": asyncio.run(interleaved(urls, headers, args.rounds)),
                         "load": []}
@@ -120,7 +134,8 @@ def main() -> None:
                 for name in (("off", "on") if repeat % 2 == 0 else ("on", "off")):
                     metrics = on.url + "/metrics" if name == "on" else None
                     result = asyncio.run(load_with_scrapes(
-                        urls[name], body, args.concurrency, args.seconds, headers[name], metrics))
+                        urls[name], body, args.concurrency, args.seconds, headers[name], metrics,
+                        processes[name]))
                     report["load"].append({"gateway": name, "mode": label, **result})
         time.sleep(2)  # the last usage batch
         usage = httpx.get(on.url + "/admin/usage?group_by=key",
@@ -137,17 +152,25 @@ def main() -> None:
     print_table("one request at a time (ms)", ["mode", "off p50", "on p50", "added p50",
                                                 "paired added p50", "off p99", "on p99"], rows)
     totals: dict = {}
+    cpu: dict = {}
     for r in report["load"]:
         totals.setdefault((r["mode"], r["gateway"]), []).append(r["rps"])
+        cpu.setdefault((r["mode"], r["gateway"]), []).append(r["gateway_cpu_us_per_request"])
     rows = []
     for mode in ("non-streaming", "streaming"):
         off_rps = statistics.median(totals[(mode, "off")])
         on_rps = statistics.median(totals[(mode, "on")])
+        off_cpu = statistics.median(cpu[(mode, "off")])
+        on_cpu = statistics.median(cpu[(mode, "on")])
         rows.append([mode, args.concurrency, round(off_rps, 1), round(on_rps, 1),
-                     f"{(on_rps / off_rps - 1) * 100:+.1f}%"])
-        report.setdefault("throughput", {})[mode] = {"off_rps": off_rps, "on_rps": on_rps}
-    print_table("throughput (median of the runs)", ["mode", "conc", "off req/s", "on req/s",
-                                                  "change"], rows)
+                     f"{(on_rps / off_rps - 1) * 100:+.1f}%", off_cpu, on_cpu,
+                     f"{(off_cpu / on_cpu - 1) * 100:+.1f}%"])
+        report.setdefault("throughput", {})[mode] = {
+            "off_rps": off_rps, "on_rps": on_rps,
+            "off_cpu_us_per_request": off_cpu, "on_cpu_us_per_request": on_cpu}
+    print_table("throughput (median of the runs)",
+                ["mode", "conc", "off req/s", "on req/s", "change", "off CPU us/req",
+                 "on CPU us/req", "CPU-bound change"], rows)
     print(f"usage rows written: {report['usage_rows_written']}")
     print(f"\nwritten: {write_result('teams_overhead', report)}")
 
