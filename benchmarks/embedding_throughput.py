@@ -5,6 +5,10 @@ Targets compared in one run, cell by cell, on the same texts:
   in-process  SentenceTransformer.encode(texts, batch_size=32) in this process: the limit
   modelport   a real `modelport serve` with the default models; CLIENTS concurrent clients
               send the texts TEXTS_PER_REQUEST at a time (gateway -> embedding worker)
+  ceiling     the embedding engine's own batching (length-sorted forward passes, the same
+              cost model as the worker) in this process, given the texts in arrival order
+              CLIENTS x TEXTS_PER_REQUEST at a time: no server can batch more than that many
+              texts at once, so this bounds what modelport can reach without any HTTP cost
 
 A cell is (clients, texts per request). Each round runs every cell's two targets back to
 back, alternating which goes first, so drift in the machine's speed hits both alike. The
@@ -87,6 +91,26 @@ async def through_modelport(url: str, texts: list[str], clients: int, per_reques
             "wall_s": wall}
 
 
+def engine_ceiling(model, token_ids: list[list[int]], at_once: int) -> dict:
+    import torch
+
+    from modelport.engines.batching import padded_batches
+    from modelport.engines.embeddings import FORWARD_COST_TOKENS_PER_THREAD
+
+    forward_cost = FORWARD_COST_TOKENS_PER_THREAD * torch.get_num_threads()
+    pad_id = model.tokenizer.pad_token_id or 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for first in range(0, len(token_ids), at_once):
+            for _, input_ids, mask in padded_batches(token_ids[first:first + at_once], 32,
+                                                     forward_cost, pad_id):
+                features = {"input_ids": input_ids, "attention_mask": mask}
+                if "token_type_ids" in model.tokenizer.model_input_names:
+                    features["token_type_ids"] = torch.zeros_like(input_ids)
+                model(features)["sentence_embedding"].numpy()
+    return {"texts": len(token_ids), "errors": 0, "wall_s": time.perf_counter() - started}
+
+
 def load_in_process_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -120,7 +144,9 @@ def main() -> None:
 
     if args.in_process_threads:
         torch.set_num_threads(args.in_process_threads)
-    tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    token_ids = model.tokenizer(texts, add_special_tokens=True, truncation=False,
+                                padding=False)["input_ids"]
+    tokens = [len(ids) for ids in token_ids]
     in_process(model, texts[:64])  # warm-up
     models = [dict(m) for m in DEFAULT_CONFIG["models"]]
     if args.worker_threads:
@@ -130,17 +156,19 @@ def main() -> None:
     serve = ServeProcess(models).start()
     url = serve.url + "/v1/embeddings"
     runs: dict[tuple[int, int], dict[str, list[dict]]] = {
-        cell: {"in-process": [], "modelport": []} for cell in cells}
+        cell: {"in-process": [], "modelport": [], "ceiling": []} for cell in cells}
     try:
         asyncio.run(through_modelport(url, texts[:64], 4, 4))  # warm-up: connections, worker
         for round_index in range(args.rounds):
             for cell_index, (clients, per_request) in enumerate(cells):
-                order = ["in-process", "modelport"]
+                order = ["in-process", "modelport", "ceiling"]
                 if (round_index + cell_index) % 2:
                     order.reverse()
                 for target in order:
                     if target == "in-process":
                         result = in_process(model, texts)
+                    elif target == "ceiling":
+                        result = engine_ceiling(model, token_ids, clients * per_request)
                     else:
                         result = asyncio.run(through_modelport(url, texts, clients, per_request))
                     runs[(clients, per_request)][target].append(result)
@@ -160,14 +188,18 @@ def main() -> None:
                 "rounds_texts_per_s": [round(r["texts"] / r["wall_s"], 1) for r in rounds],
             }
         row["ratio"] = round(row["modelport"]["texts_per_s"] / row["in-process"]["texts_per_s"], 3)
+        row["ceiling_ratio"] = round(
+            row["ceiling"]["texts_per_s"] / row["in-process"]["texts_per_s"], 3)
         results.append(row)
 
     print_table(
         f"texts/s, {args.texts} texts of {statistics.median(tokens)} tokens (median; "
         f"{min(tokens)}-{max(tokens)}), {args.rounds} round(s)",
-        ["clients", "texts/request", "modelport", "in-process", "ratio", "errors"],
+        ["clients", "texts/request", "modelport", "in-process", "ratio", "ceiling",
+         "ceiling ratio", "errors"],
         [[r["clients"], r["texts_per_request"], r["modelport"]["texts_per_s"],
-          r["in-process"]["texts_per_s"], r["ratio"], r["modelport"]["errors"]] for r in results])
+          r["in-process"]["texts_per_s"], r["ratio"], r["ceiling"]["texts_per_s"],
+          r["ceiling_ratio"], r["modelport"]["errors"]] for r in results])
     report = {"settings": vars(args),
               "tokens_per_text": {"min": min(tokens), "median": statistics.median(tokens),
                                   "max": max(tokens)},

@@ -114,6 +114,7 @@ def test_embedding_throughput_smoke():
         assert row["modelport"]["errors"] == 0, row["modelport"]["error_kinds"]
         assert row["modelport"]["texts_per_s"] > 0 and row["in-process"]["texts_per_s"] > 0
         assert row["ratio"] > 0
+        assert row["ceiling"]["texts_per_s"] > 0 and row["ceiling_ratio"] > 0
     help_text = subprocess.run([sys.executable, str(BENCHMARKS / "embedding_throughput.py"),
                                 "--help"], capture_output=True, text=True, timeout=60)
     assert help_text.returncode == 0 and "usage" in help_text.stdout
