@@ -87,6 +87,12 @@ class ServerConfig(_Strict):
         None, description="A redis:// URL: virtual keys' rpm/tpm/parallel/budget counters are "
         "shared there by every gateway using it; without it each gateway counts alone.",
     )
+    processes: int = Field(
+        1, ge=1, strict=True, description="Gateway processes sharing server.port on this "
+        "machine (SO_REUSEPORT), for hosts with many cores: the first starts and watches the "
+        "workers, the others relay to them. With virtual keys (a master key) and more than "
+        "one, key limits need server.redis_url.",
+    )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     usage: bool = Field(True, description="Write one usage row per model request to the "
                         "database (tokens, latency, key, cost).")
