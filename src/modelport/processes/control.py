@@ -25,7 +25,7 @@ from aiohttp import web
 
 from modelport.api.admin_models import local_deployment
 from modelport.api.state import GatewayState
-from modelport.errors import ModelNotReadyError, ModelportError
+from modelport.errors import AuthenticationError, ModelNotReadyError, ModelportError
 from modelport.processes.wire import apply_reports, error_from_wire, error_to_wire, replica_table
 
 logger = logging.getLogger("modelport.processes")
@@ -69,7 +69,8 @@ class ControlServer:
         async def answer(request: web.Request) -> web.Response:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given.encode(), self.secret.encode()):
-                return web.json_response({"error": {"message": "unauthorized"}}, status=401)
+                refused = AuthenticationError("not a gateway process of this server")
+                return web.json_response({"error": error_to_wire(refused)}, status=401)
             try:
                 return web.json_response(await handler(request))
             except ModelportError as error:

@@ -1,0 +1,131 @@
+"""`server.processes: 2`: two gateway processes on one port in front of one real
+llama.cpp worker. Fresh connections are spread over both; the follower answers chats
+through the primary's worker, follows its restart after a kill -9, loads an on-demand
+model through the primary; SIGTERM stops every process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from support.models import SMOLLM2
+from support.server import ModelportServer, pid_alive, wait_for
+
+MODEL = "smollm2"
+LAZY = "smollm2-lazy"
+CHAT = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+ACCESS = re.compile(r"\[(\d+)\] modelport\.access: (\S+) (\S+) ")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    instance = ModelportServer({
+        "server": {"processes": 2, "health_check_interval_s": 0.5},
+        "models": [
+            {"name": MODEL, "engine": "llamacpp", "path": SMOLLM2, "context_length": 512,
+             "parallel": 2, "threads": 1},
+            {"name": LAZY, "engine": "llamacpp", "path": SMOLLM2, "context_length": 512,
+             "parallel": 1, "threads": 1, "load": "on_demand"},
+        ],
+    }, tmp_path_factory.mktemp("processes"))
+    instance.start()
+    try:
+        wait_for(lambda: follower_pid(instance), 60, "the follower process serving")
+        yield instance
+    finally:
+        instance.stop()
+
+
+def answered_by(server: ModelportServer, path: str) -> int | None:
+    """The pid of the gateway process whose access log line names `path`."""
+    for pid, _, logged in ACCESS.findall(server.log_path.read_text(errors="replace")):
+        if logged == path:
+            return int(pid)
+    return None
+
+
+def follower_pid(server: ModelportServer) -> int | None:
+    text = server.log_path.read_text(errors="replace")
+    found = re.findall(r"gateway process 1 started \(pid (\d+)\)", text)
+    if not found or f"[{found[-1]}] modelport: serving" not in text:
+        return None
+    return int(found[-1])
+
+
+@contextlib.contextmanager
+def connection_to(server: ModelportServer, pid: int) -> Iterator[httpx.Client]:
+    """A kept-alive connection that the kernel gave to gateway process `pid`."""
+    for _ in range(60):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            probe = f"/v1/models/probe-{uuid.uuid4().hex}"
+            assert client.get(probe).status_code == 404
+            if wait_for(lambda: answered_by(server, probe), 5, "the probe logged") == pid:
+                yield client
+                return
+    raise AssertionError(f"no connection landed on process {pid} in 60 tries")
+
+
+def test_fresh_connections_are_answered_by_both_processes(server):
+    paths = [f"/v1/models/spread-{uuid.uuid4().hex}" for _ in range(24)]
+    for path in paths:
+        with httpx.Client(base_url=server.url, timeout=10) as fresh:
+            assert fresh.get(path).status_code == 404
+    time.sleep(0.3)  # the last lines reach the log
+    pids = {answered_by(server, path) for path in paths}
+    assert pids == {server.process.pid, follower_pid(server)}
+
+
+def test_follower_answers_a_chat_through_the_primarys_worker(server):
+    with connection_to(server, follower_pid(server)) as client:
+        reply = client.post("/v1/chat/completions", json={"model": MODEL, **CHAT})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["choices"][0]["message"]["content"]
+        worker = client.get("/health").json()["models"][MODEL]["replicas"][0]
+    primary_view = server.health()["models"][MODEL]["replicas"][0]
+    assert worker["pid"] == primary_view["pid"] and worker["url"] == primary_view["url"]
+
+
+def test_follower_routes_to_the_restarted_worker(server):
+    follower = follower_pid(server)
+    with connection_to(server, follower) as client:
+        before = client.get("/health").json()["models"][MODEL]["replicas"][0]
+        os.kill(before["pid"], signal.SIGKILL)
+
+        def restarted() -> dict | None:
+            replica = client.get("/health").json()["models"][MODEL]["replicas"][0]
+            return replica if replica["state"] == "ready" and replica["pid"] != before["pid"] \
+                else None
+
+        after = wait_for(restarted, 60, "the follower seeing the restarted worker")
+        assert after["restarts"] == before["restarts"] + 1
+        reply = client.post("/v1/chat/completions", json={"model": MODEL, **CHAT})
+        assert reply.status_code == 200, reply.text
+    assert answered_by(server, "/v1/chat/completions") is not None
+
+
+def test_follower_loads_an_on_demand_model_through_the_primary(server):
+    assert server.health()["models"][LAZY]["status"] == "unloaded"
+    with connection_to(server, follower_pid(server)) as client:
+        reply = client.post("/v1/chat/completions", json={"model": LAZY, **CHAT})
+        assert reply.status_code == 200, reply.text
+    lazy = server.health()["models"][LAZY]
+    assert lazy["status"] == "ready" and pid_alive(lazy["worker"]["pid"])
+    assert re.search(rf"\[{server.process.pid}\] modelport.loader: model '{LAZY}': loading",
+                     server.log_path.read_text())
+
+
+def test_sigterm_stops_every_process(server):
+    health = server.health()["models"]
+    pids = [server.process.pid, follower_pid(server),
+            *(r["pid"] for m in health.values() for r in m["replicas"] if r["pid"])]
+    assert all(pid_alive(pid) for pid in pids)
+    assert server.stop() == 0
+    wait_for(lambda: not any(pid_alive(pid) for pid in pids), 10, "every process gone")
