@@ -77,7 +77,7 @@ def serve(
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
     from modelport.api.serving import run_gateway
-    from modelport.config import Config, load_config
+    from modelport.config import Config, config_from_text, read_config_text
     from modelport.defaults import config_file, default_config
     from modelport.gateway import build_state, validate_startup
     from modelport.processes.wire import CONTROL_URL_ENV, PROCESS_INDEX_ENV
@@ -85,10 +85,20 @@ def serve(
 
     _setup_logging(log_level)
     source = config_file(config)
+    # Set by the primary in the environment of the other gateway processes it starts; it
+    # hands them the config text it runs on their stdin (the file may have changed since).
+    follower = bool(os.environ.get(CONTROL_URL_ENV))
+    primary_text = sys.stdin.read() if follower and source is not None else None
+    last_read: list[str] = []
 
     def read_config() -> Config:
         """The config file with this command line's overrides (again on each reload)."""
-        cfg = load_config(source) if source is not None else default_config()
+        if source is None:
+            cfg = default_config()
+        else:
+            text = primary_text if primary_text is not None else read_config_text(source)
+            last_read[:] = [text]
+            cfg = config_from_text(text, source)
         if host:
             cfg.server.host = host
         if port:
@@ -98,8 +108,6 @@ def serve(
             cfg.server.master_key = master_key
         return cfg
 
-    # Set by the primary in the environment of the other gateway processes it starts.
-    follower = bool(os.environ.get(CONTROL_URL_ENV))
     try:
         cfg = read_config()
         if follower:  # the primary has checked everything
@@ -125,7 +133,8 @@ def serve(
     if not follower and processes > 1:
         from modelport.processes.primary import GatewayProcesses
 
-        state.processes = GatewayProcesses(state, processes, sys.argv[1:])
+        state.processes = GatewayProcesses(state, processes, sys.argv[1:],
+                                           lambda: last_read[0] if last_read else "")
     names = ", ".join(d.name for d in state.registry)
     logging.getLogger("modelport").info(
         "serving %s on http://%s:%d/v1%s", names, cfg.server.host, cfg.server.port,

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import yaml
 
 from support.models import SMOLLM2
 from support.server import ModelportServer, pid_alive, wait_for
@@ -120,6 +121,33 @@ def test_follower_loads_an_on_demand_model_through_the_primary(server):
     assert lazy["status"] == "ready" and pid_alive(lazy["worker"]["pid"])
     assert re.search(rf"\[{server.process.pid}\] modelport.loader: model '{LAZY}': loading",
                      server.log_path.read_text())
+
+
+def followers_started(server: ModelportServer) -> list[int]:
+    text = server.log_path.read_text(errors="replace")
+    return [int(pid) for pid in re.findall(r"gateway process 1 started \(pid (\d+)\)", text)]
+
+
+def test_followers_run_the_config_the_primary_runs_until_it_reloads(server):
+    config = yaml.safe_load(server.config_path.read_text())
+    config["models"][0]["aliases"] = ["edited-alias"]
+    server.config_path.write_text(yaml.safe_dump(config))  # edited, not reloaded yet
+    first = follower_pid(server)
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (lambda pid: pid if pid not in (None, first) else None)(
+        follower_pid(server)), 60, "the follower restarted")
+    assert f"gateway process 1 (pid {first}) exited with code -9" in server.log()
+    with connection_to(server, second) as client:  # the primary's config, not the file's
+        assert client.get("/v1/models/edited-alias").status_code == 404
+
+    server.process.send_signal(signal.SIGHUP)
+    third = wait_for(lambda: (lambda pids: pids[-1] if len(pids) > 2 and
+                              follower_pid(server) == pids[-1] else None)(
+        followers_started(server)), 60, "a new follower after the reload")
+    wait_for(lambda: not pid_alive(second), 30, "the old follower gone")
+    with connection_to(server, third) as client:
+        assert client.get("/v1/models/edited-alias").status_code == 200
+    assert httpx.get(server.base_url + "/models/edited-alias").status_code == 200
 
 
 def test_sigterm_stops_every_process(server):

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelport.api.state import GatewayState
@@ -44,10 +45,16 @@ class Follower:
 class GatewayProcesses:
     """`count - 1` followers of this process, each `modelport <argv>` again."""
 
-    def __init__(self, state: GatewayState, count: int, argv: list[str]) -> None:
+    def __init__(self, state: GatewayState, count: int, argv: list[str],
+                 config_text: Callable[[], str]) -> None:
         self._state = state
         self._count = count
         self._argv = argv
+        # The config file's text as last read, and as it was when it was last applied
+        # (at the start and after each successful reload): what every follower runs,
+        # even one restarted after the file was edited but not yet reloaded.
+        self._read_text = config_text
+        self._text = b""
         self.control = ControlServer(state, self._synced)
         self._followers: list[Follower] = []
         self._stopping = False
@@ -59,6 +66,7 @@ class GatewayProcesses:
                 if f.process is not None and f.process.returncode is None]
 
     async def start(self) -> None:
+        self._text = self._read_text().encode()
         await self.control.start()
         for index in range(1, self._count):
             self._add(index)
@@ -98,6 +106,7 @@ class GatewayProcesses:
         replica table, the one it replaces drains and exits."""
         if self._stopping:
             return
+        self._text = self._read_text().encode()
         if self._replacing is not None:
             self._replacing.cancel()
         self._replacing = asyncio.create_task(self._replace())
@@ -136,7 +145,7 @@ class GatewayProcesses:
             try:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "modelport", *self._argv, env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
+                    stdin=asyncio.subprocess.PIPE,
                     # Its own session: a Ctrl-C in the terminal reaches only this process,
                     # which passes the stop on (so a second one can force it).
                     start_new_session=True, preexec_fn=die_with_parent)
@@ -144,6 +153,7 @@ class GatewayProcesses:
                 logger.error("gateway process %d: cannot start: %s", follower.index, error)
                 return
             follower.process = process
+            await _hand_over(process, self._text)
             started = time.monotonic()
             logger.info("gateway process %d started (pid %d)", follower.index, process.pid)
             code = await process.wait()
@@ -160,3 +170,14 @@ class GatewayProcesses:
             follower.synced.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+async def _hand_over(process: asyncio.subprocess.Process, text: bytes) -> None:
+    """Write the config text to a new follower's stdin and close it."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(text)
+        await process.stdin.drain()
+        process.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it died at once: its exit is reported like any other
