@@ -9,6 +9,8 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -157,3 +159,18 @@ def test_sigterm_stops_every_process(server):
     assert all(pid_alive(pid) for pid in pids)
     assert server.stop() == 0
     wait_for(lambda: not any(pid_alive(pid) for pid in pids), 10, "every process gone")
+
+
+def test_check_shows_the_processes_and_refuses_virtual_keys_without_redis(tmp_path):
+    def check(server: dict) -> subprocess.CompletedProcess:
+        path = tmp_path / "modelport.yaml"
+        path.write_text(yaml.safe_dump({"server": {"port": 18777, **server}, "models": [
+            {"name": MODEL, "engine": "llamacpp", "path": SMOLLM2}]}))
+        return subprocess.run([sys.executable, "-m", "modelport", "check", "--config",
+                               str(path)], capture_output=True, text=True, timeout=60)
+
+    fine = check({"processes": 3})
+    assert fine.returncode == 0 and "gateway processes: 3" in fine.stdout, fine.stderr
+    refused = check({"processes": 2, "master_key": "sk-master-123"})
+    assert refused.returncode == 2
+    assert "server.processes is 2" in refused.stderr and "server.redis_url" in refused.stderr

@@ -75,6 +75,10 @@ class ControlServer:
                 return web.json_response(await handler(request))
             except ModelportError as error:
                 return web.json_response({"error": error_to_wire(error)}, status=error.status)
+            except Exception as error:  # noqa: BLE001 - the follower gets a typed error
+                logger.exception("control request %s failed", request.path)
+                failed = ModelportError(f"internal error: {type(error).__name__}")
+                return web.json_response({"error": error_to_wire(failed)}, status=500)
         return answer
 
     async def _sync(self, request: web.Request) -> dict[str, Any]:

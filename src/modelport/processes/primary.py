@@ -60,11 +60,6 @@ class GatewayProcesses:
         self._stopping = False
         self._replacing: asyncio.Task | None = None
 
-    @property
-    def pids(self) -> list[int]:
-        return [f.process.pid for f in self._followers
-                if f.process is not None and f.process.returncode is None]
-
     async def start(self) -> None:
         self._text = self._read_text().encode()
         await self.control.start()
