@@ -246,3 +246,32 @@ def test_a_model_in_use_by_a_follower_is_not_unloaded_as_idle():
             await loader.stop()
 
     assert asyncio.run(scenario()) == [DeploymentStatus.READY, DeploymentStatus.UNLOADED]
+
+
+def test_a_key_changed_through_one_process_holds_in_the_others_within_a_sync():
+    async def scenario() -> None:
+        primary, follower = two_processes()  # one database, as in one server
+        await primary.store.start()
+        await follower.store.start()
+        server = ControlServer(primary, lambda pid: None)
+        await server.start()
+        follow_primary(follower, ControlClient(server.url, server.secret))
+        try:
+            await follower.lifecycle.start()
+            created = await follower.keys.create("team-a")  # through the follower
+            deadline = time.monotonic() + 1  # well before the 5 s refresh
+            while primary.keys.authenticate(created.secret) is None \
+                    and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert primary.keys.authenticate(created.secret) is not None
+
+            await primary.keys.revoke(created.key.id)  # through the primary
+            await follower.lifecycle.sync()
+            assert follower.keys.authenticate(created.secret).revoked
+        finally:
+            await follower.lifecycle.stop()
+            await server.stop()
+            await follower.store.stop()
+            await primary.store.stop()
+
+    asyncio.run(scenario())

@@ -2,12 +2,14 @@
 primary's on a random loopback port, behind a per-start secret that reaches the
 followers through their environment only (never a command line, never a log).
 
-    POST /sync                   a follower's use of the models -> the replica table
+    POST /sync                   a follower's use of the models -> the replica table and
+                                 the version of the virtual keys
+    POST /keys                   a follower changed a virtual key: read them again
     POST /load {"name"}          load a local model, answer once it is ready
     POST /unload {"name", "reason"}   unload it (after its requests drain)
     POST /reload                 re-read the config file -> the reload report
 
-Every answer is JSON: {"table": ...} or {"report": ...}, or {"error": ...} with the
+Every answer is JSON: {"table": ...}, {"report": ...} or {}, or {"error": ...} with the
 status the admin API would have answered.
 """
 
@@ -43,6 +45,11 @@ class ControlServer:
         self.url = ""
         self._reports: dict[int, dict[str, Any]] = {}  # follower pid -> its last report
         self._runner: web.AppRunner | None = None
+        # Counts the changes to virtual keys made in any process: a follower that sees it
+        # move reads the keys again (a revoke holds everywhere within one sync).
+        self.keys_version = 0
+        if state.keys is not None:
+            state.keys.listeners.append(self._keys_changed)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=1024 * 1024)
@@ -50,6 +57,7 @@ class ControlServer:
         app.router.add_post("/load", self._answer(self._load))
         app.router.add_post("/unload", self._answer(self._unload))
         app.router.add_post("/reload", self._answer(self._reload))
+        app.router.add_post("/keys", self._answer(self._keys))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -87,7 +95,7 @@ class ControlServer:
         self._reports[pid] = report["models"]
         apply_reports(self._state.registry, self._reports.values(), time.monotonic())
         self._on_sync(pid)
-        return {"table": replica_table(self._state.registry)}
+        return {"table": replica_table(self._state.registry), "keys": self.keys_version}
 
     async def _load(self, request: web.Request) -> dict[str, Any]:
         asked = await request.json()
@@ -101,6 +109,15 @@ class ControlServer:
         await self._state.loader.unload(deployment, self._state.config.server.drain_timeout_s,
                                         str(asked["reason"]))
         return {"table": replica_table(self._state.registry)}
+
+    def _keys_changed(self) -> None:
+        self.keys_version += 1
+
+    async def _keys(self, request: web.Request) -> dict[str, Any]:
+        if self._state.keys is not None:
+            await self._state.keys.reload()
+        self._keys_changed()
+        return {}
 
     async def _reload(self, request: web.Request) -> dict[str, Any]:
         reloader = self._state.reloader
@@ -119,7 +136,11 @@ class ControlClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def sync(self, report: dict[str, Any]) -> dict[str, Any]:
-        return (await self._call("/sync", report, timeout_s=5.0))["table"]
+        """{"table": the replica table, "keys": the version of the virtual keys}."""
+        return await self._call("/sync", report, timeout_s=5.0)
+
+    async def keys_changed(self) -> None:
+        await self._call("/keys", {}, timeout_s=5.0)
 
     async def load(self, name: str) -> dict[str, Any]:
         return (await self._call("/load", {"name": name}))["table"]

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +67,11 @@ class ReplicaMirror:
         self._control = control
         self._interval_s = interval_s
         self._task: asyncio.Task | None = None
-        self._closing: set[asyncio.Task] = set()
+        self._background: set[asyncio.Task] = set()
         self._unanswered_since: float | None = None
+        self._keys_version: int | None = None
+        if state.keys is not None:
+            state.keys.listeners.append(self._keys_changed)
 
     async def start(self) -> None:
         deadline = time.monotonic() + _FIRST_SYNC_S
@@ -85,13 +89,18 @@ class ReplicaMirror:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._control.close()
 
     async def sync(self) -> None:
         report = {"pid": os.getpid(), "models": usage_report(self._state.registry,
                                                              time.monotonic())}
-        self.apply(await self._control.sync(report))
+        answer = await self._control.sync(report)
+        self.apply(answer["table"])
+        if self._keys_version is not None and answer["keys"] != self._keys_version \
+                and self._state.keys is not None:
+            await self._state.keys.reload()  # a key was changed through another process
+        self._keys_version = answer["keys"]
 
     def apply(self, table: dict[str, Any]) -> None:
         apply_table(self._state.registry, table, self._readdress)
@@ -113,6 +122,17 @@ class ReplicaMirror:
                             time.monotonic() - self._unanswered_since)
                 self._unanswered_since = None
 
+    def _keys_changed(self) -> None:
+        """A key was changed through this process: the primary reads them again and the
+        other followers follow at their next sync."""
+        self._in_background(self._control.keys_changed())
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
     def _readdress(self, deployment: Deployment, replica: Replica) -> None:
         """The replica's worker has a new address or secret: requests go there through a
         new client; the old one is closed once its requests are done."""
@@ -124,9 +144,12 @@ class ReplicaMirror:
         if self._state.clients.get(deployment.name) is old:
             self._state.clients[deployment.name] = replica.provider
         if old is not None:
-            task = asyncio.get_running_loop().create_task(_close_when_idle(replica, old))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._in_background(_close_when_idle(replica, old))
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("%s", task.exception())
 
 
 async def _close_when_idle(replica: Replica, provider: Any) -> None:
