@@ -21,7 +21,7 @@ import yaml
 
 from support.fake_upstream import FakeUpstream
 from support.models import SMOLLM2
-from support.server import ModelportServer, pid_alive, wait_for
+from support.server import ModelportServer, pid_alive, wait_for, wait_inside_a_minute
 
 MODEL = "smollm2"
 LAZY = "smollm2-lazy"
@@ -181,12 +181,6 @@ MASTER = "mk-e2e-master-key-0123456789"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
 
 
-def wait_inside_a_minute(needed_s: float = 10) -> None:
-    """rpm counts per UTC minute: start a burst well inside one, so it all counts there."""
-    while 60 - time.time() % 60 < needed_s:
-        time.sleep(0.5)
-
-
 def test_keys_and_limits_hold_across_the_processes(tmp_path, redis_server):
     upstream = FakeUpstream().start()
     server = ModelportServer({
@@ -205,7 +199,7 @@ def test_keys_and_limits_hold_across_the_processes(tmp_path, redis_server):
             time.sleep(0.5)  # far less than the 5 s the key store waits to read keys again
             assert on_primary.get("/v1/models", headers=auth).status_code == 200
 
-            wait_inside_a_minute()
+            wait_inside_a_minute(10)
             replies = [client.post("/v1/chat/completions", headers=auth, json={
                 "model": "echo", "messages": [{"role": "user", "content": "Hi"}]})
                 for client in (on_primary, on_follower) * 3]
