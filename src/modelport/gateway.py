@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -61,9 +62,10 @@ def processes_problem(config: Config, processes: int | None = None) -> str | Non
     processes = processes or server.processes
     if processes == 1:
         return None
-    if not hasattr(socket, "SO_REUSEPORT"):
-        return (f"server.processes is {processes}, but this system cannot share a "
-                "port between processes (no SO_REUSEPORT); set processes: 1")
+    if not sys.platform.startswith("linux"):
+        # Elsewhere SO_REUSEPORT does not spread connections (one process would get them).
+        return (f"server.processes is {processes}, but sharing a port between processes "
+                "needs Linux; set processes: 1")
     if server.master_key and not server.redis_url:
         # Each process would count every key's rpm, tpm, parallel requests and budget in
         # its own memory: a key could use `processes` times its limits.
