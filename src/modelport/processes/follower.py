@@ -110,15 +110,15 @@ class ReplicaMirror:
             await asyncio.sleep(self._interval_s)
             try:
                 await self.sync()
-            except ModelNotReadyError as error:
-                # The primary is restarting its state or going away (then this process is
-                # stopped too); the table stays as it was meanwhile.
+            except Exception as error:  # noqa: BLE001 - following must outlive any failure
+                # The primary is busy or going away (then this process is stopped too), or
+                # the database is away for a while: the table stays as it was meanwhile.
                 if self._unanswered_since is None:
                     self._unanswered_since = time.monotonic()
-                    logger.warning("%s", error.message)
+                    logger.warning("could not follow the primary process: %s", error)
                 continue
             if self._unanswered_since is not None:
-                logger.info("the primary process answers again (after %.1f s)",
+                logger.info("following the primary process again (after %.1f s)",
                             time.monotonic() - self._unanswered_since)
                 self._unanswered_since = None
 
