@@ -86,7 +86,7 @@ class GatewayProcesses:
                 follower.task.cancel()
         tasks = [f.task for f in self._followers if f.task is not None]
         limit = self._state.config.server.drain_timeout_s + _STOP_GRACE_S
-        done, pending = await asyncio.wait(tasks, timeout=limit) if tasks else (set(), set())
+        _, pending = await asyncio.wait(tasks, timeout=limit) if tasks else (set(), set())
         if pending:
             logger.warning("%d gateway process(es) still running %.0f s after the stop; "
                            "killing them", len(pending), limit)
@@ -148,6 +148,8 @@ class GatewayProcesses:
                 logger.error("gateway process %d: cannot start: %s", follower.index, error)
                 return
             follower.process = process
+            if self._stopping or follower.retired:  # told to stop while it was starting
+                follower.signal(signal.SIGTERM)
             await _hand_over(process, self._text)
             started = time.monotonic()
             logger.info("gateway process %d started (pid %d)", follower.index, process.pid)
