@@ -31,12 +31,14 @@ BODY = {"model": "zero", "messages": [{"role": "user", "content": "Hello! What i
 STREAM_BODY = {**BODY, "stream": True}
 
 
-def start_zero_upstream(chunks: int) -> tuple[subprocess.Popen, str]:
+def start_zero_upstream(chunks: int, processes: int = 1) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = subprocess.Popen([sys.executable, str(HERE / "zero_upstream.py"), "--port", str(port),
-                                "--chunks", str(chunks)], stdout=subprocess.PIPE)
+                                "--chunks", str(chunks), "--processes", str(processes)],
+                               stdout=subprocess.PIPE)
     assert process.stdout is not None
-    process.stdout.readline()  # printed once listening
+    for _ in range(processes):
+        process.stdout.readline()  # printed once listening, by each process
     return process, f"http://127.0.0.1:{port}/v1"
 
 
@@ -87,6 +89,15 @@ async def added_latency(direct: str, gateway: str, rounds: int) -> dict:
 
 async def load(url: str, body: dict, concurrency: int, seconds: float,
                headers: dict[str, str] | None = None) -> dict:
+    latencies, errors, elapsed = await load_samples(url, body, concurrency, seconds, headers)
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
+            "rps": round(len(latencies) / elapsed, 1), "latency_ms": summarize_ms(latencies)}
+
+
+async def load_samples(url: str, body: dict, concurrency: int, seconds: float,
+                       headers: dict[str, str] | None = None) -> tuple[list[float], int, float]:
+    """`concurrency` clients looping for `seconds`: each request's latency, the errors and
+    the time taken."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -105,8 +116,7 @@ async def load(url: str, body: dict, concurrency: int, seconds: float,
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
-            "rps": round(len(latencies) / elapsed, 1), "latency_ms": summarize_ms(latencies)}
+    return latencies, errors, elapsed
 
 
 def start_litellm(upstream: str) -> tuple[subprocess.Popen, str]:

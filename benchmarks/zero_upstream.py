@@ -13,6 +13,8 @@ import argparse
 import asyncio
 import json
 import os
+import signal
+import sys
 
 COMPLETION = json.dumps({
     "id": "chatcmpl-zero", "object": "chat.completion", "created": 0, "model": "zero",
@@ -75,7 +77,8 @@ class ZeroProtocol(asyncio.Protocol):
 async def serve(port: int, chunks: int) -> None:
     loop = asyncio.get_running_loop()
     body = stream_body(chunks)
-    server = await loop.create_server(lambda: ZeroProtocol(body), "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(lambda: ZeroProtocol(body), "127.0.0.1", port, backlog=1024,
+                                      reuse_port=True)
     print(f"zero upstream on http://127.0.0.1:{port}/v1 (pid {os.getpid()})", flush=True)
     async with server:
         await server.serve_forever()
@@ -85,7 +88,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--chunks", type=int, default=20, help="events in a streamed answer")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="processes sharing the port (SO_REUSEPORT), for many-core machines")
     args = parser.parse_args()
+    children: list[int] = []
+    for _ in range(args.processes - 1):
+        child = os.fork()
+        if child == 0:
+            children = []
+            break
+        children.append(child)
+
+    def stop(*_: object) -> None:  # the first process stops the others with itself
+        for child in children:
+            os.kill(child, signal.SIGTERM)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         import uvloop
 

@@ -23,11 +23,13 @@ ConfigOption = typer.Option(None, "--config", "-c", help="Path to modelport.yaml
                             "(default: $MODELPORT_CONFIG, ./modelport.yaml, else built-in models).")
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, with_pid: bool = False) -> None:
+    # With several gateway processes each line names the process that wrote it.
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S", stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s " + ("[%(process)d] " if with_pid else "")
+        + "%(name)s: %(message)s",
+        datefmt="%H:%M:%S", stream=sys.stderr, force=True,
     )
 
 
@@ -75,17 +77,28 @@ def serve(
     """Start the gateway and a worker for each local model."""
     from modelport.api.app import build_app
     from modelport.api.serving import run_gateway
-    from modelport.config import Config, load_config
+    from modelport.config import Config, config_from_text, read_config_text
     from modelport.defaults import config_file, default_config
-    from modelport.gateway import validate_startup
+    from modelport.gateway import build_state, validate_startup
+    from modelport.processes.wire import CONTROL_URL_ENV, PROCESS_INDEX_ENV
     from modelport.reload import ConfigReloader
 
     _setup_logging(log_level)
     source = config_file(config)
+    # Set by the primary in the environment of the other gateway processes it starts; it
+    # hands them the config text it runs on their stdin (the file may have changed since).
+    follower = bool(os.environ.get(CONTROL_URL_ENV))
+    primary_text = sys.stdin.read() if follower and source is not None else None
+    last_read: list[str] = []
 
     def read_config() -> Config:
         """The config file with this command line's overrides (again on each reload)."""
-        cfg = load_config(source) if source is not None else default_config()
+        if source is None:
+            cfg = default_config()
+        else:
+            text = primary_text if primary_text is not None else read_config_text(source)
+            last_read[:] = [text]
+            cfg = config_from_text(text, source)
         if host:
             cfg.server.host = host
         if port:
@@ -97,22 +110,41 @@ def serve(
 
     try:
         cfg = read_config()
-        report = validate_startup(cfg, model or None, allow_public)
-        if report.problems:
-            raise ConfigError("\n".join(report.problems))
+        if follower:  # the primary has checked everything
+            state = build_state(cfg, model or None)
+        else:
+            report = validate_startup(cfg, model or None, allow_public)
+            if report.problems:
+                raise ConfigError("\n".join(report.problems))
+            state = report.state
     except ConfigError as error:
         _fail(error)
         return
-    state = report.state
     assert state is not None  # validate_startup builds it when nothing is wrong
-    if source is not None:
+    processes = cfg.server.processes
+    if processes > 1:
+        _setup_logging(log_level, with_pid=True)
+    if follower:
+        from modelport.processes.follower import control_from_environment, follow_primary
+
+        follow_primary(state, control_from_environment())
+    elif source is not None:
         state.reloader = ConfigReloader(state, read_config, model or None)
+    if not follower and processes > 1:
+        from modelport.processes.primary import GatewayProcesses
+
+        state.processes = GatewayProcesses(state, processes, sys.argv[1:],
+                                           lambda: last_read[0] if last_read else "")
     names = ", ".join(d.name for d in state.registry)
     logging.getLogger("modelport").info(
-        "serving %s on http://%s:%d/v1", names, cfg.server.host, cfg.server.port)
+        "serving %s on http://%s:%d/v1%s", names, cfg.server.host, cfg.server.port,
+        "" if processes == 1 else f" (gateway process {os.environ.get(PROCESS_INDEX_ENV, 0)} "
+        f"of {processes})")
     if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
                        cfg.server.drain_timeout_s,
-                       on_hangup=state.reloader.on_signal if state.reloader else None):
+                       on_hangup=state.reloader.on_signal if state.reloader else None,
+                       shared_port=processes > 1,
+                       on_stop_signal=state.processes.forward if state.processes else None):
         raise typer.Exit(3)
 
 
@@ -238,6 +270,9 @@ def check(
     Console().print(f"keys and usage: {where}", markup=False, highlight=False)
     Console().print("admin API: " + ("on" if cfg.server.master_key else "off (no master key)"),
                     markup=False, highlight=False)
+    Console().print(f"gateway processes: {cfg.server.processes}" + (
+        " (sharing the port; the first runs the workers)" if cfg.server.processes > 1 else ""),
+        markup=False, highlight=False)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)

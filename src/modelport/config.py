@@ -87,6 +87,12 @@ class ServerConfig(_Strict):
         None, description="A redis:// URL: virtual keys' rpm/tpm/parallel/budget counters are "
         "shared there by every gateway using it; without it each gateway counts alone.",
     )
+    processes: int = Field(
+        1, ge=1, strict=True, description="Gateway processes sharing server.port on this "
+        "machine (SO_REUSEPORT), for hosts with many cores: the first starts and watches the "
+        "workers, the others relay to them. With virtual keys (a master key) and more than "
+        "one, key limits need server.redis_url.",
+    )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     usage: bool = Field(True, description="Write one usage row per model request to the "
                         "database (tokens, latency, key, cost).")
@@ -835,11 +841,22 @@ def parse_config(data: Any, source: str = "config", base_dir: str | None = None)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
+    return config_from_text(read_config_text(path), path)
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
     file = Path(path).expanduser()
     if not file.is_file():
         raise ConfigError(f"config file {file} does not exist")
+    return file.read_text(encoding="utf-8")
+
+
+def config_from_text(text: str, path: str | os.PathLike[str]) -> Config:
+    """The config in `text`, as if read from the file at `path` (its relative paths
+    resolve against that file's folder)."""
+    file = Path(path).expanduser()
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(_describe_yaml_error(file, error)) from None
     return parse_config(data, str(file), base_dir=str(file.resolve().parent))

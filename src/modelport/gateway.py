@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -52,6 +53,27 @@ def _bind_problem(config: Config, allow_public: bool) -> str | None:
         "bind 127.0.0.1, "
         "or pass --allow-public if this is really intended"
     )
+
+
+def processes_problem(config: Config, processes: int | None = None) -> str | None:
+    """Why `processes` gateway processes (default: server.processes) cannot serve this
+    config, or None."""
+    server = config.server
+    processes = processes or server.processes
+    if processes == 1:
+        return None
+    if not sys.platform.startswith("linux"):
+        # Elsewhere SO_REUSEPORT does not spread connections (one process would get them).
+        return (f"server.processes is {processes}, but sharing a port between processes "
+                "needs Linux; set processes: 1")
+    if server.master_key and not server.redis_url:
+        # Each process would count every key's rpm, tpm, parallel requests and budget in
+        # its own memory: a key could use `processes` times its limits.
+        return (f"server.processes is {processes} and virtual keys are on (a master key "
+                "is set), but there is no server.redis_url: each process would count the keys' "
+                "limits alone, so a key could use them several times over. Set "
+                "server.redis_url (a redis:// URL) or processes: 1")
+    return None
 
 
 def select_models(config: Config, names: list[str] | None) -> list[ModelConfig]:
@@ -172,6 +194,9 @@ def validate_startup(config: Config, names: list[str] | None = None,
     if config.server.metrics_auth and not config.server.master_key:
         report.problems.append("server.metrics_auth puts /metrics behind the master key, but "
                                "no master key is set (server.master_key or --master-key)")
+    processes = processes_problem(config)
+    if processes:
+        report.problems.append(processes)
     for model in config.models:
         found = model_problems(config, model)
         (report.problems if model in models else report.notes).extend(found)

@@ -31,6 +31,7 @@ from modelport.gateway import (
     claimed_ports,
     link_fallbacks,
     model_problems,
+    processes_problem,
     select_models,
 )
 from modelport.routing.deployments import Deployment, DeploymentStatus, request_limit
@@ -40,7 +41,7 @@ logger = logging.getLogger("modelport.reload")
 
 # Server settings read once at start-up.
 _RESTART_ONLY = ("host", "port", "database_url", "data_dir", "redis_url", "metrics", "usage",
-                 "metrics_auth")
+                 "metrics_auth", "processes")
 
 
 @dataclass
@@ -115,6 +116,8 @@ class ConfigReloader:
                 raise
             report.seconds = round(time.monotonic() - started, 3)
             logger.info("config reloaded in %.2f s: %s", report.seconds, report.summary())
+            if self.state.processes is not None:
+                self.state.processes.replace()  # the other processes start from the new file
             if report.needs_restart:
                 logger.warning("changed settings that apply at the next start only: %s",
                                ", ".join(report.needs_restart))
@@ -131,6 +134,10 @@ class ConfigReloader:
         capacity = capacity_problem(new, models)
         if capacity:
             problems.append(capacity)
+        # The processes running now stay (processes is read at start-up only).
+        processes = processes_problem(new, self.state.config.server.processes)
+        if processes:
+            problems.append(processes)
         if new.server.metrics_auth and not new.server.master_key:
             problems.append("server.metrics_auth puts /metrics behind the master key, but no "
                             "master key is set")

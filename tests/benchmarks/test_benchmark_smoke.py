@@ -47,6 +47,15 @@ def test_gateway_overhead_smoke():
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in data["load"]["modelport"])
 
 
+def test_gateway_processes_smoke():
+    data = run("gateway_processes.py", "--rounds", "1", "--concurrency", "4", "--seconds", "0.3",
+               "--clients", "2", "--upstream-processes", "2")
+    for mode in ("non-streaming", "streaming"):
+        for count in ("1", "2"):
+            (result,) = data["runs"][mode][count]
+            assert result["errors"] == 0 and result["requests"] > 0, (mode, count, result)
+
+
 def test_gateway_memory_smoke():
     data = run("gateway_memory.py", "--first", "20", "--total", "40", "--concurrency", "4")
     assert data["unexpected_statuses"] == 0
@@ -71,7 +80,8 @@ def test_metrics_history_smoke():
 
 
 def test_every_script_has_help():
-    for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_memory.py",
+    for script in ("engine_throughput.py", "gateway_overhead.py", "gateway_processes.py",
+                   "gateway_memory.py",
                    "prompt_scaling.py", "zero_upstream.py", "usage_query.py", "console_load.py",
                    "metrics_history.py"):
         result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],

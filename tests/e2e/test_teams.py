@@ -11,7 +11,7 @@ import pytest
 
 from support.fake_upstream import FakeUpstream
 from support.models import CHAT, EMBED, default_models
-from support.server import ModelportServer
+from support.server import ModelportServer, wait_inside_a_minute
 
 MASTER = "mk-e2e-master-key-0123456789"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}
@@ -32,12 +32,6 @@ def usage_row(server: ModelportServer, key_id: str, requests: int, timeout: floa
         if row is not None and row["requests"] >= requests or time.monotonic() > deadline:
             return row
         time.sleep(0.25)
-
-
-def wait_inside_a_minute(needed_s: float = 20) -> None:
-    """rpm counts per UTC minute: start a burst well inside one, so it all counts there."""
-    while 60 - time.time() % 60 < needed_s:
-        time.sleep(0.5)
 
 
 def test_a_limited_key_on_the_default_models(tmp_path):

@@ -263,3 +263,51 @@ def test_rows_wait_while_the_database_refuses_writes_and_are_written_after(tmp_p
     kept, written, pending = run(scenario())
     assert kept == list(range(10))
     assert written == list(range(10)) and pending == 0
+
+
+_WRITER = """
+import asyncio, sys
+from modelport.config import parse_config
+from modelport.store import Store, UsageRow
+
+async def main(url, rows):
+    store = Store.from_config(parse_config({"server": {"database_url": url}, "models": [
+        {"name": "free", "engine": "openai", "base_url": "http://127.0.0.1:9/v1"}]}))
+    await store.start()
+    for i in range(rows):
+        store.usage.record(UsageRow(model="free", endpoint="/v1/chat/completions",
+                                    status=200, prompt_tokens=i))
+        if i % 50 == 0:
+            await asyncio.sleep(0)  # the writer task writes batches meanwhile
+    await store.stop()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_several_gateway_processes_write_usage_to_one_sqlite_file(tmp_path):
+    """server.processes > 1 on the default SQLite store: each process writes its own
+    batches to the same file at once; WAL and the busy timeout let every row in."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+
+    async def migrated_then_counted(writers):  # noqa: ANN001, ANN202
+        store = _store(url)
+        await store.start()  # the primary migrates before the others start
+        try:
+            await asyncio.to_thread(writers)
+            return await _count(store)
+        finally:
+            await store.stop()
+
+    def writers() -> None:
+        processes = [subprocess.Popen([sys.executable, "-c", _WRITER, url, "3000"],
+                                      stderr=subprocess.PIPE) for _ in range(3)]
+        for process in processes:
+            _, errors = process.communicate(timeout=120)
+            assert process.returncode == 0, errors.decode()
+            assert b"Traceback" not in errors and b"locked" not in errors, errors.decode()
+
+    assert run(migrated_then_counted(writers)) == 9000

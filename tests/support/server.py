@@ -115,6 +115,12 @@ def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
     raise AssertionError(f"not {what} within {timeout} s")
 
 
+def wait_inside_a_minute(needed_s: float = 20) -> None:
+    """rpm counts per UTC minute: start a burst well inside one, so it all counts there."""
+    while 60 - time.time() % 60 < needed_s:
+        time.sleep(0.5)
+
+
 def worker_secret(pid: int) -> str:
     """The per-start secret the supervisor gave a worker (readable only by its own user),
     for tests that call a worker directly."""

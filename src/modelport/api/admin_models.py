@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from modelport.api.state import GatewayState
 from modelport.errors import ConfigError, InvalidRequestError, NotFoundError
 from modelport.routing.deployments import Deployment, DeploymentStatus
+from modelport.routing.registry import ModelRegistry
 
 
 def model_view(state: GatewayState, deployment: Deployment) -> dict[str, Any]:
@@ -46,6 +47,21 @@ def _wall_time(monotonic: float) -> str:
     return datetime.fromtimestamp(time.time() - (time.monotonic() - monotonic), UTC).isoformat()
 
 
+def local_deployment(registry: ModelRegistry, name: str) -> Deployment:
+    """The served local model of this name or alias (one that has workers to load and
+    unload), or the error that says why there is none."""
+    deployment = registry.named(name)
+    if deployment is None:
+        served = ", ".join(d.name for d in registry) or "none"
+        raise NotFoundError(f"no model named '{name}' is served (served: {served})",
+                            param="name", code="model_not_found")
+    if not deployment.is_local:
+        raise InvalidRequestError(f"model '{deployment.name}' is answered by an online "
+                                  "API: it has no worker to load or unload", param="name",
+                                  code="not_a_local_model")
+    return deployment
+
+
 def _wanted(request: Request, name: str, default: bool) -> bool:
     value = request.query_params.get(name)
     if value is None:
@@ -62,17 +78,7 @@ class ModelRoutes:
         self.state = state
 
     def _local(self, request: Request) -> Deployment:
-        name = request.path_params["name"]
-        deployment = self.state.registry.named(name)
-        if deployment is None:
-            served = ", ".join(d.name for d in self.state.registry) or "none"
-            raise NotFoundError(f"no model named '{name}' is served (served: {served})",
-                                param="name", code="model_not_found")
-        if not deployment.is_local:
-            raise InvalidRequestError(f"model '{deployment.name}' is answered by an online "
-                                      "API: it has no worker to load or unload", param="name",
-                                      code="not_a_local_model")
-        return deployment
+        return local_deployment(self.state.registry, request.path_params["name"])
 
     async def list_models(self, request: Request) -> JSONResponse:
         return JSONResponse({"object": "list",

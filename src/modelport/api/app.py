@@ -107,6 +107,8 @@ def build_app(state: GatewayState) -> AccessLog:
                 await state.remote_replicas.start()
             if state.reloader is not None:
                 state.reloader.attach()
+            if state.processes is not None:  # after the database is migrated
+                await state.processes.start()
             # Everything built so far lives as long as the process; left to the collector,
             # each full collection walks it again (hundreds of thousands of objects once
             # the database and HTTP libraries are loaded), and requests that keep objects
@@ -121,6 +123,8 @@ def build_app(state: GatewayState) -> AccessLog:
                 state.metrics_history.start()
             yield
         finally:
+            if state.processes is not None:  # they relay to the workers: they go first
+                await state.processes.stop()
             if state.metrics_history is not None:
                 await state.metrics_history.stop()
             if state.loader is not None:

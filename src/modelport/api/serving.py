@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Generator
 from types import FrameType
@@ -27,11 +28,13 @@ _CLOSE_GRACE_S = 5.0
 
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, in_flight: InFlight, drain_timeout_s: float,
-                 on_hangup: Callable[[], None] | None = None):
+                 on_hangup: Callable[[], None] | None = None,
+                 on_stop_signal: Callable[[int], None] | None = None):
         super().__init__(config)
         self.in_flight = in_flight
         self.drain_timeout_s = drain_timeout_s
         self.on_hangup = on_hangup
+        self.on_stop_signal = on_stop_signal
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -53,6 +56,8 @@ class DrainingServer(uvicorn.Server):
         if self.should_exit and sig == signal.SIGINT:
             logger.warning("second interrupt: stopping without waiting for requests")
         super().handle_exit(sig, frame)
+        if self.on_stop_signal is not None:
+            self.on_stop_signal(sig)
 
     def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
         if self.on_hangup is None:
@@ -72,13 +77,40 @@ class DrainingServer(uvicorn.Server):
 
 
 def run_gateway(app, host: str, port: int, in_flight: InFlight, drain_timeout_s: float,  # noqa: ANN001
-                on_hangup: Callable[[], None] | None = None) -> bool:
-    """Serve `app` until a stop signal (SIGHUP calls `on_hangup`); False when the server
-    could not start."""
+                on_hangup: Callable[[], None] | None = None, shared_port: bool = False,
+                on_stop_signal: Callable[[int], None] | None = None) -> bool:
+    """Serve `app` until a stop signal (SIGHUP calls `on_hangup`, a stop signal also
+    `on_stop_signal`); False when the server could not start. `shared_port`: bind with
+    SO_REUSEPORT, so that the other gateway processes of this machine take connections
+    on the same port (the kernel spreads new connections over them)."""
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, loop="uvloop",
         http="httptools", lifespan="on", timeout_graceful_shutdown=_CLOSE_GRACE_S,
     )
-    server = DrainingServer(config, in_flight, drain_timeout_s, on_hangup)
-    server.run()
+    server = DrainingServer(config, in_flight, drain_timeout_s, on_hangup, on_stop_signal)
+    if not shared_port:
+        server.run()
+        return server.started
+    try:
+        sock = shared_port_socket(host, port)
+    except OSError as error:
+        logger.error("cannot listen on %s:%d: %s", host, port, error)
+        return False
+    # Bound, but listening only once the app has started (uvicorn's startup): until then
+    # the kernel gives this port's connections to the processes already serving.
+    server.run(sockets=[sock])
     return server.started
+
+
+def shared_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT (not yet listening)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -52,5 +52,8 @@ class GatewayState:
     # Registered remote workers as replicas (workers.remote_replicas.RemoteReplicas), with
     # server.redis_url; None without it.
     remote_replicas: Any = None
+    # The other gateway processes of this machine (processes.primary.GatewayProcesses),
+    # started by the one the user started when server.processes > 1; None otherwise.
+    processes: Any = None
     # Each takes the reloaded ServerConfig and updates the keys one gate accepts.
     key_gates: list[Callable[[Any], None]] = field(default_factory=list)

@@ -104,6 +104,9 @@ class Deployment:
         self.last_used = 0.0
         # Requests waiting for this model to load: it is not evicted from under them.
         self.waiting = 0
+        # Requests in flight at the other gateway processes of this machine
+        # (server.processes), as they last reported: not idle, not evicted, drained.
+        self.in_flight_elsewhere = 0
         # The deployments tried after this one, in order (filled in once all are built).
         self.fallbacks: tuple[Deployment, ...] = ()
         self._turn = 0

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -115,6 +115,9 @@ class KeyStore:
         # Keys written here while a reload's SELECT is under way: they win over its rows.
         self._written_during_reload: dict[str, tuple[str, VirtualKey]] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        # Called after every change written here (the other gateway processes of this
+        # machine are then told at once instead of within REFRESH_S).
+        self.listeners: list[Callable[[], None]] = []
 
     async def start(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -175,6 +178,7 @@ class KeyStore:
             await connection.execute(insert(keys_table).values(**values))
         key = _key_from_row(values)  # type: ignore[arg-type]
         self._remember(values["secret_hash"], key)
+        self._changed()
         return CreatedKey(key, secret)
 
     async def get(self, key_id: str) -> VirtualKey | None:
@@ -217,7 +221,13 @@ class KeyStore:
                 return None
             row = (await connection.execute(
                 select(keys_table).where(keys_table.c.id == key_id))).mappings().one()
-        return self._remember(row["secret_hash"], _key_from_row(row))
+        key = self._remember(row["secret_hash"], _key_from_row(row))
+        self._changed()
+        return key
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     # --- the cache --------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ logger = logging.getLogger("modelport.loader")
 
 _POLL_S = 0.05
 _SWEEP_S = 0.5
-_LOADABLE = (DeploymentStatus.UNLOADED, DeploymentStatus.FAILED)
+LOADABLE = (DeploymentStatus.UNLOADED, DeploymentStatus.FAILED)
 
 
 class NoRoomToLoadError(ModelNotReadyError):
@@ -101,7 +101,7 @@ class ModelLoader:
         """Begin loading and return the load (shared by every caller until it ends); None
         when the model is not in a state to be loaded (ready, or moving by itself)."""
         task = self._load_of(deployment)
-        if deployment.status not in _LOADABLE:
+        if deployment.status not in LOADABLE:
             # A finished load has nothing more to say (awaiting it would not even yield).
             return task if task is not None and not task.done() else None
         if task is None or task.done():
@@ -124,12 +124,8 @@ class ModelLoader:
                 await asyncio.sleep(_POLL_S)
 
     async def _load(self, deployment: Deployment) -> None:
-        async with self._room:
-            if deployment.status not in _LOADABLE:
-                return  # loaded meanwhile (this task then only waits for it)
-            await self._make_room(deployment)
-            logger.info("model '%s': loading on demand", deployment.name)
-            self.supervisor.launch(deployment)
+        if not await self._begin_load(deployment):
+            return
         started = time.monotonic()
         while deployment.status is not DeploymentStatus.READY:
             if deployment.status is DeploymentStatus.FAILED:
@@ -143,6 +139,17 @@ class ModelLoader:
             await asyncio.sleep(_POLL_S)
         deployment.last_used = time.monotonic()
         logger.info("model '%s': loaded in %.1f s", deployment.name, time.monotonic() - started)
+
+    async def _begin_load(self, deployment: Deployment) -> bool:
+        """Start the model's workers, making room first; False when it was loaded
+        meanwhile (the load then only waits for it)."""
+        async with self._room:
+            if deployment.status not in LOADABLE:
+                return False
+            await self._make_room(deployment)
+            logger.info("model '%s': loading on demand", deployment.name)
+            self.supervisor.launch(deployment)
+        return True
 
     async def _make_room(self, incoming: Deployment) -> None:
         server = self._settings()
@@ -166,8 +173,8 @@ class ModelLoader:
     def _resident(self, deployment: Deployment) -> Resident:
         if not deployment.on_demand:
             why = "load: always"
-        elif deployment.in_flight or deployment.waiting:
-            why = f"{deployment.in_flight + deployment.waiting} requests in flight"
+        elif busy := deployment.in_flight + deployment.in_flight_elsewhere + deployment.waiting:
+            why = f"{busy} requests in flight"
         elif deployment.status is not DeploymentStatus.READY:
             why = f"{deployment.status.value}"
         else:
@@ -209,7 +216,8 @@ class ModelLoader:
         deployment.set_status(DeploymentStatus.UNLOADING, reason)
         deployment.retry_after_s = 2
         deadline = time.monotonic() + drain_s
-        while deployment.in_flight and time.monotonic() < deadline:
+        while (deployment.in_flight or deployment.in_flight_elsewhere) \
+                and time.monotonic() < deadline:
             await asyncio.sleep(_POLL_S)
         pid = deployment.pid
         await self.supervisor.halt(deployment, DeploymentStatus.UNLOADED)
@@ -226,6 +234,7 @@ class ModelLoader:
                 if (idle_s and deployment.on_demand
                         and deployment.status is DeploymentStatus.READY
                         and not deployment.in_flight and not deployment.waiting
+                        and not deployment.in_flight_elsewhere
                         and now - deployment.last_used >= idle_s):
                     self._begin_unload(deployment, 0.0, f"idle for {idle_s:g} s (idle_unload_s)")
 

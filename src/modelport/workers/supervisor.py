@@ -198,11 +198,7 @@ class WorkerSupervisor:
     def worker_memory(self, name: str) -> int | None:
         """Resident memory of the model's worker processes together in bytes, or None."""
         deployment = self._managed.get(name)
-        sizes = [resident_bytes(w.process.pid) for w in (
-            self._running.get(r.name) for r in (deployment.local_replicas if deployment else ()))
-            if w is not None]
-        known = [size for size in sizes if size is not None]
-        return sum(known) if known else None
+        return None if deployment is None else workers_memory(deployment)
 
     async def _spawn(self, deployment: Deployment, replica: Replica) -> WorkerProcess:
         model = replica_config(deployment.config, replica)
@@ -365,6 +361,13 @@ async def _end_process(process: asyncio.subprocess.Process, grace_s: float) -> N
     except asyncio.TimeoutError:
         _signal_group(process, signal.SIGKILL)
         await process.wait()
+
+
+def workers_memory(deployment: Deployment) -> int | None:
+    """Resident memory of a model's running worker processes together in bytes, or None."""
+    sizes = [resident_bytes(r.pid) for r in deployment.local_replicas if r.pid is not None]
+    known = [size for size in sizes if size is not None]
+    return sum(known) if known else None
 
 
 def resident_bytes(pid: int) -> int | None:

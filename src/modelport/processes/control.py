@@ -1,0 +1,172 @@
+"""The channel between the primary and its followers: a small HTTP server of the
+primary's on a random loopback port, behind a per-start secret that reaches the
+followers through their environment only (never a command line, never a log).
+
+    POST /sync                   a follower's use of the models -> the replica table and
+                                 the version of the virtual keys
+    POST /keys                   a follower changed a virtual key: read them again
+    POST /load {"name"}          load a local model, answer once it is ready
+    POST /unload {"name", "reason"}   unload it (after its requests drain)
+    POST /reload                 re-read the config file -> the reload report
+
+Every answer is JSON: {"table": ...}, {"report": ...} or {}, or {"error": ...} with the
+status the admin API would have answered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from modelport.api.admin_models import local_deployment
+from modelport.api.state import GatewayState
+from modelport.errors import AuthenticationError, ModelNotReadyError, ModelportError
+from modelport.processes.wire import apply_reports, error_from_wire, error_to_wire, replica_table
+
+logger = logging.getLogger("modelport.processes")
+
+Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+class ControlServer:
+    """The primary's side: answers its followers from the gateway's own state."""
+
+    def __init__(self, state: GatewayState, on_sync: Callable[[int], None]) -> None:
+        self._state = state
+        self._on_sync = on_sync
+        self.secret = secrets.token_urlsafe(32)
+        self.url = ""
+        self._reports: dict[int, dict[str, Any]] = {}  # follower pid -> its last report
+        self._runner: web.AppRunner | None = None
+        # Counts the changes to virtual keys made in any process: a follower that sees it
+        # move reads the keys again (a revoke holds everywhere within one sync).
+        self.keys_version = 0
+        if state.keys is not None:
+            state.keys.listeners.append(self._keys_changed)
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/sync", self._answer(self._sync))
+        app.router.add_post("/load", self._answer(self._load))
+        app.router.add_post("/unload", self._answer(self._unload))
+        app.router.add_post("/reload", self._answer(self._reload))
+        app.router.add_post("/keys", self._answer(self._keys))
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def forget(self, pid: int) -> None:
+        """A follower exited: its requests in flight are no longer anyone's."""
+        if self._reports.pop(pid, None) is not None:
+            apply_reports(self._state.registry, self._reports.values(), time.monotonic())
+
+    def _answer(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def answer(request: web.Request) -> web.Response:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            if not hmac.compare_digest(given.encode(), self.secret.encode()):
+                refused = AuthenticationError("not a gateway process of this server")
+                return web.json_response({"error": error_to_wire(refused)}, status=401)
+            try:
+                return web.json_response(await handler(request))
+            except ModelportError as error:
+                return web.json_response({"error": error_to_wire(error)}, status=error.status)
+            except Exception as error:  # noqa: BLE001 - the follower gets a typed error
+                logger.exception("control request %s failed", request.path)
+                failed = ModelportError(f"internal error: {type(error).__name__}")
+                return web.json_response({"error": error_to_wire(failed)}, status=500)
+        return answer
+
+    async def _sync(self, request: web.Request) -> dict[str, Any]:
+        report = await request.json()
+        pid = int(report["pid"])
+        self._reports[pid] = report["models"]
+        apply_reports(self._state.registry, self._reports.values(), time.monotonic())
+        self._on_sync(pid)
+        return {"table": replica_table(self._state.registry), "keys": self.keys_version}
+
+    async def _load(self, request: web.Request) -> dict[str, Any]:
+        asked = await request.json()
+        deployment = local_deployment(self._state.registry, str(asked["name"]))
+        await self._state.loader.load(deployment)
+        return {"table": replica_table(self._state.registry)}
+
+    async def _unload(self, request: web.Request) -> dict[str, Any]:
+        asked = await request.json()
+        deployment = local_deployment(self._state.registry, str(asked["name"]))
+        await self._state.loader.unload(deployment, self._state.config.server.drain_timeout_s,
+                                        str(asked["reason"]))
+        return {"table": replica_table(self._state.registry)}
+
+    def _keys_changed(self) -> None:
+        self.keys_version += 1
+
+    async def _keys(self, request: web.Request) -> dict[str, Any]:
+        if self._state.keys is not None:
+            await self._state.keys.reload()
+        self._keys_changed()
+        return {}
+
+    async def _reload(self, request: web.Request) -> dict[str, Any]:
+        reloader = self._state.reloader
+        if reloader is None:
+            raise ModelportError("this server runs the built-in config: there is no file "
+                                 "to reload", code="no_config_file")
+        return {"report": (await reloader.reload()).as_dict()}
+
+
+class ControlClient:
+    """A follower's side of the channel."""
+
+    def __init__(self, url: str, secret: str) -> None:
+        self.url = url
+        self._headers = {"Authorization": f"Bearer {secret}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def sync(self, report: dict[str, Any]) -> dict[str, Any]:
+        """{"table": the replica table, "keys": the version of the virtual keys}."""
+        return await self._call("/sync", report, timeout_s=5.0)
+
+    async def keys_changed(self) -> None:
+        await self._call("/keys", {}, timeout_s=5.0)
+
+    async def load(self, name: str) -> dict[str, Any]:
+        return (await self._call("/load", {"name": name}))["table"]
+
+    async def unload(self, name: str, reason: str) -> dict[str, Any]:
+        return (await self._call("/unload", {"name": name, "reason": reason}))["table"]
+
+    async def reload(self) -> dict[str, Any]:
+        return (await self._call("/reload", {}))["report"]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _call(self, path: str, body: dict[str, Any],
+                    timeout_s: float | None = None) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(headers=self._headers)
+        try:
+            async with self._session.post(self.url + path, json=body,
+                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as reply:
+                answer = await reply.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise ModelNotReadyError(
+                "the gateway's primary process (which runs the workers) is not answering: "
+                f"{type(error).__name__}; retry shortly", headers={"Retry-After": "2"}) from None
+        if "error" in answer:
+            raise error_from_wire(answer["error"])
+        return answer
