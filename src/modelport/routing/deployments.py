@@ -283,8 +283,9 @@ class Deployment:
         """`replica` failed a request for a reason of its own (unreachable, 5xx, 429, a
         broken answer). One that is not ours is paused for REPLICA_PAUSE_S (the supervisor
         watches our workers); a model's only replica is left to its cool-down. Returns
-        the seconds it is paused for (0: not paused)."""
-        if replica.is_ours or len(self.replicas) < 2:
+        the seconds it is paused for (0: not paused, or already out of rotation)."""
+        if replica.is_ours or len(self.replicas) < 2 or \
+                replica.status is not DeploymentStatus.READY:
             return 0.0
         replica.pause(f"failed: {error.message[:200]}", REPLICA_PAUSE_S, time.monotonic())
         return REPLICA_PAUSE_S
