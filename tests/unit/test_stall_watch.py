@@ -177,3 +177,26 @@ def test_a_pending_answer_still_yields_to_the_client_leaving():
             await task
         return replica.pending
     assert asyncio.run(scenario()) == set()
+
+
+def test_the_supervisor_kills_a_stuck_worker_and_its_health_watchdog_lets_go():
+    from modelport.workers.supervisor import WorkerProcess, WorkerSupervisor
+
+    deployment = served_model()
+    ours = deployment.replicas[0]
+    config = parse_config({"models": [{"name": "m", "engine": "llamacpp", "path": GGUF}]})
+
+    async def scenario():
+        supervisor = WorkerSupervisor(config, [deployment])
+        process = await asyncio.create_subprocess_exec(
+            "sleep", "60", stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        supervisor._running[ours.name] = WorkerProcess(process, ours.name)
+        watchdog = asyncio.ensure_future(asyncio.sleep(60))
+        supervisor._watchdogs[ours.name] = watchdog
+        supervisor.restart(ours, "stalled: no bytes for 31 s")
+        code = await asyncio.wait_for(process.wait(), 5)
+        await asyncio.sleep(0)
+        return code, watchdog.cancelled(), supervisor._restart_reasons
+    code, watchdog_cancelled, reasons = asyncio.run(scenario())
+    assert code == -9 and watchdog_cancelled
+    assert reasons == {"m#0": "stalled: no bytes for 31 s"}  # the restart's detail

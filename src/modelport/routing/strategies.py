@@ -52,9 +52,9 @@ def _rotated(replicas: Sequence[R], turn: int) -> list[R]:
 
 
 def least_busy(replicas: Sequence[R], turn: int = 0) -> list[R]:
-    """Fewest requests in flight (through every gateway) relative to capacity first. Equally busy replicas take
-    turns (the sort is stable over a rotation), so an idle pair is not always entered
-    through its first member."""
+    """Fewest requests in flight (through every gateway) relative to capacity first.
+    Equally busy replicas take turns (the sort is stable over a rotation), so an idle
+    pair is not always entered through its first member."""
     return sorted(_rotated(replicas, turn), key=_busyness)
 
 
