@@ -7,6 +7,11 @@
 2. Under load: CONCURRENCY clients loop for --seconds each, directly, through modelport,
    and through LiteLLM's proxy when --with-litellm (installed into a side venv); reports
    requests/s, p50/p99 latency and errors.
+
+`--redis-url` gives the gateway a server.redis_url (routing state shared in Redis);
+`--remote-replicas` serves "zero" as a local model with no worker of its own and two
+`deployments:` at the zero upstream (127.0.0.1 and localhost), the path of remote
+workers: least_busy over two replicas, watched for stalls, shared with --redis-url.
 """
 
 from __future__ import annotations
@@ -158,10 +163,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each load level")
     parser.add_argument("--chunks", type=int, default=20, help="events per streamed answer")
     parser.add_argument("--with-litellm", action="store_true", help="also measure LiteLLM's proxy")
+    parser.add_argument("--redis-url", help="server.redis_url of the gateway")
+    parser.add_argument("--remote-replicas", action="store_true",
+                        help="serve zero through two `deployments:` of a local model")
     args = parser.parse_args()
     upstream_process, upstream = start_zero_upstream(args.chunks)
-    serve = ServeProcess([{"name": "zero", "engine": "openai", "base_url": upstream,
-                           "max_concurrency": 4096, "max_queue": 4096}])
+    if args.remote_replicas:
+        model = {"name": "zero", "engine": "llamacpp", "path": "zero.gguf", "replicas": 0,
+                 "parallel": 256, "max_queue": 4096, "deployments": [
+                     {"url": upstream}, {"url": upstream.replace("127.0.0.1", "localhost")}]}
+    else:
+        model = {"name": "zero", "engine": "openai", "base_url": upstream,
+                 "max_concurrency": 4096, "max_queue": 4096}
+    serve = ServeProcess([model], {"redis_url": args.redis_url} if args.redis_url else None)
     serve.start()
     direct = upstream + "/chat/completions"
     gateway = serve.url + "/v1/chat/completions"

@@ -64,7 +64,9 @@ class ServerConfig(_Strict):
     worker_stall_timeout_s: float = Field(
         30.0, gt=0, description="A worker of ours that has not answered a health probe for "
         "this long (hung, stopped, swapping) is killed and restarted; its requests then end "
-        "with an error instead of hanging."
+        "with an error instead of hanging. Also: a replica of a local model whose started "
+        "streams all got no bytes for this long is stuck (taken out of rotation, its "
+        "requests ended, restarted if ours); a model's `stall_timeout_s` overrides it."
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM or Ctrl-C, seconds requests in flight may take to "
@@ -244,6 +246,11 @@ class _LocalWorkerModel(_ModelBase):
         "'${ENV_VAR}'; required when `host` is not a loopback address (the gateway "
         "itself uses a random per-start secret). Gateways also send it to the model's "
         "registered remote workers.",
+    )
+    stall_timeout_s: float | None = Field(
+        None, gt=0, description="This model's server.worker_stall_timeout_s: how long a "
+        "started stream may get no bytes (and a worker of ours may miss its health checks) "
+        "before its replica counts as stuck. The wait for the first token is not counted.",
     )
     replicas: int = Field(
         1, ge=0, le=64, description="Workers started for this model, each on its own port "
@@ -626,7 +633,7 @@ def load_policy(model: Any) -> str | None:
 # Fields that only the gateway reads: changing them on reload does not restart a worker.
 GATEWAY_ONLY_FIELDS = frozenset({"aliases", "autostart", "load", "idle_unload_s",
                                  "load_timeout_s", "price", "fallbacks", "strategy",
-                                 "affinity_margin"})
+                                 "affinity_margin", "stall_timeout_s"})
 
 
 def serves_rerank_only(config: Any) -> bool:

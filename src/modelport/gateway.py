@@ -27,6 +27,7 @@ from modelport.store import Store
 from modelport.tool_support import ToolSupport, tool_support
 from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.on_demand import ModelLoader
+from modelport.workers.stall_watch import StallWatch
 from modelport.workers.supervisor import WorkerSupervisor
 from modelport.workers.worker_auth import worker_host_problem
 
@@ -323,10 +324,15 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
     state.loader = ModelLoader(registry, supervisor, lambda: state.config.server,
                                lambda: state.config.models_dir_path())
     if config.server.redis_url:
+        from modelport.routing.shared_state import SharedRouting
         from modelport.workers.remote_replicas import RemoteReplicas
 
         state.remote_replicas = RemoteReplicas(registry, str.__str__(config.server.redis_url),
                                                lambda: state.config.models_dir_path())
+        state.shared_routing = SharedRouting(registry, str.__str__(config.server.redis_url))
+        state.services.append(state.shared_routing)
+    state.services.append(StallWatch(registry, supervisor, lambda: state.config.server,
+                                     state.shared_routing))
     return state
 
 

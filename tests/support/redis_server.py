@@ -14,12 +14,14 @@ from support.server import free_port
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    """`port`: a given one (to start a stopped server again where its clients look)."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; scripts/install.sh installs it "
                                "(Debian package redis-server)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",

@@ -23,6 +23,7 @@ class Replica:
     in_flight: int = 0
     capacity: int = 4
     weight: float = 1.0
+    remote_in_flight: int = 0
 
 
 def names(replicas) -> list[str]:
@@ -44,6 +45,19 @@ def test_least_busy_keeps_every_replica_for_the_retry_order():
     replicas = [Replica("a", 2), Replica("b", 1), Replica("c", 0)]
     assert sorted(names(least_busy(replicas, 1))) == ["a", "b", "c"]
     assert least_busy([], 3) == []
+
+
+def test_least_busy_counts_requests_other_gateways_sent_to_a_replica():
+    # Idle here, but three requests in flight on "a" through another gateway.
+    shared, quiet = Replica("a", 0, remote_in_flight=3), Replica("b", 1)
+    assert [least_busy([shared, quiet], turn)[0].name for turn in range(4)] == ["b"] * 4
+    assert names(least_busy([Replica("a", 0), Replica("b", 1)])) == ["a", "b"]
+
+
+def test_prefix_affinity_gives_way_when_other_gateways_keep_that_replica_busy():
+    replicas = [Replica("a", 0, capacity=16), Replica("b", 1, capacity=16, remote_in_flight=4)]
+    assert names(prefix_affinity(replicas, "b", margin=4)) == ["a", "b"]
+    assert names(prefix_affinity(replicas, "b", margin=5)) == ["b", "a"]
 
 
 def test_round_robin_ignores_load():

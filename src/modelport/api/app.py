@@ -105,6 +105,8 @@ def build_app(state: GatewayState) -> AccessLog:
                 state.loader.start()
             if state.remote_replicas is not None:
                 await state.remote_replicas.start()
+            for service in state.services:
+                await service.start()
             if state.reloader is not None:
                 state.reloader.attach()
             if state.processes is not None:  # after the database is migrated
@@ -127,6 +129,8 @@ def build_app(state: GatewayState) -> AccessLog:
                 await state.processes.stop()
             if state.metrics_history is not None:
                 await state.metrics_history.stop()
+            for service in reversed(state.services):
+                await service.stop()
             if state.loader is not None:
                 await state.loader.stop()
             if state.remote_replicas is not None:

@@ -38,6 +38,7 @@ from modelport.providers.base import OpenedStream, Provider
 from modelport.reranking import completed_answer
 from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
+from modelport.routing.progress import PendingAnswer, StreamProgress
 from modelport.routing.registry import ModelRegistry
 from modelport.upstream import UpstreamReply
 from modelport.workers.on_demand import ModelLoader
@@ -198,14 +199,17 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     async def answer(deployment: Deployment, replica: Replica) -> UpstreamReply | OpenedStream:
         provider: Provider = replica.provider
         body = upstream_body(deployment, data, parsed)
-        if stream:
-            return await provider.open_stream(endpoint.path, body, parsed)
-        return await provider.complete(endpoint.path, body, parsed)
+        call = provider.open_stream if stream else provider.complete
+        if not deployment.is_local:
+            return await call(endpoint.path, body, parsed)
+        async with PendingAnswer(replica):  # the stall watch may end the wait
+            return await call(endpoint.path, body, parsed)
 
     if requested.on_demand and requested.status is not DeploymentStatus.READY:
-        work = _load_then_serve(state.loader, requested, plan, answer, data)
+        work = _load_then_serve(state.loader, requested, plan, answer, data,
+                                state.shared_routing)
     else:
-        work = failover.serve(plan, answer, body=data)
+        work = failover.serve(plan, answer, body=data, listener=state.shared_routing)
     served, replica, reply = await _unless_client_leaves(request, state.in_flight, work)
     record.model = served.name
     record.replica = replica.name
@@ -214,7 +218,8 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
 
 async def _load_then_serve(loader: ModelLoader, requested: Deployment,
                            plan: tuple[Deployment, ...], answer: failover.Attempt[T],
-                           body: dict[str, Any]) -> tuple[Deployment, Replica, T]:
+                           body: dict[str, Any], listener: failover.RoutingListener | None,
+                           ) -> tuple[Deployment, Replica, T]:
     """Load an on-demand model first (the wait ends with the client, like the answer);
     when it cannot load, its fallbacks may still answer."""
     try:
@@ -223,7 +228,7 @@ async def _load_then_serve(loader: ModelLoader, requested: Deployment,
         if len(plan) == 1:
             raise
         logger.warning("model '%s' could not be loaded; trying its fallbacks", requested.name)
-    return await failover.serve(plan, answer, body=body)
+    return await failover.serve(plan, answer, body=body, listener=listener)
 
 
 class _Waiting:
@@ -272,8 +277,11 @@ def _stream_response(outcome: Outcome, parsed: OpenAIRequest, record: AccessReco
                      in_flight: InFlight) -> RelayStreamResponse:
     wants_usage = bool(getattr(parsed, "wants_usage_in_stream", lambda: False)())
     relayed = RelayedStream(outcome, record, forward_usage=wants_usage)
-    return RelayStreamResponse(relayed.events, relayed.on_close, headers=outcome.headers,
-                               in_flight=in_flight)
+    response = RelayStreamResponse(relayed.events, relayed.on_close, headers=outcome.headers,
+                                   in_flight=in_flight)
+    if relayed.progress is not None:
+        relayed.progress.stop = response.stop
+    return response
 
 
 class RelayedStream:
@@ -289,15 +297,22 @@ class RelayedStream:
         self.accounting = StreamAccounting()
         # Local workers already answer with the served name; online APIs use their own ids.
         online = isinstance(served.config, OpenAIUpstreamModel)
+        # The stall watch follows the streams of local models' replicas (online models
+        # have their read timeout).
+        self.progress = None if online else StreamProgress()
+        if self.progress is not None:
+            outcome.replica.streams.add(self.progress)
         self.events = relay_sse(
             self._opened.events, forward_usage=forward_usage, accounting=self.accounting,
             label=served.name, rename=ModelRenamer(served.name) if online else None,
-            validate=not served.is_local,
+            validate=not served.is_local, progress=self.progress,
         )
 
     async def on_close(self, disconnected: bool, ended_with: ModelportError | None) -> None:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
         self._outcome.release()
+        if self.progress is not None:
+            self._outcome.replica.streams.discard(self.progress)
         record, accounting = self._record, self.accounting
         record.take_usage(accounting.final_usage())
         error = ended_with or accounting.error

@@ -55,5 +55,11 @@ class GatewayState:
     # The other gateway processes of this machine (processes.primary.GatewayProcesses),
     # started by the one the user started when server.processes > 1; None otherwise.
     processes: Any = None
+    # Cool-downs and in-flight counts shared with other gateways through Redis
+    # (routing.shared_state.SharedRouting), with server.redis_url; None without it.
+    shared_routing: Any = None
+    # Background tasks started with the app after everything else, stopped before it
+    # (the shared routing state, the stall watch).
+    services: list[Lifecycle] = field(default_factory=list)
     # Each takes the reloaded ServerConfig and updates the keys one gate accepts.
     key_gates: list[Callable[[Any], None]] = field(default_factory=list)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -23,6 +24,7 @@ from modelport.errors import (
     UpstreamTimeoutError,
     unexpected_error,
 )
+from modelport.routing.progress import StreamProgress
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -173,11 +175,16 @@ async def relay_sse(
     label: str,
     rename: ModelRenamer | None = None,
     validate: bool = False,
+    progress: StreamProgress | None = None,
 ) -> AsyncIterator[bytes]:
     """Forward OpenAI SSE events; a failure after the 200, whatever raised it, ends in an
-    error event + [DONE]. `validate` checks each event first (upstreams we do not run)."""
+    error event + [DONE]. `validate` checks each event first (upstreams we do not run).
+    `progress` is marked whenever the relay starts waiting on the upstream (the stall
+    watch reads it)."""
     try:
         async for event in events:
+            if progress is not None:
+                progress.waiting_since = 0.0  # not waiting: the event is being passed on
             if event.startswith(DONE_MARKERS):
                 accounting.finished = True
                 yield DONE
@@ -186,14 +193,17 @@ async def relay_sse(
             if validate:
                 event = checked_event(event, label)
             elif event.startswith(_NULL_DATA):
-                continue  # llama.cpp opens a stream of several prompts with it; clients choke
+                event = b""  # llama.cpp opens a stream of several prompts with it; clients choke
             if b'"usage"' in event and any(m in event for m in _USAGE_MARKERS):
                 accounting.observe_usage(event)
                 if not forward_usage:
-                    continue
-            if rename is not None and rename.active:
-                event = rename(event)
-            yield event
+                    event = b""
+            if event:
+                if rename is not None and rename.active:
+                    event = rename(event)
+                yield event
+            if progress is not None:
+                progress.waiting_since = time.monotonic()
     except Exception as error:  # noqa: BLE001 - every failure ends the stream the same way
         failure = stream_failure(error, label)
         if not isinstance(error, (ModelportError, asyncio.TimeoutError, aiohttp.ClientError)):

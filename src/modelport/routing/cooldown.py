@@ -9,13 +9,15 @@ from __future__ import annotations
 
 
 class Cooldown:
-    __slots__ = ("threshold", "seconds", "consecutive_failures", "until")
+    __slots__ = ("threshold", "seconds", "consecutive_failures", "until", "elsewhere")
 
     def __init__(self, threshold: int = 3, seconds: float = 30.0) -> None:
         self.threshold = threshold
         self.seconds = seconds
         self.consecutive_failures = 0
         self.until = 0.0
+        # The cool-down in force was started by another gateway (shared through Redis).
+        self.elsewhere = False
 
     def available(self, now: float) -> bool:
         return now >= self.until
@@ -33,6 +35,16 @@ class Cooldown:
             return False
         # An upstream that asked for a longer pause (Retry-After) gets it.
         self.until = now + max(self.seconds, retry_after or 0.0)
+        self.elsewhere = False
+        return True
+
+    def hold_until(self, until: float) -> bool:
+        """Skip the model until `until` too: another gateway cooled it down. True when
+        that starts or lengthens a cool-down here."""
+        if until <= self.until:
+            return False
+        self.until = until
+        self.elsewhere = True
         return True
 
 

@@ -282,12 +282,16 @@ class Deployment:
         self.last_used = time.monotonic()
         return replica
 
-    def failed(self, replica: Replica, error: ModelportError) -> None:
+    def failed(self, replica: Replica, error: ModelportError) -> float:
         """`replica` failed a request for a reason of its own (unreachable, 5xx, 429, a
         broken answer). One that is not ours is paused for REPLICA_PAUSE_S (the supervisor
-        watches our workers); a model's only replica is left to its cool-down."""
-        if not replica.is_ours and len(self.replicas) > 1:
-            replica.pause(f"failed: {error.message[:200]}", REPLICA_PAUSE_S, time.monotonic())
+        watches our workers); a model's only replica is left to its cool-down. Returns
+        the seconds it is paused for (0: not paused, or already out of rotation)."""
+        if replica.is_ours or len(self.replicas) < 2 or \
+                replica.status is not DeploymentStatus.READY:
+            return 0.0
+        replica.pause(f"failed: {error.message[:200]}", REPLICA_PAUSE_S, time.monotonic())
+        return REPLICA_PAUSE_S
 
     def release(self, replica: Replica | None = None) -> None:
         (replica or self.replicas[0]).in_flight -= 1

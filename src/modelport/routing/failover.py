@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from modelport.errors import ModelNotReadyError, ModelportError, RateLimitError, unexpected_error
 from modelport.routing.deployments import Deployment, Replica
@@ -25,6 +25,16 @@ T = TypeVar("T")
 Attempt = Callable[[Deployment, Replica], Awaitable[T]]
 
 
+class RoutingListener(Protocol):
+    """Told when this gateway takes a model or a replica out of rotation for a while (the
+    state other gateways share, routing.shared_state); it must not wait on anything."""
+
+    def cooled_down(self, deployment: Deployment, seconds: float) -> None: ...
+
+    def paused(self, deployment: Deployment, replica: Replica, seconds: float,
+               why: str) -> None: ...
+
+
 async def serve(
     plan: Sequence[Deployment],
     attempt: Attempt[T],
@@ -34,6 +44,7 @@ async def serve(
     wall_clock: Callable[[], float] = time.time,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     jitter: Callable[[], float] = random.random,
+    listener: RoutingListener | None = None,
 ) -> tuple[Deployment, Replica, T]:
     """The first model of `plan` that answers, the replica that did, and its answer.
 
@@ -70,15 +81,11 @@ async def serve(
             except ModelportError as error:
                 deployment.release(replica)
                 kind = classify(error)
-                if kind.counts_toward_cooldown and deployment.cooldown.record_failure(
-                        clock(), retry_after_seconds(error, wall_clock())):
-                    logger.warning("model '%s' cooled down for %.0fs after %d failed requests",
-                                   deployment.name, deployment.cooldown.remaining(clock()),
-                                   deployment.cooldown.consecutive_failures)
+                if kind.counts_toward_cooldown:
+                    replica_failed(deployment, replica, error, listener, clock(),
+                                   retry_after_seconds(error, wall_clock()))
                 if not kind.falls_back:
                     raise
-                if kind.counts_toward_cooldown:
-                    deployment.failed(replica, error)
                 failure = error
                 if replica is not replicas[-1]:
                     logger.warning("model '%s': replica %s failed (%s); trying the next "
@@ -96,6 +103,22 @@ async def serve(
     error = failure or skipped
     assert error is not None, "an empty plan"
     raise error
+
+
+def replica_failed(deployment: Deployment, replica: Replica, error: ModelportError,
+                   listener: RoutingListener | None, now: float,
+                   retry_after: float | None = None) -> None:
+    """Count a failure the replica caused toward its model's cool-down and pause a
+    replica someone else runs; `listener` hears of either starting."""
+    cooldown = deployment.cooldown
+    if cooldown.record_failure(now, retry_after):
+        logger.warning("model '%s' cooled down for %.0fs after %d failed requests",
+                       deployment.name, cooldown.remaining(now), cooldown.consecutive_failures)
+        if listener is not None:
+            listener.cooled_down(deployment, cooldown.remaining(now))
+    paused = deployment.failed(replica, error)
+    if paused and listener is not None:
+        listener.paused(deployment, replica, paused, replica.detail)
 
 
 async def _with_retries(
@@ -128,10 +151,12 @@ async def _with_retries(
 
 
 def _cooling_down(deployment: Deployment, now: float) -> ModelNotReadyError:
-    seconds = deployment.cooldown.remaining(now)
+    cooldown = deployment.cooldown
+    seconds = cooldown.remaining(now)
+    why = "failed requests through another gateway" if cooldown.elsewhere else \
+        f"{cooldown.consecutive_failures} failed requests"
     return ModelNotReadyError(
-        f"model '{deployment.name}' is cooling down after "
-        f"{deployment.cooldown.consecutive_failures} failed requests; retry in {seconds:.0f}s",
+        f"model '{deployment.name}' is cooling down after {why}; retry in {seconds:.0f}s",
         code="model_cooling_down",
         headers={"Retry-After": str(max(1, round(seconds)))},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -60,6 +60,13 @@ class Replica:
     # time.monotonic() after which a paused replica that is not ours is tried again (0:
     # not paused): nobody probes it, so the next request after the pause does.
     paused_until: float = 0.0
+    # Requests in flight here through other gateways sharing this gateway's Redis (read in
+    # the background, routing.shared_state): least_busy counts them with its own.
+    remote_in_flight: int = 0
+    # Its answers under way, for the stall watch (routing.progress): streams that started
+    # and requests still waiting for their answer (or the start of their stream).
+    streams: set = field(default_factory=set)
+    pending: set = field(default_factory=set)
 
     @property
     def is_ours(self) -> bool:
@@ -90,5 +97,6 @@ class Replica:
         """What /health, /admin/models and `modelport models` show of the replica."""
         return {"name": self.name, "url": self.base_url, "origin": self.origin,
                 "state": self.status.value, "in_flight": self.in_flight,
+                "in_flight_other_gateways": self.remote_in_flight,
                 "restarts": self.restarts, "pid": self.pid,
-                "last_error": self.last_error or None}
+                "last_error": self.last_error or None, "detail": self.detail or None}

@@ -24,6 +24,8 @@ class ReplicaLoad(Protocol):
     @property
     def in_flight(self) -> int: ...
     @property
+    def remote_in_flight(self) -> int: ...  # through other gateways (shared state)
+    @property
     def capacity(self) -> int: ...  # requests it runs at once
     @property
     def weight(self) -> float: ...
@@ -32,8 +34,14 @@ class ReplicaLoad(Protocol):
 R = TypeVar("R", bound=ReplicaLoad)
 
 
+def _load(replica: ReplicaLoad) -> int:
+    """Requests in flight on the replica through every gateway (this one's own count,
+    plus what the others sharing its Redis published last)."""
+    return replica.in_flight + replica.remote_in_flight
+
+
 def _busyness(replica: ReplicaLoad) -> float:
-    return replica.in_flight / max(replica.capacity, 1)
+    return _load(replica) / max(replica.capacity, 1)
 
 
 def _rotated(replicas: Sequence[R], turn: int) -> list[R]:
@@ -44,9 +52,9 @@ def _rotated(replicas: Sequence[R], turn: int) -> list[R]:
 
 
 def least_busy(replicas: Sequence[R], turn: int = 0) -> list[R]:
-    """Fewest requests in flight relative to capacity first. Equally busy replicas take
-    turns (the sort is stable over a rotation), so an idle pair is not always entered
-    through its first member."""
+    """Fewest requests in flight (through every gateway) relative to capacity first.
+    Equally busy replicas take turns (the sort is stable over a rotation), so an idle
+    pair is not always entered through its first member."""
     return sorted(_rotated(replicas, turn), key=_busyness)
 
 
@@ -83,7 +91,7 @@ def prefix_affinity(replicas: Sequence[R], previous: str | None, margin: int,
     if previous is None or not ordered:
         return ordered
     sticky = next((r for r in ordered if r.name == previous), None)
-    if sticky is None or sticky.in_flight - ordered[0].in_flight > margin:
+    if sticky is None or _load(sticky) - _load(ordered[0]) > margin:
         return ordered
     return [sticky, *(r for r in ordered if r is not sticky)]
 

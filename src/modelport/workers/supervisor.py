@@ -23,6 +23,7 @@ import orjson
 
 from modelport.config import Config, ModelConfig
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
+from modelport.routing.progress import stall_timeout
 from modelport.workers.lifetime import die_with_parent
 from modelport.workers.worker_auth import WORKER_SECRET_ENV
 
@@ -105,6 +106,10 @@ class WorkerSupervisor:
         # replica's provider (a long-lived client) keeps working.
         self._tasks: dict[str, asyncio.Task] = {}
         self._running: dict[str, WorkerProcess] = {}
+        # By replica name: the health watchdog of each ready worker, and why a worker is
+        # being restarted when the gateway killed it on purpose (the stall watch).
+        self._watchdogs: dict[str, asyncio.Task] = {}
+        self._restart_reasons: dict[str, str] = {}
         self._stopping = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -256,11 +261,27 @@ class WorkerSupervisor:
         async with self._session.get(probe, headers=ours) as response:
             return response.status != 401
 
-    async def _watch(self, replica: Replica, worker: WorkerProcess) -> None:
+    def restart(self, replica: Replica, why: str) -> None:
+        """Kill a stuck worker now (it answers its health checks, but its answers stopped
+        coming); `_keep_running` starts it again and it is back once ready."""
+        worker = self._running.get(replica.name)
+        if worker is None or worker.process.returncode is not None:
+            return
+        watchdog = self._watchdogs.pop(replica.name, None)
+        if watchdog is not None:
+            watchdog.cancel()  # its next good probe must not put the worker back
+        self._restart_reasons[replica.name] = why
+        logger.error("replica %s: worker (pid %d) %s; killing it to restart it",
+                     replica.name, worker.process.pid, why)
+        _signal_group(worker.process, signal.SIGKILL)
+
+    async def _watch(self, deployment: Deployment, replica: Replica,
+                     worker: WorkerProcess) -> None:
         """Probe a ready worker's /health: a running process is not a healthy one (a
         stopped or hung worker would keep taking requests that then hang). Two failed
         probes in a row take it out of rotation; one answer puts it back; no answer for
-        `worker_stall_timeout_s` kills it, and `_keep_running` restarts it."""
+        the model's stall timeout (`worker_stall_timeout_s`) kills it, and
+        `_keep_running` restarts it."""
         server = self.config.server
         url = replica.base_url.removesuffix("/v1") + "/health"
         timeout = aiohttp.ClientTimeout(total=min(server.health_check_interval_s, 10.0))
@@ -282,9 +303,9 @@ class WorkerSupervisor:
                 replica.retry_after_s = max(1, int(server.health_check_interval_s))
                 logger.warning("replica %s: worker (pid %d) not answering health checks; "
                                "taken out of rotation", replica.name, worker.process.pid)
-            if now - silent_since >= server.worker_stall_timeout_s:
+            if now - silent_since >= stall_timeout(deployment.config, server):
                 logger.error("replica %s: worker (pid %d) silent for %.0f s "
-                             "(server.worker_stall_timeout_s); killing it to restart it",
+                             "(stall_timeout_s); killing it to restart it",
                              replica.name, worker.process.pid, now - silent_since)
                 _signal_group(worker.process, signal.SIGKILL)
                 return
@@ -313,13 +334,17 @@ class WorkerSupervisor:
                 logger.info("replica %s: ready in %.1f s (pid %d)", replica.name,
                             time.monotonic() - worker.started, worker.process.pid)
             became_ready = replica.status is DeploymentStatus.READY
-            watchdog = asyncio.create_task(self._watch(replica, worker)) \
+            watchdog = asyncio.create_task(self._watch(deployment, replica, worker)) \
                 if became_ready else None
+            if watchdog is not None:
+                self._watchdogs[replica.name] = watchdog
             try:
                 code = await worker.wait()
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
+                    self._watchdogs.pop(replica.name, None)
+            stalled = self._restart_reasons.pop(replica.name, None)
             if self._stopping:
                 return
             uptime = time.monotonic() - worker.started
@@ -339,9 +364,8 @@ class WorkerSupervisor:
                            "in %.0f s. Last output:\n    %s", replica.name, code, uptime,
                            delay, tail)
             replica.restarts += 1
-            replica.set_status(
-                DeploymentStatus.RESTARTING, f"worker exited with code {code}; restarting"
-            )
+            replica.set_status(DeploymentStatus.RESTARTING, f"{stalled}; restarting" if stalled
+                               else f"worker exited with code {code}; restarting")
             replica.retry_after_s = max(1, int(delay) + 2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)

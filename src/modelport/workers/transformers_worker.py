@@ -466,14 +466,18 @@ async def _stream_events(
     on_finish: Callable[[str], dict[str, Any]],
     on_tool_call: Callable[[CallStart | CallArguments], dict[str, Any]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE payloads for a generation; a failure after the 200 ends with an error event."""
-    if opening is not None:
-        yield shape.chunk(opening, include_usage)
+    """SSE payloads for a generation; a failure after the 200 ends with an error event.
+    The opening chunk goes out with the first result, not before: until then the request
+    waits for a slot and its prompt is read, a silence the gateway's stall watch leaves
+    alone only before a stream's first event."""
     try:
         # aclosing: when Starlette drops this stream (client gone), the events generator
         # is closed at once, which cancels the generation and frees its slot.
         async with contextlib.aclosing(events):
             async for event in events:
+                if opening is not None:
+                    yield shape.chunk(opening, include_usage)
+                    opening = None
                 if isinstance(event, TextDelta):
                     yield shape.chunk([on_text(event.text)], include_usage)
                 elif isinstance(event, (CallStart, CallArguments)) and on_tool_call:
