@@ -10,8 +10,6 @@ cores). Whatever is sent: never a 5xx, every error in OpenAI's envelope (Anthrop
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections import Counter
 
@@ -25,7 +23,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
 from support.models import EMBED, MINILM, SMOLLM2
-from support.server import ModelportServer, free_port
+from support.server import ModelportServer
+from support.threaded_app import ThreadedApp
 
 pytestmark = pytest.mark.e2e
 
@@ -35,18 +34,8 @@ EXAMPLES = 400
 REPLY_TOKENS = 4  # generation on the real GGUF model is capped so fuzzing stays quick
 
 
-class StubUpstream:
+class StubUpstream(ThreadedApp):
     """An OpenAI-compatible API that answers every valid request at once (JSON or SSE)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     async def _answer(self, request: web.Request, kind: str) -> web.StreamResponse:
         body = await request.json()
@@ -94,27 +83,13 @@ class StubUpstream:
         return web.json_response({"model": body["model"], "results": results,
                                   "usage": {"prompt_tokens": 1, "total_tokens": 1}})
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def make_app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/rerank", self._rerank)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._started.set()
-        self._loop.run_forever()
-
-    def start(self) -> "StubUpstream":
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
 
 
 @pytest.fixture(scope="module")

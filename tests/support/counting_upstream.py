@@ -10,36 +10,23 @@ answer). GET /health answers 200 in every mode, as a worker whose engine hangs w
 from __future__ import annotations
 
 import asyncio
-import threading
 
-import orjson
 from aiohttp import web
 
-from support.server import free_port
+from support.threaded_app import ThreadedApp, content_chunk
 
 
-def _chunk(text: str) -> bytes:
-    event = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "fake",
-             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-    return b"data: " + orjson.dumps(event) + b"\n\n"
+class CountingUpstream(ThreadedApp):
+    handler_cancellation = True
 
-
-class CountingUpstream:
     def __init__(self, name: str, *, ticks: int = 5, tick_s: float = 0.05) -> None:
+        super().__init__()
         self.name = name
-        self.port = free_port()
         self.mode = "ok"
         self.ticks = ticks
         self.tick_s = tick_s
         self.requests = 0  # chat completions received
         self.open_streams = 0
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     @property
     def host_port(self) -> str:
@@ -65,12 +52,12 @@ class CountingUpstream:
         await response.prepare(request)
         self.open_streams += 1
         try:
-            await response.write(_chunk(f"from {self.name}"))
+            await response.write(content_chunk(f"from {self.name}"))
             if mode == "stall":
                 await asyncio.Event().wait()  # the connection stays open, nothing comes
             for _ in range(body.get("max_tokens") or self.ticks):
                 await asyncio.sleep(self.tick_s)
-                await response.write(_chunk("."))
+                await response.write(content_chunk("."))
             await response.write(b"data: [DONE]\n\n")
         finally:
             self.open_streams -= 1
@@ -79,22 +66,8 @@ class CountingUpstream:
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/health", self._health)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._started.set()
-        self._loop.run_forever()
-
-    def start(self) -> "CountingUpstream":
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app

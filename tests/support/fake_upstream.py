@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from aiohttp import web
 
-from support.server import free_port
+from support.threaded_app import ThreadedApp
 
 
 def _chunk(text: str) -> bytes:
@@ -63,39 +62,17 @@ async def _llamacpp_rerank(request: web.Request) -> web.Response:
                               "usage": {"prompt_tokens": 7, "total_tokens": 7}})
 
 
-class FakeUpstream:
+class FakeUpstream(ThreadedApp):
     """Runs in a background thread; base URLs: /slow/v1, /broken/v1, /limited/v1, /echo/v1."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def url(self, mode: str) -> str:
+    def url(self, mode: str) -> str:  # type: ignore[override]  # one URL per behaviour
         return f"http://127.0.0.1:{self.port}/{mode}/v1"
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/slow/v1/chat/completions", _slow)
         app.router.add_post("/broken/v1/chat/completions", _broken_stream)
         app.router.add_post("/limited/v1/chat/completions", _rate_limited)
         app.router.add_post("/echo/v1/chat/completions", _echo_model)
         app.router.add_post("/echo/v1/rerank", _llamacpp_rerank)
-        runner = web.AppRunner(app)
-        self._loop.run_until_complete(runner.setup())
-        self._loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._runner = runner
-        self._started.set()
-        self._loop.run_forever()
-
-    def start(self) -> "FakeUpstream":
-        self._thread.start()
-        self._started.wait(10)
-        return self
-
-    def stop(self) -> None:
-        # The slow handler may still be sleeping; stopping the loop drops it (daemon thread).
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        return app
