@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures.hf_checkpoint import smollm2_checkpoint_path
+from support.counting_upstream import CountingUpstream
 from support.fake_upstream import FakeUpstream
 from fixtures.cross_encoder import minilm_cross_encoder  # noqa: F401 - a fixture
 from fixtures.gguf_reranker import minilm_reranker_gguf  # noqa: F401 - a fixture
@@ -28,6 +29,15 @@ def fake_upstream():
     upstream = FakeUpstream().start()
     yield upstream
     upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def counting_upstreams():
+    """Two CountingUpstreams, X and Y: places a model's `deployments:` can point at."""
+    x, y = CountingUpstream("X").start(), CountingUpstream("Y").start()
+    yield x, y
+    x.stop()
+    y.stop()
 
 
 @pytest.fixture(scope="session")

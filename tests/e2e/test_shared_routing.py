@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from support.counting_upstream import CountingUpstream
+from support.counting_upstream import CountingUpstream, answerer, plain_chat, replica_of
 from support.models import SMOLLM2
 from support.redis_server import RedisServer
 from support.server import ModelportServer, wait_for
@@ -22,16 +22,8 @@ MODEL = "m"
 
 
 @pytest.fixture(scope="module")
-def upstreams():
-    x, y = CountingUpstream("X").start(), CountingUpstream("Y").start()
-    yield x, y
-    x.stop()
-    y.stop()
-
-
-@pytest.fixture(scope="module")
-def gateways(tmp_path_factory, upstreams):
-    x, y = upstreams
+def gateways(tmp_path_factory, counting_upstreams):
+    x, y = counting_upstreams
     redis = RedisServer(tmp_path_factory.mktemp("redis"))
 
     def gateway(strategy: str) -> ModelportServer:
@@ -57,24 +49,19 @@ def gateways(tmp_path_factory, upstreams):
 
 
 def chat(gateway: ModelportServer) -> httpx.Response:
-    return httpx.post(gateway.base_url + "/chat/completions", timeout=30, json={
-        "model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
+    return plain_chat(gateway.base_url, MODEL)
 
 
 def answered_by(gateway: ModelportServer, count: int) -> list[str]:
     """Who answered each of `count` requests sent one after the other."""
     names = []
     for _ in range(count):
-        answer = chat(gateway)
-        assert answer.status_code == 200, answer.text
-        content = answer.json()["choices"][0]["message"]["content"]  # "from X....."
-        names.append(content.removeprefix("from ").rstrip("."))
+        names.append(answerer(chat(gateway)))
     return names
 
 
 def replica(gateway: ModelportServer, upstream: CountingUpstream) -> dict:
-    return next(r for r in gateway.health()["models"][MODEL]["replicas"]
-                if r["url"] == upstream.url)
+    return replica_of(gateway.health(), MODEL, upstream)
 
 
 @contextlib.contextmanager
@@ -107,8 +94,8 @@ def streams_held(gateway: ModelportServer, count: int) -> Iterator[list[str]]:
             thread.join(30)
 
 
-def test_least_busy_counts_the_streams_another_gateway_holds(upstreams, gateways):
-    x, y = upstreams
+def test_least_busy_counts_the_streams_another_gateway_holds(counting_upstreams, gateways):
+    x, y = counting_upstreams
     a, b = gateways
     # Idle everywhere: B's least_busy takes turns between X and Y.
     assert sorted(answered_by(b, 4)) == ["X", "X", "Y", "Y"]
@@ -126,8 +113,8 @@ def test_least_busy_counts_the_streams_another_gateway_holds(upstreams, gateways
              "A's finished streams no longer counted")
 
 
-def test_a_machine_paused_through_one_gateway_is_skipped_by_the_other(upstreams, gateways):
-    x, y = upstreams
+def test_a_machine_paused_through_one_gateway_is_skipped_by_the_other(counting_upstreams, gateways):
+    x, y = counting_upstreams
     a, b = gateways
     x.mode = "fail"
     try:

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from support.counting_upstream import CountingUpstream
+from support.counting_upstream import CountingUpstream, answerer, plain_chat, replica_of
 from support.models import SMOLLM2
 from support.server import ModelportServer, wait_for
 
@@ -23,16 +23,8 @@ INTERVAL_S = 0.25
 
 
 @pytest.fixture(scope="module")
-def upstreams():
-    x, y = CountingUpstream("X").start(), CountingUpstream("Y").start()
-    yield x, y
-    x.stop()
-    y.stop()
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory, upstreams):
-    x, y = upstreams
+def gateway(tmp_path_factory, counting_upstreams):
+    x, y = counting_upstreams
     # Weights 1 and 0: X takes every request while it is in rotation, Y the rest.
     server = ModelportServer({"server": {"health_check_interval_s": INTERVAL_S}, "models": [{
         "name": MODEL, "engine": "llamacpp", "path": SMOLLM2, "replicas": 0,
@@ -45,23 +37,16 @@ def gateway(tmp_path_factory, upstreams):
 
 
 def chat(gateway: ModelportServer) -> httpx.Response:
-    return httpx.post(gateway.base_url + "/chat/completions", timeout=30, json={
-        "model": MODEL, "messages": [{"role": "user", "content": "Hi"}]})
-
-
-def who(answer: httpx.Response) -> str:
-    assert answer.status_code == 200, answer.text
-    return answer.json()["choices"][0]["message"]["content"].removeprefix("from ").rstrip(".")
+    return plain_chat(gateway.base_url, MODEL)
 
 
 def replica(gateway: ModelportServer, upstream: CountingUpstream) -> dict:
-    return next(r for r in gateway.health()["models"][MODEL]["replicas"]
-                if r["url"] == upstream.url)
+    return replica_of(gateway.health(), MODEL, upstream)
 
 
 def test_a_replica_that_stops_sending_mid_stream_is_taken_out_and_comes_back(
-        upstreams, gateway):
-    x, y = upstreams
+        counting_upstreams, gateway):
+    x, y = counting_upstreams
     x.mode = "stall"
     stream: dict = {"lines": []}
     first_byte = threading.Event()
@@ -106,15 +91,15 @@ def test_a_replica_that_stops_sending_mid_stream_is_taken_out_and_comes_back(
     assert STALL_S <= stream["ended"] - stream["first"] < STALL_S + INTERVAL_S + 1.5
     # The request waiting on X went to Y once X was taken out of rotation.
     assert x.requests == asked_before + 1
-    assert who(waiting["answer"]) == "Y" and waiting["took"] < STALL_S + INTERVAL_S + 1.5
+    assert answerer(waiting["answer"]) == "Y" and waiting["took"] < STALL_S + INTERVAL_S + 1.5
 
     state = replica(gateway, x)
     assert state["state"] == "unresponsive" and "stalled" in state["detail"]
     before = x.requests
-    assert [who(chat(gateway)) for _ in range(3)] == ["Y"] * 3
+    assert [answerer(chat(gateway)) for _ in range(3)] == ["Y"] * 3
     assert x.requests == before  # out of rotation: X gets nothing
 
     x.mode = "ok"  # X recovers; after its pause it is tried again and serves
-    wait_for(lambda: who(chat(gateway)) == "X", 10, "X back in rotation")
+    wait_for(lambda: answerer(chat(gateway)) == "X", 10, "X back in rotation")
     assert replica(gateway, x)["state"] == "ready"
     assert "stalled: its started answers got no bytes" in gateway.log_path.read_text()

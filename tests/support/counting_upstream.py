@@ -10,7 +10,9 @@ answer). GET /health answers 200 in every mode, as a worker whose engine hangs w
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import httpx
 from aiohttp import web
 
 from support.threaded_app import ThreadedApp, content_chunk
@@ -71,3 +73,20 @@ class CountingUpstream(ThreadedApp):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/health", self._health)
         return app
+
+
+def plain_chat(base_url: str, model: str) -> httpx.Response:
+    """One non-streamed chat through a gateway (its /v1 base URL)."""
+    return httpx.post(base_url + "/chat/completions", timeout=30, json={
+        "model": model, "messages": [{"role": "user", "content": "Hi"}]})
+
+
+def answerer(answer: httpx.Response) -> str:
+    """The name of the CountingUpstream that wrote a 200 answer ("from X....")."""
+    assert answer.status_code == 200, answer.text
+    return answer.json()["choices"][0]["message"]["content"].removeprefix("from ").rstrip(".")
+
+
+def replica_of(health: dict[str, Any], model: str, upstream: CountingUpstream) -> dict:
+    """The model's replica at `upstream`, as a gateway's /health shows it."""
+    return next(r for r in health["models"][model]["replicas"] if r["url"] == upstream.url)
