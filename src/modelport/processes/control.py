@@ -12,8 +12,8 @@ followers through their environment only (never a command line, never a log).
     POST /unload {"name", "reason"}   unload it (after its requests drain)
     POST /reload                 re-read the config file -> the reload report
 
-Every answer is JSON: {"table": ...}, {"report": ...}, {"restarted": ...} or {}, or {"error": ...} with the
-status the admin API would have answered.
+Every answer is JSON: {"table": ...}, {"report": ...}, {"restarted": ...} or {}, or
+{"error": ...} with the status the admin API would have answered.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ it to its own deployments of the same models (`apply_table`). A follower sends w
 models it is using (`usage_report`); the primary counts that in when it decides what is
 idle or may be evicted (`apply_reports`). Each process's requests in flight on each
 worker reach the others the same way (`in_flight_by_replica`, `apply_in_flight`), so
-least_busy and prefix affinity weigh every process's requests. Errors cross as their status, type and message
-so a follower answers exactly what the primary would have.
+least_busy and prefix affinity weigh every process's requests. Errors cross as their
+status, type and message so a follower answers exactly what the primary would have.
 """
 
 from __future__ import annotations
