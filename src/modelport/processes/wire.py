@@ -3,8 +3,10 @@
 The primary sends the table of its local replicas (`replica_table`); a follower applies
 it to its own deployments of the same models (`apply_table`). A follower sends which
 models it is using (`usage_report`); the primary counts that in when it decides what is
-idle or may be evicted (`apply_reports`). Errors cross as their status, type and message
-so a follower answers exactly what the primary would have.
+idle or may be evicted (`apply_reports`). Each process's requests in flight on each
+worker reach the others the same way (`in_flight_by_replica`, `apply_in_flight`), so
+least_busy and prefix affinity weigh every process's requests. Errors cross as their
+status, type and message so a follower answers exactly what the primary would have.
 """
 
 from __future__ import annotations
@@ -57,17 +59,46 @@ def apply_table(deployments: Iterable[Deployment], table: Mapping[str, list[dict
 
 
 def usage_report(deployments: Iterable[Deployment], now: float) -> dict[str, dict[str, Any]]:
-    """For each local model this process has used: its requests in flight here and how
-    long ago it was last used."""
-    return {d.name: {"in_flight": d.in_flight, "idle_s": round(now - d.last_used, 3)}
+    """For each local model this process has used: its requests in flight here (in all,
+    and on each worker that has some) and how long ago it was last used."""
+    return {d.name: {"in_flight": d.in_flight, "idle_s": round(now - d.last_used, 3),
+                     "replicas": {r.name: r.in_flight for r in d.local_replicas if r.in_flight}}
             for d in deployments if d.is_local and d.last_used}
+
+
+def in_flight_by_replica(reports: Iterable[Mapping[str, Mapping[str, Any]]],
+                         deployments: Iterable[Deployment] = ()) -> dict[str, int]:
+    """Requests in flight on each worker through the processes that sent `reports`, plus
+    this process's own on the workers of `deployments` (when given)."""
+    totals: dict[str, int] = {}
+    for report in reports:
+        for use in report.values():
+            for name, count in use.get("replicas", {}).items():
+                totals[name] = totals.get(name, 0) + int(count)
+    for deployment in deployments:
+        for replica in deployment.local_replicas if deployment.is_local else ():
+            if replica.in_flight:
+                totals[replica.name] = totals.get(replica.name, 0) + replica.in_flight
+    return totals
+
+
+def apply_in_flight(deployments: Iterable[Deployment], counts: Mapping[str, int]) -> None:
+    """The other processes' requests in flight on each worker, as `remote_in_flight` (what
+    least_busy adds to a replica's own count). Workers of ours are never shared through
+    Redis (routing.shared_state), so for them these counts are the only source."""
+    for deployment in deployments:
+        for replica in deployment.local_replicas if deployment.is_local else ():
+            replica.remote_in_flight = int(counts.get(replica.name, 0))
 
 
 def apply_reports(deployments: Iterable[Deployment],
                   reports: Iterable[Mapping[str, Mapping[str, Any]]], now: float) -> None:
     """Count the followers' use of each local model into the primary's deployments: their
-    requests in flight (`in_flight_elsewhere`) and their last use (`last_used`)."""
+    requests in flight (`in_flight_elsewhere`, and each worker's `remote_in_flight`) and
+    their last use (`last_used`)."""
+    reports = list(reports)
     by_name = {d.name: d for d in deployments if d.is_local}
+    apply_in_flight(by_name.values(), in_flight_by_replica(reports))
     elsewhere = dict.fromkeys(by_name, 0)
     for report in reports:
         for name, use in report.items():

@@ -33,7 +33,10 @@ logger = logging.getLogger("modelport.supervisor")
 
 
 class Restarter(Protocol):
-    def restart(self, replica: Replica, why: str) -> None: ...
+    """Restarts a stuck worker of ours: the supervisor, or in a follower process the
+    primary, asked through the control channel (processes.follower)."""
+
+    def restart(self, replica: Replica, why: str) -> bool: ...
 
 
 class StallWatch:
@@ -41,7 +44,7 @@ class StallWatch:
                  server: Callable[[], Any], listener: RoutingListener | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._registry = registry
-        self._supervisor = supervisor
+        self.restarter = supervisor  # a follower's asks the primary (processes.follower)
         self._server = server  # the current ServerConfig (a reload may change it)
         self._listener = listener
         self._clock = clock
@@ -86,7 +89,7 @@ class StallWatch:
         if replica.is_ours:
             why += " while it answered its health checks"
             replica.set_status(DeploymentStatus.UNRESPONSIVE, why + "; restarting it")
-            self._supervisor.restart(replica, why)
+            self.restarter.restart(replica, why)
         else:
             replica.pause(why, REPLICA_PAUSE_S, now)
             if self._listener is not None:

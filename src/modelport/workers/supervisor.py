@@ -160,6 +160,7 @@ class WorkerSupervisor:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         worker = self._running.pop(replica.name, None)
+        self._restart_reasons.pop(replica.name, None)  # halted: no restart is under way
         if worker is not None:
             await _end_process(worker.process, _STOP_GRACE_S)
         replica.pid = None
@@ -261,12 +262,15 @@ class WorkerSupervisor:
         async with self._session.get(probe, headers=ours) as response:
             return response.status != 401
 
-    def restart(self, replica: Replica, why: str) -> None:
+    def restart(self, replica: Replica, why: str) -> bool:
         """Kill a stuck worker now (it answers its health checks, but its answers stopped
-        coming); `_keep_running` starts it again and it is back once ready."""
+        coming); `_keep_running` starts it again and it is back once ready. False when
+        there is nothing to kill: no worker running, or this one is already being
+        restarted (several gateway processes may see the same stall)."""
         worker = self._running.get(replica.name)
-        if worker is None or worker.process.returncode is not None:
-            return
+        if worker is None or worker.process.returncode is not None \
+                or replica.name in self._restart_reasons:
+            return False
         watchdog = self._watchdogs.pop(replica.name, None)
         if watchdog is not None:
             watchdog.cancel()  # its next good probe must not put the worker back
@@ -274,6 +278,7 @@ class WorkerSupervisor:
         logger.error("replica %s: worker (pid %d) %s; killing it to restart it",
                      replica.name, worker.process.pid, why)
         _signal_group(worker.process, signal.SIGKILL)
+        return True
 
     async def _watch(self, deployment: Deployment, replica: Replica,
                      worker: WorkerProcess) -> None:
