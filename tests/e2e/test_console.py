@@ -155,12 +155,20 @@ def test_the_models_page_follows_the_requests_in_flight(page, gateway):
     sign_in(page)
     in_flight = model_row(page, CHAT).locator("td").nth(3)
     in_flight.wait_for()
-    # Two long answers at once: the in-flight cell (refreshed every 2 s) shows them while
-    # they run, and 0 once they are done.
+    # Two long streamed answers at once: the in-flight cell (refreshed every 2 s) shows them
+    # while they run, and 0 once their clients have gone (the gateway stops them).
+    seen = threading.Event()
+
     def long_answer() -> None:
-        httpx.post(gateway.base_url + "/chat/completions", headers=ADMIN, timeout=120, json={
-            "model": CHAT, "max_tokens": 400, "ignore_eos": True,
-            "messages": [{"role": "user", "content": "Tell a long story."}]})
+        with httpx.stream("POST", gateway.base_url + "/chat/completions", headers=ADMIN,
+                          timeout=120, json={
+                              "model": CHAT, "max_tokens": 400, "ignore_eos": True,
+                              "stream": True,
+                              "messages": [{"role": "user", "content": "Tell a long story."}]},
+                          ) as response:
+            for _ in response.iter_lines():
+                if seen.is_set():
+                    return
 
     threads = [threading.Thread(target=long_answer) for _ in range(2)]
     for thread in threads:
@@ -170,6 +178,7 @@ def test_the_models_page_follows_the_requests_in_flight(page, gateway):
             "cell => Number(cell.textContent) >= 1", arg=in_flight.element_handle(),
             timeout=20_000)
     finally:
+        seen.set()
         for thread in threads:
             thread.join(120)
     page.wait_for_function("cell => cell.textContent === '0'", arg=in_flight.element_handle(),
