@@ -40,7 +40,7 @@ def system_prompt(topic: str) -> str:
     """A few hundred tokens of instructions, different for each conversation."""
     rules = " ".join(f"Rule {n}: when the user asks about {topic}, answer in one short "
                      f"sentence, mention {topic} by name, and never repeat rule {n}."
-                     for n in range(1, 25))
+                     for n in range(1, 13))
     return f"You are a helpful assistant who only talks about {topic}. {rules}"
 
 
