@@ -9,16 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelport.config.local_models import (
-    AutoModel,
-    CrossEncoderModel,
-    LlamaCppModel,
-    SentenceTransformersModel,
-    TransformersModel,
-    VllmModel,
-)
+from modelport.config.model_kinds import MODEL_KINDS
 from modelport.config.server import ServerConfig
-from modelport.config.upstream_models import OpenAIUpstreamModel, PluginModel
 
 
 def _field_path(loc: tuple[Any, ...], data: Any) -> str:
@@ -51,8 +43,7 @@ def _allowed_fields(loc: tuple[Any, ...], data: Any) -> list[str]:
             engine = data["models"][loc[1]].get("engine")
         except (KeyError, IndexError, TypeError, AttributeError):
             engine = None
-        for cls in (LlamaCppModel, SentenceTransformersModel, CrossEncoderModel,
-                    TransformersModel, VllmModel, AutoModel, OpenAIUpstreamModel, PluginModel):
+        for cls in MODEL_KINDS:
             if cls.model_fields["engine"].annotation.__args__[0] == engine:  # type: ignore[union-attr]
                 return list(cls.model_fields)
     if len(loc) == 1:

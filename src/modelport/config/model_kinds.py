@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field
 
@@ -30,6 +30,8 @@ ModelConfig = Annotated[
     ],
     Field(discriminator="engine"),
 ]
+# Every model class, in the union's order (what a config error lists the fields of).
+MODEL_KINDS: tuple[type, ...] = get_args(get_args(ModelConfig)[0])
 LOCAL_ENGINES = ("llamacpp", "sentence-transformers", "cross-encoder", "transformers", "vllm",
                  "auto")
 EMBEDDING_ENGINES = ("sentence-transformers",)
