@@ -16,7 +16,9 @@ from modelport.errors import (
     RateLimitError,
     UpstreamError,
 )
-from modelport.foreign import anthropic_messages as anthropic
+from modelport.foreign import anthropic_downstream as anthropic
+from modelport.foreign import anthropic_events
+from modelport.foreign import anthropic_upstream
 from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest, parse
 
 
@@ -104,7 +106,7 @@ def test_both_directions_share_the_block_mappings():
         "tools": [{"type": "function", "function": {"name": "weather", "description": "Get",
                                                     "parameters": {"type": "object"}}}],
         "tool_choice": "required"}
-    upstream = anthropic.chat_request(ChatCompletionRequest.model_validate(openai), "m",
+    upstream = anthropic_upstream.chat_request(ChatCompletionRequest.model_validate(openai), "m",
                                       default_max_tokens=1, ranges={}, stream=False)
     assert anthropic.chat_body(parse(MessagesRequest, upstream)) == openai
 
@@ -228,7 +230,7 @@ def stream(writer, chunks):
 
 
 def test_text_stream_follows_anthropics_event_sequence():
-    events = stream(anthropic.EventWriter("served", None), [
+    events = stream(anthropic_events.EventWriter("served", None), [
         chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}),
         chunk({"content": "lo"}), chunk({}, "stop"), USAGE])
     assert [name for name, _ in events] == [
@@ -244,7 +246,7 @@ def test_text_stream_follows_anthropics_event_sequence():
 
 
 def test_tool_call_stream_becomes_a_tool_use_block_with_json_deltas():
-    events = stream(anthropic.EventWriter("served", None), [
+    events = stream(anthropic_events.EventWriter("served", None), [
         chunk({"content": "Let me check."}),
         chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                                "function": {"name": "weather", "arguments": ""}}]}),
@@ -265,7 +267,7 @@ def test_tool_call_stream_becomes_a_tool_use_block_with_json_deltas():
 
 
 def test_stream_stops_at_a_stop_sequence_split_across_chunks():
-    writer = anthropic.EventWriter("served", ["###"])
+    writer = anthropic_events.EventWriter("served", ["###"])
     events = stream(writer, [chunk({"content": "a #"}), chunk({"content": "## b"}),
                              chunk({"content": "never read"})])
     text = "".join(e["delta"]["text"] for name, e in events if name == "content_block_delta")
@@ -292,7 +294,7 @@ def test_errors_take_anthropics_envelope_by_status(error, status, kind):
 
 
 def test_mid_stream_failure_is_an_error_event():
-    assert events_of(anthropic.error_event(UpstreamError("slot died"))) == [
+    assert events_of(anthropic_events.error_event(UpstreamError("slot died"))) == [
         ("error", {"type": "error", "error": {"type": "api_error", "message": "slot died"}})]
 
 

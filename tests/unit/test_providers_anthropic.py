@@ -8,7 +8,7 @@ import pytest
 
 from modelport.errors import InvalidRequestError, PayloadTooLargeError, UpstreamError
 from modelport.protocol import ChatCompletionRequest
-from modelport.foreign import anthropic_messages as anthropic
+from modelport.foreign import anthropic_upstream as anthropic
 
 
 def request(**fields):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelport.errors import ModelportError
-from modelport.foreign.anthropic_messages import error_body
+from modelport.foreign.anthropic_downstream import error_body
 
 ANTHROPIC_ROUTE = "/v1/messages"
 

@@ -22,7 +22,8 @@ from modelport.api.state import GatewayState
 from modelport.api.token_count import count_prompt_tokens
 from modelport.api.relay import note_failure
 from modelport.errors import ModelportError
-from modelport.foreign import anthropic_messages as anthropic
+from modelport.foreign import anthropic_downstream as anthropic
+from modelport.foreign import anthropic_events
 from modelport.foreign.anthropic_schema import CountTokensRequest, MessagesRequest, parse
 from modelport.protocol import parse_json_body
 
@@ -52,11 +53,12 @@ async def create_message(request: Request) -> Response:
     if isinstance(result, BridgedAnswer):
         return JSONResponse(anthropic.message_from_chat(result.payload, parsed.stop_sequences),
                             headers=result.headers)
-    writer = anthropic.EventWriter(result.served_name, parsed.stop_sequences)
-    return result.response(_events(result, writer), end_with=anthropic.error_event)
+    writer = anthropic_events.EventWriter(result.served_name, parsed.stop_sequences)
+    return result.response(_events(result, writer), end_with=anthropic_events.error_event)
 
 
-async def _events(stream: BridgedStream, writer: anthropic.EventWriter) -> AsyncIterator[bytes]:
+async def _events(stream: BridgedStream,
+                  writer: anthropic_events.EventWriter) -> AsyncIterator[bytes]:
     yield writer.start()
     chunks = stream.chunks
     try:
@@ -67,7 +69,7 @@ async def _events(stream: BridgedStream, writer: anthropic.EventWriter) -> Async
             if writer.stopped:
                 break  # a stop sequence ended the turn; closing the stream stops the engine
     except ModelportError as error:
-        yield anthropic.error_event(error)
+        yield anthropic_events.error_event(error)
         return
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

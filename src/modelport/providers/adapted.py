@@ -18,7 +18,7 @@ from modelport.api.stream import sse_events
 from modelport.config import VendorSpec
 from modelport.errors import InvalidRequestError, UpstreamError
 from modelport.protocol import ChatCompletionRequest, OpenAIRequest
-from modelport.foreign import anthropic_messages as anthropic
+from modelport.foreign import anthropic_upstream as anthropic
 from modelport.providers.base import OpenedStream, primed
 from modelport.routing.deployments import Capabilities
 from modelport.upstream import UpstreamClient, UpstreamReply

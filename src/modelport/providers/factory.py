@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel, VendorSpec
 from modelport.errors import ConfigError, normalize_upstream_error
-from modelport.foreign import anthropic_messages as anthropic
+from modelport.foreign import anthropic_upstream as anthropic
 from modelport.providers.adapted import AnthropicProvider
 from modelport.providers.base import Provider
 from modelport.providers.catalog import find_vendor, vendor_query
