@@ -5,8 +5,8 @@ generation, and the conversation as the chat template expects it.
   not render them is a 400 naming the model, never an answer that ignores them.
 - `tool_choice: required` or a named function is constrained decoding: the answer is
   opened with the template's call marker (`<tool_call>\\n{"name": "`), and the next tokens
-  may only spell one of the allowed names (`_ForcedOpening` in the engine); the model
-  then writes the arguments, and the generation ends once they are complete.
+  may only spell one of the allowed names (`ForcedOpening`, engines/transformers_sampling.py);
+  the model then writes the arguments, and the generation ends once they are complete.
 - The output is read by `ToolCallStream` (Hermes `<tool_call>` blocks, Llama 3 JSON).
 """
 
