@@ -93,7 +93,7 @@ def test_soak_smoke():
     # Outcomes are not asserted: the soak reports today's errors, the full run judges them.
     # As many clients as kinds, so that the first draw (every kind once) goes out at once
     # however slow the shared machine makes generation.
-    data = run("soak.py", "--duration", "20", "--sample-interval", "5", "--concurrency", "11",
+    data = run("soak.py", "--duration", "12", "--sample-interval", "3", "--concurrency", "11",
                "--max-tokens", "8", "--request-deadline", "60")
     for key in ("totals", "by_kind", "five_xx", "hung", "non_envelope", "stream_no_done",
                 "examples", "rss_samples", "gateway_rss_growth_pct", "cancellation_probes",

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from support.fake_upstream import FakeUpstream
+from support.metrics import parse_samples, value
 from support.models import SMOLLM2
 from support.server import ModelportServer, pid_alive, wait_for, wait_inside_a_minute
 
@@ -126,6 +127,39 @@ def test_follower_loads_an_on_demand_model_through_the_primary(server):
                      server.log_path.read_text())
 
 
+def chats_counted(client: httpx.Client) -> float:
+    """The answered chats of MODEL that /metrics shows, asked over `client`'s connection."""
+    reply = client.get("/metrics")
+    assert reply.status_code == 200, reply.text
+    return value(parse_samples(reply.text), "modelport_requests_total", model=MODEL,
+                 endpoint="/v1/chat/completions", status="200")
+
+
+def test_every_process_answers_metrics_with_the_servers_totals(server):
+    first = follower_pid(server)
+    with connection_to(server, first) as on_follower, \
+            connection_to(server, server.process.pid) as on_primary:
+        before = chats_counted(on_follower)
+        wait_for(lambda: chats_counted(on_primary) == before, 5, "both processes agreeing")
+        for client in (on_follower, on_follower, on_primary):
+            assert client.post("/v1/chat/completions",
+                               json={"model": MODEL, **CHAT}).status_code == 200
+        # The follower sends its own counts with the question; the primary's are live.
+        assert chats_counted(on_follower) == before + 3
+        # The primary has the follower's as of its last sync (a quarter of a second).
+        wait_for(lambda: chats_counted(on_primary) == before + 3, 5,
+                 "the primary counting the follower's chats")
+
+    # A follower that dies leaves its counts in the totals: no counter goes back.
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (lambda pid: pid if pid not in (None, first) else None)(
+        follower_pid(server)), 60, "the follower restarted")
+    with connection_to(server, second) as on_follower:
+        assert chats_counted(on_follower) == before + 3
+    with httpx.Client(base_url=server.url, timeout=30) as fresh:
+        assert chats_counted(fresh) == before + 3
+
+
 def followers_started(server: ModelportServer) -> list[int]:
     text = server.log_path.read_text(errors="replace")
     return [int(pid) for pid in re.findall(r"gateway process 1 started \(pid (\d+)\)", text)]
@@ -143,8 +177,9 @@ def test_followers_run_the_config_the_primary_runs_until_it_reloads(server):
     with connection_to(server, second) as client:  # the primary's config, not the file's
         assert client.get("/v1/models/edited-alias").status_code == 404
 
+    started_before = len(followers_started(server))
     server.process.send_signal(signal.SIGHUP)
-    third = wait_for(lambda: (lambda pids: pids[-1] if len(pids) > 2 and
+    third = wait_for(lambda: (lambda pids: pids[-1] if len(pids) > started_before and
                               follower_pid(server) == pids[-1] else None)(
         followers_started(server)), 60, "a new follower after the reload")
     wait_for(lambda: not pid_alive(second), 30, "the old follower gone")
@@ -219,6 +254,18 @@ def test_keys_and_limits_hold_across_the_processes(tmp_path, redis_server):
 
             # Three requests (two answered, one refused) through each process, one row each.
             assert wait_for(usage, 15, "both processes' usage rows")["requests"] == 6
+
+            # The console's charts are the primary's history (one sampler, every process's
+            # requests), whichever process is asked: the same sample times.
+            def history(client: httpx.Client) -> dict:
+                reply = client.get("/admin/metrics/history", headers=ADMIN)
+                assert reply.status_code == 200, reply.text
+                return reply.json()
+
+            wait_for(lambda: history(on_primary)["times"], 25, "a first point of history")
+            from_follower, from_primary = history(on_follower), history(on_primary)
+            assert from_follower["times"]
+            assert from_primary["times"][:len(from_follower["times"])] == from_follower["times"]
     finally:
         server.stop()
         upstream.stop()

@@ -172,7 +172,9 @@ def build_app(state: GatewayState) -> AccessLog:
     ]
     if server.metrics:
         state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
-                                                        if "{" not in r.path])
+                                                        if "{" not in r.path],
+                                       peers=lambda: state.peer_metrics.snapshots()
+                                       if state.peer_metrics is not None else ())
         observers.insert(0, state.metrics.observe)
         state.metrics_history = MetricsHistory(state.metrics, state.registry)
         scrape = metrics_endpoint

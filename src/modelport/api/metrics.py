@@ -8,7 +8,8 @@ dictionary lookups and additions per request:
 - the llama.cpp workers' own metrics, fetched when scraped and re-exported with the
   model's name as a label.
 Label values are bounded: a model label is a served model's name or "-", an endpoint is
-one of the gateway's routes or "other", whatever clients send.
+one of the gateway's routes or "other", whatever clients send. With several gateway
+processes every one of them answers with the server's totals (see _RequestStats).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -72,28 +73,58 @@ class _Histogram:
 class _RequestStats:
     """Per-request counts in plain dicts and lists, turned into metric families only when
     scraped: prometheus_client's counters and histograms take a lock and walk the
-    buckets on every observation, which cost the hot path ~10 µs a request."""
+    buckets on every observation, which cost the hot path ~10 µs a request.
+
+    With several gateway processes (`server.processes`), each follower sends a `snapshot`
+    of its counts to the primary at every sync, and the primary `add`s them to its own
+    when scraped, so every process's /metrics shows the server's totals."""
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.latency: dict[tuple[str, str], _Histogram] = {}
         self.ttft: dict[tuple[str, str], _Histogram] = {}
         self.tokens: dict[tuple[str, str], int] = {}
+        self.limited: dict[tuple[str, str], int] = {}  # (model, reason): 429s
+        self.failures: dict[tuple[str, str], int] = {}  # (model, error class): 5xx
 
-    def describe(self) -> list[Metric]:
-        return []  # label sets appear as requests arrive
+    def snapshot(self) -> dict[str, list]:
+        """The counts as JSON-ready lists (labels first, then the values)."""
+        counters = {name: [[*labels, count] for labels, count in getattr(self, name).items()]
+                    for name in _COUNTERS}
+        histograms = {name: [[*labels, list(h.counts), h.total]
+                             for labels, h in getattr(self, name).items()]
+                      for name in _HISTOGRAMS}
+        return {**counters, **histograms}
 
-    def collect(self) -> Iterable[Metric]:
-        requests = CounterMetricFamily(
-            "modelport_requests", "Requests answered, by model, endpoint and HTTP status.",
-            labels=["model", "endpoint", "status"])
-        for labels, count in self.requests.items():
-            requests.add_metric(labels, count)
-        tokens = CounterMetricFamily(
-            "modelport_tokens", "Tokens read (prompt) and written (completion), by model.",
-            labels=["model", "kind"])
-        for labels, count in self.tokens.items():
-            tokens.add_metric(labels, count)
+    def add(self, snapshot: dict[str, list]) -> None:
+        """Count another process's `snapshot` into these counts."""
+        for name in _COUNTERS:
+            series = getattr(self, name)
+            for *labels, count in snapshot.get(name, ()):
+                key = tuple(labels)
+                series[key] = series.get(key, 0) + count
+        for name in _HISTOGRAMS:
+            series = getattr(self, name)
+            for *labels, counts, total in snapshot.get(name, ()):
+                histogram = series.setdefault(tuple(labels), _Histogram())
+                if len(counts) != len(histogram.counts):
+                    continue  # another version's buckets: not comparable
+                histogram.counts = [a + b for a, b in zip(histogram.counts, counts)]
+                histogram.total += total
+
+    def families(self) -> list[Metric]:
+        requests = _counter("modelport_requests",
+                            "Requests answered, by model, endpoint and HTTP status.",
+                            ["model", "endpoint", "status"], self.requests)
+        tokens = _counter("modelport_tokens",
+                          "Tokens read (prompt) and written (completion), by model.",
+                          ["model", "kind"], self.tokens)
+        limited = _counter("modelport_rate_limited",
+                           "Requests refused with 429, by model and reason.",
+                           ["model", "reason"], self.limited)
+        failures = _counter("modelport_upstream_errors",
+                            "Requests that failed on the model's side, by kind.",
+                            ["model", "kind"], self.failures)
         families: list[Metric] = [requests, tokens]
         for name, doc, series in (
                 ("modelport_request_duration_seconds",
@@ -104,28 +135,82 @@ class _RequestStats:
             for labels, histogram in series.items():
                 family.add_metric(labels, histogram.cumulative(), histogram.total)
             families.append(family)
-        return families
+        return [*families, limited, failures]
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             series: dict[tuple[str, ...], int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, count in series.items():
+        family.add_metric(values, count)
+    return family
+
+
+_COUNTERS = ("requests", "tokens", "limited", "failures")
+_HISTOGRAMS = ("latency", "ttft")
+
+# Other gateway processes' counts to add to this one's when scraped (the primary's view of
+# its followers, see PeerStats); none in a single process.
+PeerSnapshots = Callable[[], Iterable[dict[str, list]]]
+
+
+class _StatsCollector:
+    """This process's request counts, plus its peers' when it has any."""
+
+    def __init__(self, own: _RequestStats, peers: PeerSnapshots | None) -> None:
+        self._own = own
+        self._peers = peers
+
+    def describe(self) -> list[Metric]:
+        return []  # label sets appear as requests arrive
+
+    def collect(self) -> Iterable[Metric]:
+        snapshots = list(self._peers()) if self._peers is not None else []
+        if not snapshots:
+            return self._own.families()
+        merged = _RequestStats()
+        for snapshot in (self._own.snapshot(), *snapshots):
+            merged.add(snapshot)
+        return merged.families()
+
+
+class PeerStats:
+    """The followers' request counts as their last sync brought them, in the primary.
+    A follower that exits (restarted, or replaced after a reload) leaves its counts in
+    the totals, so no counter of the server goes back."""
+
+    def __init__(self) -> None:
+        self._latest: dict[int, dict[str, list]] = {}
+        self._retired = _RequestStats()
+
+    def update(self, pid: int, snapshot: dict[str, list]) -> None:
+        self._latest[pid] = snapshot
+
+    def retire(self, pid: int) -> None:
+        snapshot = self._latest.pop(pid, None)
+        if snapshot is not None:
+            self._retired.add(snapshot)
+
+    def snapshots(self) -> list[dict[str, list]]:
+        return [self._retired.snapshot(), *self._latest.values()]
 
 
 class GatewayMetrics:
-    def __init__(self, registry: ModelRegistry, routes: Iterable[str]) -> None:
+    def __init__(self, registry: ModelRegistry, routes: Iterable[str],
+                 peers: PeerSnapshots | None = None) -> None:
         self._models = registry
         self._routes = frozenset(routes)
         self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
         self._stats = _RequestStats()
-        r.register(self._stats)
-        # Rare (refusals and failures): prometheus_client's own counters are cheap enough.
-        self._limited = Counter(
-            "modelport_rate_limited", "Requests refused with 429, by model and reason.",
-            ["model", "reason"], registry=r)
-        self._failures = Counter(
-            "modelport_upstream_errors", "Requests that failed on the model's side, by kind.",
-            ["model", "kind"], registry=r)
-        r.register(_ModelStateCollector(registry))
+        self.registry.register(_StatsCollector(self._stats, peers))
+        self.registry.register(_ModelStateCollector(registry))
         # (model, endpoint, status) -> the series that request updates, looked up by one
         # tuple instead of being found label by label.
         self._series: dict[tuple[str, str, int], tuple] = {}
+
+    def snapshot(self) -> dict[str, list]:
+        """This process's request counts, for the primary (see _RequestStats)."""
+        return self._stats.snapshot()
 
     def observe(self, record: AccessRecord) -> None:
         if record.path.startswith(_UNTRACKED_PREFIXES):
@@ -162,9 +247,12 @@ class GatewayMetrics:
 
     def _observe_failure(self, model: str, error: ModelportError) -> None:
         if isinstance(error, RateLimitError) or error.status == 429:
-            self._limited.labels(model, error.code or "rate_limited").inc()
+            counts, labels = self._stats.limited, (model, error.code or "rate_limited")
         elif error.status >= 500 and error.status != 499:
-            self._failures.labels(model, type(error).__name__).inc()
+            counts, labels = self._stats.failures, (model, type(error).__name__)
+        else:
+            return
+        counts[labels] = counts.get(labels, 0) + 1
 
     async def exposition(self, scrape_worker: WorkerScrape | None) -> bytes:
         text = generate_latest(self.registry)
@@ -200,7 +288,8 @@ class _ModelStateCollector:
             labels=["model", "replica"])
         for deployment in self._models:
             name = deployment.name
-            in_flight.add_metric([name], deployment.in_flight)
+            # in_flight_elsewhere: the other gateway processes' (in the primary)
+            in_flight.add_metric([name], deployment.in_flight + deployment.in_flight_elsewhere)
             slots = getattr(deployment.config, "parallel", None)
             waiting = sum(max(0, r.in_flight - slots) for r in deployment.replicas) \
                 if slots else 0
@@ -258,7 +347,9 @@ def _escaped(value: str) -> str:
 
 async def metrics_endpoint(request: Request) -> Response:
     state = request.app.state.gateway
-    scrape = getattr(state.lifecycle, "worker_metrics", None)
-    body = await state.metrics.exposition(scrape)
+    if state.primary_metrics is not None:  # a follower: the server's totals are the primary's
+        body = await state.primary_metrics.exposition(state.metrics.snapshot())
+    else:
+        body = await state.metrics.exposition(getattr(state.lifecycle, "worker_metrics", None))
     return Response(body, media_type=CONTENT_TYPE)
 

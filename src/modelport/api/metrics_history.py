@@ -131,7 +131,7 @@ class MetricsHistory:
         for reading in readings.values():
             total.add(reading)
         readings[TOTAL] = total
-        in_flight = {d.name: d.in_flight for d in self._models}
+        in_flight = {d.name: d.in_flight + d.in_flight_elsewhere for d in self._models}
         in_flight[TOTAL] = sum(in_flight.values())
         previous, elapsed = self._previous, now - self._previous_at
         self._previous, self._previous_at = readings, now
@@ -197,19 +197,25 @@ def _point(before: _Reading, after: _Reading, elapsed: float) -> dict[str, Any]:
 
 def live_models(models: ModelRegistry) -> dict[str, dict[str, Any]]:
     """Each model's state right now (read from the routing state, not sampled)."""
-    return {d.name: {"status": d.status.value, "engine": d.engine, "in_flight": d.in_flight,
+    return {d.name: {"status": d.status.value, "engine": d.engine,
+                     # with other gateway processes, their requests too (in the primary)
+                     "in_flight": d.in_flight + d.in_flight_elsewhere,
                      "restarts": d.restarts, "last_error": d.detail or None}
             for d in models}
 
 
-async def history_endpoint(request: Request) -> JSONResponse:
-    state = request.app.state.gateway
+def history_answer(state: Any, since: float | None) -> dict[str, Any]:
+    """The history since `since` (all of it when None) and the models' state now."""
     history: MetricsHistory | None = state.metrics_history
     live = live_models(state.registry)
     if history is None:
-        return JSONResponse({"object": "metrics.history", "enabled": False, "times": [],
-                             "models": {}, "interval_s": None, "window_s": None,
-                             "total": TOTAL, "live": live})
+        return {"object": "metrics.history", "enabled": False, "times": [], "models": {},
+                "interval_s": None, "window_s": None, "total": TOTAL, "live": live}
+    return {**history.view(since), "enabled": True, "live": live}
+
+
+async def history_endpoint(request: Request) -> JSONResponse:
+    state = request.app.state.gateway
     raw = request.query_params.get("since")
     since = None
     if raw is not None:
@@ -220,4 +226,6 @@ async def history_endpoint(request: Request) -> JSONResponse:
                                       param="since") from None
         if not math.isfinite(since):
             raise InvalidRequestError("since must be a finite number", param="since")
-    return JSONResponse({**history.view(since), "enabled": True, "live": live})
+    if state.primary_metrics is not None:  # a follower: the server's history is the primary's
+        return JSONResponse(await state.primary_metrics.history(since))
+    return JSONResponse(history_answer(state, since))

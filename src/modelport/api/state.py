@@ -39,6 +39,12 @@ class GatewayState:
     log_bodies: bool = False
     metrics: Any = None  # api.metrics.GatewayMetrics, made with the app (it knows the routes)
     metrics_history: Any = None  # api.metrics_history.MetricsHistory, when metrics are on
+    # With server.processes > 1: in the primary, the followers' request counts
+    # (api.metrics.PeerStats) that its /metrics adds to its own; in a follower, the channel
+    # through which its /metrics and metrics history are the primary's (processes.follower.
+    # PrimaryMetrics). None in a single process.
+    peer_metrics: Any = None
+    primary_metrics: Any = None
     limiter: Any = None  # limits.admission.KeyLimiter over local or Redis counters
     # Virtual keys and usage accounting, over the database `store` opens and closes with
     # the app (all three None in a state built without one).

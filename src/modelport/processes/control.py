@@ -2,9 +2,12 @@
 primary's on a random loopback port, behind a per-start secret that reaches the
 followers through their environment only (never a command line, never a log).
 
-    POST /sync                   a follower's use of the models -> the replica table, the
-                                 version of the virtual keys and the other processes'
-                                 requests in flight on each worker
+    POST /sync                   a follower's use of the models and its request counts ->
+                                 the replica table, the version of the virtual keys and
+                                 the other processes' requests in flight on each worker
+    POST /metrics {"pid", "metrics"}   a follower's fresh request counts -> the server's
+                                 /metrics text (every process's counts, the workers' own)
+    POST /history {"since"}      the server's metrics history and models' state (console)
     POST /restart {"replica", "pid", "why", "by"}   a follower saw this worker stall:
                                  restart it unless it was restarted already
     POST /keys                   a follower changed a virtual key: read them again
@@ -12,7 +15,8 @@ followers through their environment only (never a command line, never a log).
     POST /unload {"name", "reason"}   unload it (after its requests drain)
     POST /reload                 re-read the config file -> the reload report
 
-Every answer is JSON: {"table": ...}, {"report": ...}, {"restarted": ...} or {}, or
+Every answer is JSON: {"table": ...}, {"report": ...}, {"restarted": ...}, {"text": ...},
+{"history": ...} or {}, or
 {"error": ...} with the status the admin API would have answered.
 """
 
@@ -29,6 +33,8 @@ import aiohttp
 from aiohttp import web
 
 from modelport.api.admin_models import local_deployment
+from modelport.api.metrics import PeerStats
+from modelport.api.metrics_history import history_answer
 from modelport.api.state import GatewayState
 from modelport.errors import (
     AuthenticationError,
@@ -59,6 +65,7 @@ class ControlServer:
         self.secret = secrets.token_urlsafe(32)
         self.url = ""
         self._reports: dict[int, dict[str, Any]] = {}  # follower pid -> its last report
+        self._peer_metrics = state.peer_metrics = PeerStats()
         self._runner: web.AppRunner | None = None
         # Counts the changes to virtual keys made in any process: a follower that sees it
         # move reads the keys again (a revoke holds everywhere within one sync).
@@ -74,6 +81,8 @@ class ControlServer:
         app.router.add_post("/reload", self._answer(self._reload))
         app.router.add_post("/keys", self._answer(self._keys))
         app.router.add_post("/restart", self._answer(self._restart))
+        app.router.add_post("/metrics", self._answer(self._metrics))
+        app.router.add_post("/history", self._answer(self._history))
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
@@ -85,7 +94,9 @@ class ControlServer:
             await self._runner.cleanup()
 
     def forget(self, pid: int) -> None:
-        """A follower exited: its requests in flight are no longer anyone's."""
+        """A follower exited: its requests in flight are no longer anyone's (its request
+        counts stay in the server's totals)."""
+        self._peer_metrics.retire(pid)
         if self._reports.pop(pid, None) is not None:
             apply_reports(self._state.registry, self._reports.values(), time.monotonic())
 
@@ -109,6 +120,8 @@ class ControlServer:
         report = await request.json()
         pid = int(report["pid"])
         self._reports[pid] = report["models"]
+        if report.get("metrics") is not None:
+            self._peer_metrics.update(pid, report["metrics"])
         apply_reports(self._state.registry, self._reports.values(), time.monotonic())
         self._on_sync(pid)
         others = (use for follower, use in self._reports.items() if follower != pid)
@@ -131,6 +144,20 @@ class ControlServer:
                         "(pid %s) after a stall; already restarted or being restarted",
                         replica.name, int(asked["by"]), asked["pid"])
         return {"restarted": bool(restarted), "table": replica_table(self._state.registry)}
+
+    async def _metrics(self, request: web.Request) -> dict[str, Any]:
+        asked = await request.json()
+        self._peer_metrics.update(int(asked["pid"]), asked["metrics"])
+        metrics = self._state.metrics
+        if metrics is None:
+            raise NotFoundError("metrics are off (server.metrics: false)", code="metrics_off")
+        text = await metrics.exposition(getattr(self._state.lifecycle, "worker_metrics", None))
+        return {"text": text.decode()}
+
+    async def _history(self, request: web.Request) -> dict[str, Any]:
+        asked = await request.json()
+        since = asked.get("since")
+        return {"history": history_answer(self._state, None if since is None else float(since))}
 
     def _local_replica(self, name: str) -> Replica:
         for deployment in self._state.registry:
@@ -187,6 +214,14 @@ class ControlClient:
         """{"restarted": whether the primary restarted it now, "table": ...}."""
         return await self._call("/restart", {"replica": replica, "pid": pid, "why": why,
                                              "by": by}, timeout_s=5.0)
+
+    async def metrics(self, pid: int, snapshot: dict[str, Any]) -> bytes:
+        """The server's /metrics text, with this process's `snapshot` of its counts."""
+        answer = await self._call("/metrics", {"pid": pid, "metrics": snapshot}, timeout_s=10.0)
+        return answer["text"].encode()
+
+    async def history(self, since: float | None) -> dict[str, Any]:
+        return (await self._call("/history", {"since": since}, timeout_s=10.0))["history"]
 
     async def keys_changed(self) -> None:
         await self._call("/keys", {}, timeout_s=5.0)

@@ -8,7 +8,9 @@ primary: loading a model on its first request, the admin API's load, unload and
 reload, restarting a worker this process saw stall. The primary counts the follower's
 requests in flight in its own idle and eviction decisions, from the report each sync
 carries, and answers with the other processes' requests in flight on each worker (for
-least_busy and prefix affinity here).
+least_busy and prefix affinity here). The sync also carries this process's request
+counts, so that /metrics and the console's charts, asked of any process, are the
+server's: a follower answers them with the primary's (`PrimaryMetrics`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def follow_primary(state: GatewayState, control: ControlClient) -> None:
                                   lambda: state.config.server,
                                   lambda: state.config.models_dir_path())
     state.reloader = PrimaryReload(control)
+    state.primary_metrics = PrimaryMetrics(control)
     for service in state.services:
         if isinstance(service, StallWatch):  # its supervisor here runs no worker
             service.restarter = PrimaryRestart(control, mirror)
@@ -97,11 +100,17 @@ class ReplicaMirror:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*self._background, return_exceptions=True)
+        try:  # the last requests' counts (they are in flight no more, too)
+            await self.sync()
+        except Exception as error:  # noqa: BLE001 - the primary may be stopping as well
+            logger.debug("last sync with the primary process: %s", error)
         await self._control.close()
 
     async def sync(self) -> None:
+        metrics = self._state.metrics
         report = {"pid": os.getpid(), "models": usage_report(self._state.registry,
-                                                             time.monotonic())}
+                                                             time.monotonic()),
+                  "metrics": metrics.snapshot() if metrics is not None else None}
         answer = await self._control.sync(report)
         self.apply(answer["table"])
         apply_in_flight(self._state.registry, answer["in_flight"])
@@ -223,6 +232,20 @@ class FollowerLoader(ModelLoader):
 
     async def unload(self, deployment: Deployment, drain_s: float, reason: str) -> None:
         self._mirror.apply(await self._control.unload(deployment.name, reason))
+
+
+class PrimaryMetrics:
+    """/metrics and the metrics history of a follower: the primary's, which add up every
+    process's request counts (this one's sent fresh with the question)."""
+
+    def __init__(self, control: ControlClient) -> None:
+        self._control = control
+
+    async def exposition(self, snapshot: dict[str, Any]) -> bytes:
+        return await self._control.metrics(os.getpid(), snapshot)
+
+    async def history(self, since: float | None) -> dict[str, Any]:
+        return await self._control.history(since)
 
 
 @dataclass
