@@ -1,4 +1,4 @@
-"""Per-key limits on both counter stores: in-process, and a real redis-server."""
+"""Per-key limits on both limiters: in-process, and shared in a real redis-server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import pytest
 
 from modelport.errors import PermissionDeniedError
-from modelport.limits.admission import KeyLimiter, KeyLimitError
-from modelport.limits.counters import LocalCounters, RedisCounters
+from modelport.limits.admission import KeyLimitError
+from modelport.limits.counters import RedisCounters
+from modelport.limits.local import LocalKeyLimiter
+from modelport.limits.shared import SharedKeyLimiter
 
 NOON = dt.datetime(2026, 12, 1, 12, 0, 10, tzinfo=dt.timezone.utc).timestamp()
 
@@ -34,17 +36,19 @@ class Clock:
 
 
 @pytest.fixture(params=["local", "redis"])
-def make_counters(request, redis_server):
+def make_limiter(request, redis_server):
     made = []
 
-    def make():
+    def make(tokens_used=None, clock=None):
+        clock = clock or Clock()
         if request.param == "local":
-            counters = LocalCounters()
+            limiter = LocalKeyLimiter(tokens_used=tokens_used, clock=clock)
         else:
             # A fresh prefix per test: counts of other tests never leak in.
             counters = RedisCounters(redis_server.url, prefix=f"t{id(made)}:{len(made)}:")
-        made.append(counters)
-        return counters
+            limiter = SharedKeyLimiter(counters, tokens_used=tokens_used, clock=clock)
+        made.append(limiter)
+        return limiter
 
     return make
 
@@ -53,9 +57,9 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def test_rpm_admits_up_to_the_limit_then_429_with_headers(make_counters):
+def test_rpm_admits_up_to_the_limit_then_429_with_headers(make_limiter):
     async def scenario():
-        limiter = KeyLimiter(make_counters(), clock=Clock())
+        limiter = make_limiter()
         key = Key(rpm=3)
         admitted = [await limiter.admit(key) for _ in range(3)]
         with pytest.raises(KeyLimitError) as refused:
@@ -71,10 +75,10 @@ def test_rpm_admits_up_to_the_limit_then_429_with_headers(make_counters):
     assert error.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_rpm_renews_in_the_next_minute(make_counters):
+def test_rpm_renews_in_the_next_minute(make_limiter):
     async def scenario():
         clock = Clock()
-        limiter = KeyLimiter(make_counters(), clock=clock)
+        limiter = make_limiter(clock=clock)
         await limiter.admit(Key(rpm=1))
         clock.now += 60
         return await limiter.admit(Key(rpm=1))
@@ -82,9 +86,9 @@ def test_rpm_renews_in_the_next_minute(make_counters):
     assert run(scenario()).headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_tpm_counts_real_usage_and_refuses_once_spent(make_counters):
+def test_tpm_counts_real_usage_and_refuses_once_spent(make_limiter):
     async def scenario():
-        limiter = KeyLimiter(make_counters(), clock=Clock())
+        limiter = make_limiter()
         key = Key(tpm=100)
         first = await limiter.admit(key)
         await first.settle(60)
@@ -100,9 +104,9 @@ def test_tpm_counts_real_usage_and_refuses_once_spent(make_counters):
     assert error.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-def test_max_tokens_above_tpm_is_refused_up_front(make_counters):
+def test_max_tokens_above_tpm_is_refused_up_front(make_limiter):
     async def scenario():
-        limiter = KeyLimiter(make_counters(), clock=Clock())
+        limiter = make_limiter()
         await limiter.admit(Key(tpm=100), max_tokens=100)
         with pytest.raises(KeyLimitError, match="max_tokens 101"):
             await limiter.admit(Key(tpm=100), max_tokens=101)
@@ -110,9 +114,9 @@ def test_max_tokens_above_tpm_is_refused_up_front(make_counters):
     run(scenario())
 
 
-def test_max_parallel_holds_until_settled_and_gives_back_the_rpm_it_took(make_counters):
+def test_max_parallel_holds_until_settled_and_gives_back_the_rpm_it_took(make_limiter):
     async def scenario():
-        limiter = KeyLimiter(make_counters(), clock=Clock())
+        limiter = make_limiter()
         key = Key(rpm=10, max_parallel=2)
         one, two = await limiter.admit(key), await limiter.admit(key)
         with pytest.raises(KeyLimitError) as refused:
@@ -131,10 +135,10 @@ def test_max_parallel_holds_until_settled_and_gives_back_the_rpm_it_took(make_co
     assert three.headers["x-ratelimit-remaining-requests"] == "7"
 
 
-def test_daily_budget_refuses_with_retry_after_until_midnight(make_counters):
+def test_daily_budget_refuses_with_retry_after_until_midnight(make_limiter):
     async def scenario():
         clock = Clock()
-        limiter = KeyLimiter(make_counters(), clock=clock)
+        limiter = make_limiter(clock=clock)
         key = Key(budget_tokens=50, budget_period="day")
         await (await limiter.admit(key)).settle(50)
         with pytest.raises(KeyLimitError) as refused:
@@ -148,7 +152,7 @@ def test_daily_budget_refuses_with_retry_after_until_midnight(make_counters):
     assert int(error.headers["Retry-After"]) == 12 * 3600 - 10 + 1
 
 
-def test_total_budget_starts_from_the_usage_store_and_is_final(make_counters):
+def test_total_budget_starts_from_the_usage_store_and_is_final(make_limiter):
     asked = []
 
     async def tokens_used(key_id, since):
@@ -156,7 +160,7 @@ def test_total_budget_starts_from_the_usage_store_and_is_final(make_counters):
         return 990
 
     async def scenario():
-        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        limiter = make_limiter(tokens_used=tokens_used)
         key = Key(budget_tokens=1000, budget_period="total")
         await (await limiter.admit(key)).settle(10)
         with pytest.raises(PermissionDeniedError) as refused:
@@ -171,8 +175,8 @@ def test_total_budget_starts_from_the_usage_store_and_is_final(make_counters):
 def test_two_limiters_on_one_redis_share_a_key_rpm(redis_server):
     async def scenario():
         prefix = "shared-test:"
-        a = KeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
-        b = KeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
+        a = SharedKeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
+        b = SharedKeyLimiter(RedisCounters(redis_server.url, prefix=prefix), clock=Clock())
         key = Key(id="shared", rpm=4)
         results = await asyncio.gather(*(limiter.admit(key) for limiter in [a, b] * 4),
                                         return_exceptions=True)
@@ -183,7 +187,7 @@ def test_two_limiters_on_one_redis_share_a_key_rpm(redis_server):
     assert all(isinstance(r, KeyLimitError) for r in results if isinstance(r, Exception))
 
 
-def test_a_burst_of_first_requests_asks_the_usage_store_once(make_counters):
+def test_a_burst_of_first_requests_asks_the_usage_store_once(make_limiter):
     asked = []
 
     async def tokens_used(key_id, since):
@@ -192,7 +196,7 @@ def test_a_burst_of_first_requests_asks_the_usage_store_once(make_counters):
         return 100
 
     async def scenario():
-        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        limiter = make_limiter(tokens_used=tokens_used)
         key = Key(budget_tokens=1000, budget_period="month")
         admitted = await asyncio.gather(*(limiter.admit(key) for _ in range(20)))
         await limiter.admit(key)
@@ -202,15 +206,50 @@ def test_a_burst_of_first_requests_asks_the_usage_store_once(make_counters):
     assert asked == ["k1"]
 
 
-def test_a_usage_store_that_cannot_answer_leaves_the_budget_counting_from_now(make_counters):
+def test_a_usage_store_that_cannot_answer_leaves_the_budget_counting_from_now(make_limiter):
     async def tokens_used(key_id, since):
         raise ConnectionError("database away")
 
     async def scenario():
-        limiter = KeyLimiter(make_counters(), tokens_used=tokens_used, clock=Clock())
+        limiter = make_limiter(tokens_used=tokens_used)
         key = Key(budget_tokens=10, budget_period="month")
         await (await limiter.admit(key)).settle(10)
         with pytest.raises(KeyLimitError):
             await limiter.admit(key)
 
     run(scenario())
+
+
+def test_tokens_count_in_the_minute_the_request_was_admitted_in(make_limiter):
+    async def scenario():
+        clock = Clock()
+        limiter = make_limiter(clock=clock)
+        key = Key(tpm=100)
+        first = await limiter.admit(key)
+        clock.now += 60  # the answer ends in the next minute
+        second = await limiter.admit(key)
+        await first.settle(100)
+        return second, await limiter.admit(key)
+
+    second, third = run(scenario())
+    assert second.headers["x-ratelimit-remaining-tokens"] == "100"
+    assert third.headers["x-ratelimit-remaining-tokens"] == "100"
+
+
+def test_local_limits_forget_idle_keys_but_not_a_request_in_flight():
+    async def scenario():
+        limiter = LocalKeyLimiter(clock=Clock())
+        limiter._MAX_KEYS = 3
+        busy = Key(id="busy", max_parallel=1)
+        held = await limiter.admit(busy)
+        for index in range(10):
+            await (await limiter.admit(Key(id=f"idle{index}", max_parallel=1))).settle(None)
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(busy)
+        await held.settle(None)
+        await limiter.admit(busy)
+        return limiter, refused.value
+
+    limiter, error = run(scenario())
+    assert error.code == "max_parallel_exceeded"
+    assert len(limiter._minutes) <= 4

@@ -41,7 +41,7 @@ class AccessRecord:
     replica: str | None = None  # the replica of the served model that answered
     cached_tokens: int | None = None
     key: Any = None  # the virtual key that sent it (store.keys.VirtualKey), if any
-    admission: Any = None  # its limits' hold (limits.admission.Admission), settled when done
+    admission: Any = None  # its limits' hold (limits.admission.Held), settled when done
     # Sent with the answer whatever route or error produced it (the rate-limit headers,
     # which no route sets itself), as ASGI header pairs.
     extra_headers: list[tuple[bytes, bytes]] | None = None

@@ -23,8 +23,9 @@ from modelport.api.messages import count_message_tokens, create_message
 from modelport.api.key_checks import FinishedRequests
 from modelport.api.metrics import GatewayMetrics, metrics_endpoint
 from modelport.api.metrics_history import MetricsHistory
-from modelport.limits.admission import KeyLimiter
-from modelport.limits.counters import LocalCounters, RedisCounters
+from modelport.limits.counters import RedisCounters
+from modelport.limits.local import LocalKeyLimiter
+from modelport.limits.shared import SharedKeyLimiter
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
@@ -157,9 +158,9 @@ def build_app(state: GatewayState) -> AccessLog:
     admin = admin_app(state)
     state.key_gates = [lambda s: auth.use_keys(s.api_keys, s.master_key),
                        lambda s: admin.use_key(s.master_key)]
-    state.limiter = KeyLimiter(RedisCounters(server.redis_url) if server.redis_url
-                               else LocalCounters(),
-                               tokens_used=state.keys.tokens_used if state.keys else None)
+    tokens_used = state.keys.tokens_used if state.keys else None
+    state.limiter = (SharedKeyLimiter(RedisCounters(server.redis_url), tokens_used)
+                     if server.redis_url else LocalKeyLimiter(tokens_used))
     finished = FinishedRequests(state.usage if server.usage else None)
     observers: list = [finished]
     routes = [

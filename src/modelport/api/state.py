@@ -45,7 +45,7 @@ class GatewayState:
     # PrimaryMetrics). None in a single process.
     peer_metrics: Any = None
     primary_metrics: Any = None
-    limiter: Any = None  # limits.admission.KeyLimiter over local or Redis counters
+    limiter: Any = None  # limits.admission.KeyLimiter: in this process, or shared in Redis
     # Virtual keys and usage accounting, over the database `store` opens and closes with
     # the app (all three None in a state built without one).
     keys: KeyStore | None = None

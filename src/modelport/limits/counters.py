@@ -1,15 +1,12 @@
-"""Counters behind per-key limits, each a number under a name that may expire.
-
-Two stores with one interface: `LocalCounters` in this process (limits hold per gateway),
-`RedisCounters` in a shared Redis (limits hold across every gateway pointed at it). Each
-check-and-add is atomic: in Redis through one Lua script, so two gateways can never both
-take the last request of a window. Which window a count belongs to is in its name (the
-caller's business); `expire_s` only lets old windows go (0: never).
+"""Counters behind shared per-key limits, each a number under a name that may expire, in a
+Redis every gateway points at (limits.shared). Each check-and-add is atomic, through one Lua
+script, so two gateways can never both take the last request of a window. Which window a
+count belongs to is in its name (the caller's business); `expire_s` only lets old windows
+go (0: never).
 """
 
 from __future__ import annotations
 
-import time
 from typing import Protocol
 
 
@@ -27,70 +24,6 @@ class Counters(Protocol):
         """Start the count at `amount` unless it exists already; the count."""
 
     async def close(self) -> None: ...
-
-
-class LocalCounters:
-    """Counts in this process's memory (no I/O: every call completes at once)."""
-
-    _SWEEP_EVERY = 10_000
-
-    def __init__(self, clock=time.monotonic) -> None:  # noqa: ANN001 (a clock for tests)
-        self._clock = clock
-        # Counts and their expiry times apart: a count changes on every request, its expiry
-        # is set once, and no tuple is built per change.
-        self._counts: dict[str, int] = {}
-        self._expires: dict[str, float] = {}  # key -> when its count goes; absent: never
-        self._writes = 0
-
-    def _get(self, key: str) -> int:
-        count = self._counts.get(key)
-        if count is None:
-            return 0
-        expires = self._expires.get(key)
-        if expires is not None and expires <= self._clock():
-            del self._counts[key], self._expires[key]
-            return 0
-        return count
-
-    def _set(self, key: str, count: int, expire_s: int) -> None:
-        # Callers read the key first, so a count still here has not expired.
-        if expire_s and key not in self._expires:
-            self._expires[key] = self._clock() + expire_s
-        self._counts[key] = count
-        self._writes += 1
-        if self._writes % self._SWEEP_EVERY == 0:
-            now = self._clock()
-            for gone in [k for k, at in self._expires.items() if at <= now]:
-                del self._counts[gone], self._expires[gone]
-
-    def add_now(self, key: str, amount: int, expire_s: int) -> int:
-        """`add` without the event loop (nothing here waits on I/O)."""
-        count = max(0, self._get(key) + amount)
-        self._set(key, count, expire_s)
-        return count
-
-    async def take(self, key: str, amount: int, limit: int, expire_s: int) -> tuple[bool, int]:
-        count = self._get(key)
-        if count + amount > limit:
-            return False, count
-        self._set(key, count + amount, expire_s)
-        return True, count + amount
-
-    async def add(self, key: str, amount: int, expire_s: int) -> int:
-        return self.add_now(key, amount, expire_s)
-
-    async def count(self, key: str) -> int:
-        return self._get(key)
-
-    async def seed(self, key: str, amount: int, expire_s: int) -> int:
-        self._get(key)  # lets an expired count go
-        if key in self._counts:
-            return self._counts[key]
-        self._set(key, amount, expire_s)
-        return amount
-
-    async def close(self) -> None:
-        return None
 
 
 # KEYS[1] = counter; ARGV = amount, limit, expiry seconds (0: none)

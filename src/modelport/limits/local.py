@@ -1,0 +1,170 @@
+"""Key limits counted in this process (the default: limits hold per gateway).
+
+Nothing here waits on I/O once a key's budget is seeded, so the counts live in plain
+objects: each key's current minute holds its requests and tokens, the key's requests in
+flight and its budget period's tokens are objects the minutes share. A finished request
+settles into the minute and period it was admitted in, whatever the clock says by then.
+This runs on every request of a limited key; it does a few attribute updates where a
+store of named, expiring counters did dozens of calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelport.limits import admission as limits
+from modelport.limits.admission import LimitedKey, RawHeaders, TokensUsed
+
+
+@dataclass(slots=True)
+class _Running:
+    count: int = 0  # the key's requests in flight
+
+
+@dataclass(slots=True)
+class _Budget:
+    """Tokens a key used in one budget period."""
+
+    since: dt.datetime
+    end: float | None  # when the period ends (None: never)
+    used: int = 0
+    seeded: bool = False  # from the usage store, once
+    seeding: asyncio.Future | None = None
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One key's counts in one UTC minute."""
+
+    minute: int
+    period: str  # the key's budget_period then (a PATCH may change it)
+    running: _Running
+    budget: _Budget | None
+    requests: int = 0
+    tokens: int = 0
+
+
+@dataclass(slots=True)
+class LocalAdmission:
+    key: LimitedKey
+    raw_headers: RawHeaders
+    _minute: _Minute
+    _holds_slot: bool
+    _settled: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return limits.as_dict(self.raw_headers)
+
+    def settle_now(self, tokens: int | None) -> bool:
+        """Count the tokens the answer really used and give the parallel slot back."""
+        if self._settled:
+            return True
+        self._settled = True
+        minute = self._minute
+        if self._holds_slot and minute.running.count > 0:
+            minute.running.count -= 1
+        if tokens:
+            minute.tokens += tokens
+            if minute.budget is not None:
+                minute.budget.used += tokens
+        return True
+
+    async def settle(self, tokens: int | None) -> None:
+        self.settle_now(tokens)
+
+
+class LocalKeyLimiter:
+    _MAX_KEYS = 100_000  # keys seen since the last clear-out (per-minute state is small)
+
+    def __init__(self, tokens_used: TokensUsed | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._tokens_used = tokens_used
+        self._clock = clock
+        self._periods = limits.BudgetPeriods()
+        self._minutes: dict[str, _Minute] = {}  # key id -> its current minute
+        self._running: dict[str, _Running] = {}
+        # (key id, budget counter name) -> the period's tokens
+        self._budgets: dict[tuple[str, str], _Budget] = {}
+
+    async def close(self) -> None:
+        return None
+
+    async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> LocalAdmission:
+        now, minute_no, minute_left = limits.minute_of(self._clock)
+        minute = self._minutes.get(key.id)
+        if (minute is None or minute.minute != minute_no or minute.period != key.budget_period
+                or (minute.budget is None) != (key.budget_tokens is None)):
+            minute = self._new_minute(key, minute_no, now)
+        budget = minute.budget
+        if budget is not None:
+            if not budget.seeded:
+                await self._seed(key, budget)
+            if budget.used >= key.budget_tokens:  # type: ignore[operator]
+                raise limits.budget_spent(key, budget.used,
+                                          None if budget.end is None else budget.end - now)
+        tpm, rpm = key.tpm, key.rpm
+        if tpm is not None:
+            if max_tokens is not None and max_tokens > tpm:
+                raise limits.max_tokens_above_tpm(key, max_tokens)
+            if minute.tokens >= tpm:
+                raise limits.tpm_spent(key, minute.tokens, minute_left,
+                                       minute.requests if rpm else 0)
+        if rpm is not None and minute.requests >= rpm:
+            raise limits.rpm_spent(key, minute.requests, minute_left, minute.tokens)
+        holds_slot = key.max_parallel is not None
+        if holds_slot:
+            running = minute.running
+            if running.count >= key.max_parallel:  # type: ignore[operator]
+                raise limits.parallel_full(key, running.count)
+            running.count += 1
+        minute.requests += 1
+        return LocalAdmission(key, limits.raw_headers(key, minute_left, minute.requests,
+                                                      minute.tokens), minute, holds_slot)
+
+    def _new_minute(self, key: LimitedKey, minute_no: int, now: float) -> _Minute:
+        if len(self._minutes) > self._MAX_KEYS:
+            self._forget_idle()
+        running = self._running.get(key.id)
+        if running is None:
+            running = self._running[key.id] = _Running()
+        budget = None
+        if key.budget_tokens is not None:
+            name, since, end = self._periods.of(key, now)
+            budget = self._budgets.get((key.id, name))
+            if budget is None:
+                budget = self._budgets[(key.id, name)] = _Budget(since, end)
+        minute = self._minutes[key.id] = _Minute(minute_no, key.budget_period, running, budget)
+        return minute
+
+    def _forget_idle(self) -> None:
+        """Let go of keys with nothing in flight (their minute and period start again the
+        next time; a budget is seeded again from the usage store)."""
+        idle = [key_id for key_id, running in self._running.items() if running.count == 0]
+        for key_id in idle:
+            del self._running[key_id]
+            self._minutes.pop(key_id, None)
+        self._budgets = {held: budget for held, budget in self._budgets.items()
+                         if held[0] in self._running}
+
+    async def _seed(self, key: LimitedKey, budget: _Budget) -> None:
+        """Start a budget from what the usage store holds: the first request of a burst
+        asks, the others wait for its answer."""
+        if self._tokens_used is None:
+            budget.seeded = True
+            return
+        if budget.seeding is None:
+            budget.seeding = asyncio.ensure_future(self._read_used(key, budget))
+        await asyncio.shield(budget.seeding)
+
+    async def _read_used(self, key: LimitedKey, budget: _Budget) -> None:
+        assert self._tokens_used is not None
+        try:
+            budget.used += await limits.used_before(self._tokens_used, key, budget.since)
+            budget.seeded = True
+        finally:
+            budget.seeding = None
