@@ -12,6 +12,11 @@ Two gateways in front of the same zero-delay upstream:
    load generator and upstream get the others. Beside req/s, each run records the
    gateway's own CPU time per request (user + system of its process over the run), which
    a busy machine disturbs far less than wall-clock throughput.
+3. With --together, the same load phase runs on both gateways at once instead of one after
+   the other: they share the first core and each gets about half of it, so whatever slows
+   the machine slows both alike and each run is a paired comparison (req/s of "on" over
+   req/s of "off" at the same moment). --aa configures "on" exactly like "off" (no key,
+   no usage, no metrics): the spread of that control is the method's noise floor.
 """
 
 from __future__ import annotations
@@ -94,6 +99,17 @@ async def load_with_scrapes(url: str, body: dict, level: int, seconds: float,
     return result
 
 
+async def load_both(urls: dict[str, str], body: dict, level: int, seconds: float,
+                    headers: dict[str, dict], metrics: dict[str, str | None],
+                    processes: dict[str, psutil.Process]) -> dict[str, dict]:
+    """Both gateways under `level` clients each at the same time."""
+    names = list(urls)
+    results = await asyncio.gather(*(load_with_scrapes(
+        urls[name], body, level, seconds, headers[name], metrics[name], processes[name])
+        for name in names))
+    return dict(zip(names, results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +118,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeats", type=int, default=2, help="alternations of the load phase")
     parser.add_argument("--chunks", type=int, default=20)
+    parser.add_argument("--together", action="store_true",
+                        help="load both gateways at once (paired runs) instead of in turn")
+    parser.add_argument("--aa", action="store_true",
+                        help='control: "on" configured like "off" (the noise floor)')
     args = parser.parse_args()
     data_dir = tempfile.mkdtemp(prefix="modelport-bench-")
     os.environ["MODELPORT_DATA_DIR"] = data_dir
@@ -115,32 +135,44 @@ def main() -> None:
     model = [{"name": "zero", "engine": "openai", "base_url": upstream,
               "max_concurrency": 4096, "max_queue": 4096,
               "price": {"input": 0.1, "output": 0.2}}]
-    off = ServeProcess(model, {"metrics": False, "usage": False}).start()
-    on = ServeProcess(model, {"master_key": "${BENCH_MASTER_KEY}"}).start()
+    off_server = {"metrics": False, "usage": False}
+    off = ServeProcess(model, off_server).start()
+    on = ServeProcess(model, off_server if args.aa else {"master_key": "${BENCH_MASTER_KEY}"}).start()
     if len(cores) > 1:
         for gateway in (off, on):
             os.sched_setaffinity(gateway.process.pid, cores[:1])
     try:
-        created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **LIMITS},
-                             headers={"Authorization": f"Bearer {MASTER}"}).json()
         urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
-        headers = {"off": {}, "on": {"Authorization": f"Bearer {created['key']}"}}
+        headers: dict[str, dict] = {"off": {}, "on": {}}
+        if not args.aa:
+            created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **LIMITS},
+                                 headers={"Authorization": f"Bearer {MASTER}"}).json()
+            headers["on"] = {"Authorization": f"Bearer {created['key']}"}
+        metrics_urls = {"off": None, "on": None if args.aa else on.url + "/metrics"}
         processes = {"off": psutil.Process(off.process.pid), "on": psutil.Process(on.process.pid)}
         report: dict = {"settings": vars(args),
                         "latency": asyncio.run(interleaved(urls, headers, args.rounds)),
                         "load": []}
         for repeat in range(args.repeats):
             for label, body in (("non-streaming", BODY), ("streaming", STREAM_BODY)):
+                if args.together:
+                    both = asyncio.run(load_both(urls, body, args.concurrency, args.seconds,
+                                                 headers, metrics_urls, processes))
+                    for name, result in both.items():
+                        report["load"].append({"gateway": name, "mode": label,
+                                               "repeat": repeat, **result})
+                    continue
                 for name in (("off", "on") if repeat % 2 == 0 else ("on", "off")):
-                    metrics = on.url + "/metrics" if name == "on" else None
                     result = asyncio.run(load_with_scrapes(
-                        urls[name], body, args.concurrency, args.seconds, headers[name], metrics,
-                        processes[name]))
+                        urls[name], body, args.concurrency, args.seconds, headers[name],
+                        metrics_urls[name], processes[name]))
                     report["load"].append({"gateway": name, "mode": label, **result})
-        time.sleep(2)  # the last usage batch
-        usage = httpx.get(on.url + "/admin/usage?group_by=key",
-                          headers={"Authorization": f"Bearer {MASTER}"}).json()["data"]
-        report["usage_rows_written"] = sum(row["requests"] for row in usage)
+        report["usage_rows_written"] = 0
+        if not args.aa:
+            time.sleep(2)  # the last usage batch
+            usage = httpx.get(on.url + "/admin/usage?group_by=key",
+                              headers={"Authorization": f"Bearer {MASTER}"}).json()["data"]
+            report["usage_rows_written"] = sum(row["requests"] for row in usage)
     finally:
         off.stop()
         on.stop()
@@ -168,6 +200,11 @@ def main() -> None:
         report.setdefault("throughput", {})[mode] = {
             "off_rps": off_rps, "on_rps": on_rps,
             "off_cpu_us_per_request": off_cpu, "on_cpu_us_per_request": on_cpu}
+        if args.together:  # each repeat is a pair measured at the same moment
+            pairs = [on / off - 1 for off, on in zip(totals[(mode, "off")], totals[(mode, "on")])]
+            report["throughput"][mode]["paired_changes"] = [round(p, 4) for p in pairs]
+            print(f"{mode}: paired req/s changes {', '.join(f'{p:+.1%}' for p in pairs)}; "
+                  f"median {statistics.median(pairs):+.1%}")
     print_table("throughput (median of the runs)",
                 ["mode", "conc", "off req/s", "on req/s", "change", "off CPU us/req",
                  "on CPU us/req", "CPU-bound change"], rows)
