@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 import pytest
@@ -44,8 +45,9 @@ def make_limiter(request, redis_server):
         if request.param == "local":
             limiter = LocalKeyLimiter(tokens_used=tokens_used, clock=clock)
         else:
-            # A fresh prefix per test: counts of other tests never leak in.
-            counters = RedisCounters(redis_server.url, prefix=f"t{id(made)}:{len(made)}:")
+            # A fresh random prefix per limiter: every test counts in the same fixed minute,
+            # so counts of other tests (or earlier runs on this server) must never leak in.
+            counters = RedisCounters(redis_server.url, prefix=f"t{secrets.token_hex(6)}:")
             limiter = SharedKeyLimiter(counters, tokens_used=tokens_used, clock=clock)
         made.append(limiter)
         return limiter

@@ -69,10 +69,10 @@ def run_pair(redis_url: str, scenario, **kwargs):
         for gateway in gateways:
             await gateway.start()
         try:
-            return await scenario(*gateways, *registries)
+            return await asyncio.wait_for(scenario(*gateways, *registries), 60)
         finally:
             for gateway in gateways:
-                await gateway.stop()
+                await asyncio.wait_for(gateway.stop(), 10)
     return asyncio.run(go())
 
 

@@ -146,15 +146,24 @@ class SharedRouting:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._writes:
+            await asyncio.wait(self._writes, timeout=_REDIS_TIMEOUT_S * 2)
+            for write in list(self._writes):
+                write.cancel()
         if self._redis is not None:
+            # Bounded as a whole: a shutdown never waits on a Redis that stopped answering.
             try:  # the others stop counting this gateway's requests now, not at the TTL
-                await self._redis.delete(self._count_prefix + self.gateway_id)
-                await self._redis.zrem(self._keys[0], self.gateway_id)
+                await asyncio.wait_for(self._say_goodbye(), _REDIS_TIMEOUT_S * 2)
             except Exception:  # noqa: BLE001 - the TTL removes them anyway
                 pass
-            await self._redis.aclose()
             self._redis = None
+
+    async def _say_goodbye(self) -> None:
+        try:
+            await self._redis.delete(self._count_prefix + self.gateway_id)
+            await self._redis.zrem(self._keys[0], self.gateway_id)
+        finally:
+            await self._redis.aclose()
 
     # -- RoutingListener: what this gateway takes out of rotation ------------------------
 
