@@ -265,6 +265,41 @@ def test_rows_wait_while_the_database_refuses_writes_and_are_written_after(tmp_p
     assert written == list(range(10)) and pending == 0
 
 
+def test_a_batch_that_fails_half_way_leaves_nothing_behind_and_is_written_whole_later(
+        tmp_path):
+    """The rows went in but the daily totals could not be added (their table is gone for
+    a moment): the whole batch rolls back, stays queued, and is written once, with its
+    totals, when the table is back."""
+    import sqlite3
+
+    path = tmp_path / "half.db"
+
+    async def scenario():
+        store = _store(f"sqlite:///{path}")
+        await store.start()
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("ALTER TABLE usage_daily RENAME TO usage_daily_away")
+            for i in range(600):  # more than one multi-row statement before the totals
+                store.usage.record(_row(prompt_tokens=1))
+            with pytest.raises(Exception, match="usage_daily"):
+                await store.usage.flush()
+            after_failure = await _count(store), store.usage.pending
+            other.execute("ALTER TABLE usage_daily_away RENAME TO usage_daily")
+            await store.usage.flush()
+            totals = await store.usage.summary("model")
+            return after_failure, await _count(store), totals, store.usage.pending
+        finally:
+            other.close()
+            await store.stop()
+
+    after_failure, written, totals, pending = run(scenario())
+    assert after_failure == (0, 600)
+    assert written == 600 and pending == 0
+    assert [(t["model"], t["requests"], t["prompt_tokens"]) for t in totals] == [
+        ("free", 600, 600)]
+
+
 _WRITER = """
 import asyncio, sys
 from modelport.config import parse_config

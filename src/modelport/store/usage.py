@@ -9,7 +9,6 @@ the buffer (up to `max_buffer`; beyond it new rows are dropped and counted).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -23,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
 from modelport.store.schema import USAGE_COLUMNS
+from modelport.store.sqlite_usage import (SQLITE_ROWS, SqliteUsageWriter, insert_rows_sql,
+                                          sqlite_file)
 from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
@@ -66,25 +67,9 @@ def _day(timestamp: float) -> str:
     return day
 
 
-# Waiting rows reach SQLite as multi-row statements (SQLITE_ROWS rows, one parameter per
-# value): one call binds them all and one step inserts them. Row by row (executemany),
-# SQLite's driver thread takes the GIL back from the event loop twice a row, which cost the
-# gateway's loop ~70 µs of CPU a request under load; one JSON parameter unpacked by SQLite
-# (json_each) avoids that but parses each row's JSON once per column: ~18 µs of CPU a row,
-# against ~9 µs this way (benchmarks/RESULTS.md §11). `at` travels as integer microseconds
-# since the epoch and is turned into the stored time by the database.
-SQLITE_ROWS = 250  # 3,500 parameters a statement, well under SQLite's 32,766
-
-
-@functools.lru_cache(maxsize=16)
-def _sqlite_insert(rows: int) -> str:
-    at = "column1"
-    values = [f"strftime('%Y-%m-%d %H:%M:%S', {at} / 1000000, 'unixepoch') "
-              f"|| printf('.%06d', {at} % 1000000)"]
-    values += [f"column{index + 1}" for index in range(1, len(_COLUMNS))]
-    placeholders = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-    return (f"INSERT INTO usage ({', '.join(_COLUMNS)}) SELECT {', '.join(values)} "
-            f"FROM (VALUES {', '.join([placeholders] * rows)})")
+# A SQLite file gets its batches through SqliteUsageWriter (store/sqlite_usage.py): one
+# hand-over to a thread of its own per batch, multi-row statements there (~9 µs of CPU a
+# row, benchmarks/RESULTS.md §11). `at` travels as integer microseconds since the epoch.
 
 
 # PostgreSQL gets a batch as ONE parameter, a JSON array of rows, unpacked by the server
@@ -120,12 +105,16 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._engine: AsyncEngine | None = None
+        self._sqlite: SqliteUsageWriter | None = None
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self.dropped = 0
 
     async def start(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        if engine.dialect.name == "sqlite":
+            path = sqlite_file(engine.url.database)
+            self._sqlite = SqliteUsageWriter(path) if path is not None else None
         self._wake = asyncio.Event()  # bound to the loop the app runs on
         self._stopping = False
         self._writer = asyncio.create_task(self._write_forever(), name="usage-writer")
@@ -187,6 +176,9 @@ class UsageRecorder:
         except Exception as error:
             logger.error("%d usage row(s) could not be written at shutdown: %s: %s",
                          self.pending, type(error).__name__, error)
+        if self._sqlite is not None:
+            await self._sqlite.close()
+            self._sqlite = None
 
     async def _write_forever(self) -> None:
         failures = 0
@@ -210,6 +202,9 @@ class UsageRecorder:
         self._wake.clear()
 
     async def _insert(self, rows: list[tuple]) -> None:
+        if self._sqlite is not None:
+            await self._sqlite.write(rows)
+            return
         assert self._engine is not None
         dialect = self._engine.dialect.name
         upsert = upsert_daily(dialect)
@@ -219,11 +214,11 @@ class UsageRecorder:
                 if dialect == "postgresql":
                     await connection.exec_driver_sql(_postgres_insert(),
                                                      (orjson.dumps(batch).decode(),))
-                else:
+                else:  # an in-memory SQLite: only the engine's connection sees it
                     for first in range(0, len(batch), SQLITE_ROWS):
                         part = batch[first:first + SQLITE_ROWS]
                         await connection.exec_driver_sql(
-                            _sqlite_insert(len(part)), tuple(chain.from_iterable(part)))
+                            insert_rows_sql(len(part)), tuple(chain.from_iterable(part)))
                 await connection.execute(upsert, daily_increments(batch))
 
     def _values(self, row: UsageRow) -> tuple:
