@@ -77,6 +77,14 @@ async def scrape_while(url: str, stop: asyncio.Event) -> int:
     return scrapes
 
 
+def pin_every_thread(pid: int, cores: list[int]) -> None:
+    """All of the process's threads (and the ones they start later) on `cores`: setting
+    the process's own PID moves its main thread only, and a thread started before (a
+    database driver's, say) would go on running on the load generator's core."""
+    for thread in psutil.Process(pid).threads():
+        os.sched_setaffinity(thread.id, cores)
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -140,7 +148,7 @@ def main() -> None:
     on = ServeProcess(model, off_server if args.aa else {"master_key": "${BENCH_MASTER_KEY}"}).start()
     if len(cores) > 1:
         for gateway in (off, on):
-            os.sched_setaffinity(gateway.process.pid, cores[:1])
+            pin_every_thread(gateway.process.pid, cores[:1])
     try:
         urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
         headers: dict[str, dict] = {"off": {}, "on": {}}

@@ -17,7 +17,7 @@ from modelport.api.access_log import AccessRecord
 from modelport.errors import PermissionDeniedError
 from modelport.limits.admission import KeyLimiter
 from modelport.routing.deployments import Deployment
-from modelport.store.usage import UsageRecorder, UsageRow
+from modelport.store.usage import UsageRecorder
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -73,16 +73,14 @@ class FinishedRequests:
             task.add_done_callback(self._settled)
         if self._usage is not None and record.requested is not None:
             key = record.key
-            self._usage.record(UsageRow(
-                model=record.requested, deployment=record.model, endpoint=record.path,
-                status=record.status, key_id=key.id if key is not None else None,
-                prompt_tokens=record.prompt_tokens or 0,
-                completion_tokens=record.completion_tokens or 0,
-                cached_tokens=record.cached_tokens or 0,
-                latency_ms=record.latency_s * 1000,
-                ttft_ms=record.first_byte_s * 1000 if record.first_byte_s is not None else None,
-                streamed=record.streamed, at=time.time() - record.latency_s,
-            ))
+            first_byte_s = record.first_byte_s
+            self._usage.record_request(
+                record.requested, record.model, record.path, record.status,
+                key.id if key is not None else None, record.prompt_tokens or 0,
+                record.completion_tokens or 0, record.cached_tokens or 0,
+                record.latency_s * 1000,
+                first_byte_s * 1000 if first_byte_s is not None else None,
+                record.streamed, time.time() - record.latency_s)
 
     def _settled(self, task: asyncio.Task) -> None:
         self._settling.discard(task)

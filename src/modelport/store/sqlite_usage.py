@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
@@ -60,9 +60,11 @@ class SqliteUsageWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-sqlite")
         self._connection: sqlite3.Connection | None = None  # used on that thread only
 
-    async def write(self, rows: Sequence[tuple]) -> None:
-        """Insert the rows and add them to the daily totals, in one transaction."""
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, rows)
+    async def write(self, rows: Sequence[tuple], stored: Callable[[tuple], tuple]) -> None:
+        """Insert the rows (`stored(row)` gives each one's column values) and add them to
+        the daily totals, in one transaction."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, rows,
+                                                         stored)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
@@ -70,7 +72,8 @@ class SqliteUsageWriter:
 
     # -- on the writer thread --------------------------------------------------------------
 
-    def _write(self, rows: Sequence[tuple]) -> None:
+    def _write(self, rows: Sequence[tuple], stored: Callable[[tuple], tuple]) -> None:
+        rows = [stored(row) for row in rows]
         connection = self._connection or self._connect()
         try:
             connection.execute("BEGIN IMMEDIATE")

@@ -51,8 +51,8 @@ class UsageRow:
 
 
 _COLUMNS = USAGE_COLUMNS
-_AT, _KEY, _PROMPT, _COMPLETION = (USAGE_COLUMNS.index(name) for name in (
-    "at", "key_id", "prompt_tokens", "completion_tokens"))
+_AT, _KEY, _MODEL, _PROMPT, _COMPLETION, _COST = (USAGE_COLUMNS.index(name) for name in (
+    "at", "key_id", "model", "prompt_tokens", "completion_tokens", "cost"))
 _DAYS: dict[int, str] = {}
 
 
@@ -121,19 +121,33 @@ class UsageRecorder:
 
     def record(self, row: UsageRow) -> None:
         """Queue one row; never waits."""
+        self.record_request(row.model, row.deployment, row.endpoint, row.status, row.key_id,
+                            row.prompt_tokens, row.completion_tokens, row.cached_tokens,
+                            row.latency_ms, row.ttft_ms, row.streamed, row.at, row.cost)
+
+    def record_request(self, model: str, deployment: str | None, endpoint: str, status: int,
+                       key_id: str | None, prompt_tokens: int, completion_tokens: int,
+                       cached_tokens: int, latency_ms: float, ttft_ms: float | None,
+                       streamed: bool, at: float, cost: float | None = None) -> None:
+        """`record` without building a UsageRow first (the per-request path). The row
+        waits as it came, in USAGE_COLUMNS order with `at` in epoch seconds and no day;
+        its stored form (and its cost from the model's price) is made when its batch is
+        written, many rows in one go off the request path."""
         if len(self._buffer) >= self._max_buffer:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 logger.error("usage buffer full (%d rows): the database does not keep up or "
                              "is away; %d row(s) dropped so far", self._max_buffer, self.dropped)
             return
-        self._buffer.append(self._values(row))
+        self._buffer.append((at, None, key_id, model, deployment, endpoint, status,
+                             prompt_tokens, completion_tokens, cached_tokens, latency_ms,
+                             ttft_ms, streamed, cost))
         if len(self._buffer) >= self._batch_rows:
             self._wake.set()
 
     def pending_tokens(self, key_id: str, since: datetime | None = None) -> int:
         """Tokens of the key's rows that are not in the database yet."""
-        after = since.timestamp() * 1_000_000 if since is not None else float("-inf")
+        after = since.timestamp() if since is not None else float("-inf")
         return sum(row[_PROMPT] + row[_COMPLETION]
                    for rows in (self._writing, self._buffer) for row in rows
                    if row[_KEY] == key_id and row[_AT] >= after)
@@ -203,8 +217,9 @@ class UsageRecorder:
 
     async def _insert(self, rows: list[tuple]) -> None:
         if self._sqlite is not None:
-            await self._sqlite.write(rows)
+            await self._sqlite.write(rows, self._stored)
             return
+        rows = [self._stored(row) for row in rows]
         assert self._engine is not None
         dialect = self._engine.dialect.name
         upsert = upsert_daily(dialect)
@@ -221,15 +236,15 @@ class UsageRecorder:
                             insert_rows_sql(len(part)), tuple(chain.from_iterable(part)))
                 await connection.execute(upsert, daily_increments(batch))
 
-    def _values(self, row: UsageRow) -> tuple:
-        """The row's column values, in USAGE_COLUMNS order (`at` in microseconds)."""
-        cost = row.cost
-        if cost is None and row.model in self._prices:
-            cost = self._prices[row.model].cost(row.prompt_tokens, row.completion_tokens)
-        return (round(row.at * 1_000_000), _day(row.at), row.key_id, row.model,
-                row.deployment, row.endpoint, row.status, row.prompt_tokens,
-                row.completion_tokens, row.cached_tokens, row.latency_ms, row.ttft_ms,
-                row.streamed, cost)
+    def _stored(self, row: tuple) -> tuple:
+        """A waiting row as it is stored: `at` in integer microseconds, its UTC day, and
+        its cost from the model's price when it came without one."""
+        at, cost = row[_AT], row[_COST]
+        if cost is None:
+            price = self._prices.get(row[_MODEL])
+            if price is not None:
+                cost = price.cost(row[_PROMPT], row[_COMPLETION])
+        return (round(at * 1_000_000), _day(at), *row[_KEY:_COST], cost)
 
     async def summary(self, group_by: str = "key", since: datetime | None = None,
                       until: datetime | None = None) -> list[dict[str, Any]]:
