@@ -110,9 +110,9 @@ class AccessLog:
                 record.status = message["status"]
                 record.streamed = any(name == b"content-type" and value.startswith(_SSE)
                                       for name, value in message.get("headers", ()))
-                if record.extra_headers:
-                    message = {**message, "headers": [*message.get("headers", ()),
-                                                      *record.extra_headers]}
+                extra = record.extra_headers
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", ()), *extra]}
             elif record.streamed and record.first_byte_s is None and message.get("body"):
                 record.first_byte_s = time.perf_counter() - record.started
             await send(message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from modelport.api.access_log import AccessRecord
@@ -38,22 +39,34 @@ def _has_limits(key: Any) -> bool:
             or key.budget_tokens is not None)
 
 
-async def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
-                max_tokens: int | None) -> None:
+def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
+          max_tokens: int | None) -> Awaitable[None] | None:
     """Refuse the request (403 / 429) unless its key may send it now; else hold its place
-    in the key's limits until the request is done."""
+    in the key's limits until the request is done. Done at once when the limits are
+    counted in this process (None); else the awaitable that finishes it."""
     key = record.key
     if key is None:
-        return
+        return None
     if not key.allows(requested.name):
         allowed = ", ".join(key.models or ()) or "none"
         raise PermissionDeniedError(
             f"this API key may not use the model '{requested.name}' (allowed: {allowed})",
             param="model", code="model_not_allowed")
-    if _has_limits(key):
-        admission = await limiter.admit(key, max_tokens)
-        record.admission = admission
-        record.extra_headers = admission.raw_headers
+    if not _has_limits(key):
+        return None
+    admission = limiter.admit_now(key, max_tokens)
+    if admission is None:
+        return _admit_waiting(limiter, record, key, max_tokens)
+    record.admission = admission
+    record.extra_headers = admission.raw_headers
+    return None
+
+
+async def _admit_waiting(limiter: KeyLimiter, record: AccessRecord, key: Any,
+                         max_tokens: int | None) -> None:
+    admission = await limiter.admit(key, max_tokens)
+    record.admission = admission
+    record.extra_headers = admission.raw_headers
 
 
 class FinishedRequests:

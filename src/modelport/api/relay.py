@@ -188,7 +188,9 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = record.requested = requested.name
     if record.key is not None:
-        await key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
+        waiting = key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
+        if waiting is not None:
+            await waiting
     stream = bool(getattr(parsed, "stream", False))
     plan = registry.plan(requested, stream=stream, tools=_wants_tools(parsed),
                          vision=parsed.has_media_input(), rerank=isinstance(parsed, RerankRequest))

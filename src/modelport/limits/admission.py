@@ -66,6 +66,9 @@ class Held(Protocol):
 class KeyLimiter(Protocol):
     async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> Held: ...
 
+    def admit_now(self, key: LimitedKey, max_tokens: int | None = None) -> Held | None:
+        """`admit` when it needs no I/O (else None: call `admit`)."""
+
     async def close(self) -> None: ...
 
 
@@ -179,19 +182,33 @@ _LIMIT_TOKENS, _REMAINING_TOKENS, _RESET_TOKENS = (
 
 def raw_headers(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> RawHeaders:
     """OpenAI's rate-limit headers, as ASGI sends them."""
-    headers: RawHeaders = []
     whole = int(minute_left + 0.999)
     reset = _RESETS[whole] if 0 < whole <= MINUTE_S else _duration(minute_left).encode()
     rpm, tpm = key.rpm, key.tpm
     if rpm is not None:
-        headers += ((_LIMIT_REQUESTS, b"%d" % rpm),
-                    (_REMAINING_REQUESTS, b"%d" % (rpm - requests if requests < rpm else 0)),
-                    (_RESET_REQUESTS, reset))
-    if tpm is not None:
-        headers += ((_LIMIT_TOKENS, b"%d" % tpm),
-                    (_REMAINING_TOKENS, b"%d" % (tpm - tokens if tokens < tpm else 0)),
-                    (_RESET_TOKENS, reset))
-    return headers
+        requests_left = (_REMAINING_REQUESTS, b"%d" % (rpm - requests if requests < rpm else 0))
+        if tpm is None:
+            return [_limit_pair(_LIMIT_REQUESTS, rpm), requests_left, (_RESET_REQUESTS, reset)]
+    elif tpm is None:
+        return []
+    tokens_left = (_REMAINING_TOKENS, b"%d" % (tpm - tokens if tokens < tpm else 0))
+    if rpm is None:
+        return [_limit_pair(_LIMIT_TOKENS, tpm), tokens_left, (_RESET_TOKENS, reset)]
+    return [_limit_pair(_LIMIT_REQUESTS, rpm), requests_left, (_RESET_REQUESTS, reset),
+            _limit_pair(_LIMIT_TOKENS, tpm), tokens_left, (_RESET_TOKENS, reset)]
+
+
+_LIMIT_PAIRS: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+
+
+def _limit_pair(name: bytes, limit: int) -> tuple[bytes, bytes]:
+    """The (name, value) of a limit header; a key's limits rarely change, so made once."""
+    pair = _LIMIT_PAIRS.get((name, limit))
+    if pair is None:
+        if len(_LIMIT_PAIRS) > 10_000:
+            _LIMIT_PAIRS.clear()
+        pair = _LIMIT_PAIRS[(name, limit)] = (name, b"%d" % limit)
+    return pair
 
 
 def _retry(key: LimitedKey, minute_left: float, requests: int, tokens: int) -> dict[str, str]:

@@ -95,15 +95,27 @@ class LocalKeyLimiter:
         return None
 
     async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> LocalAdmission:
-        now, minute_no, minute_left = limits.minute_of(self._clock)
+        while (held := self.admit_now(key, max_tokens)) is None:
+            minute = self._minutes.get(key.id)  # made by admit_now (unless cleared since)
+            if minute is not None and minute.budget is not None:
+                await self._seed(key, minute.budget)
+        return held
+
+    def admit_now(self, key: LimitedKey, max_tokens: int | None = None) -> LocalAdmission | None:
+        """`admit` without waiting; None when the key's budget must first be read from the
+        usage store (then `admit` waits for it). Every request of a limited key comes here,
+        so it is one plain function: no coroutine, no awaits."""
+        now = self._clock()
+        minute_no = int(now // limits.MINUTE_S)
         minute = self._minutes.get(key.id)
         if (minute is None or minute.minute != minute_no or minute.period != key.budget_period
                 or (minute.budget is None) != (key.budget_tokens is None)):
             minute = self._new_minute(key, minute_no, now)
+        minute_left = limits.MINUTE_S - now % limits.MINUTE_S
         budget = minute.budget
         if budget is not None:
             if not budget.seeded:
-                await self._seed(key, budget)
+                return None
             if budget.used >= key.budget_tokens:  # type: ignore[operator]
                 raise limits.budget_spent(key, budget.used,
                                           None if budget.end is None else budget.end - now)

@@ -74,6 +74,9 @@ class SharedKeyLimiter:
     async def close(self) -> None:
         await self._counters.close()
 
+    def admit_now(self, key: LimitedKey, max_tokens: int | None = None) -> None:
+        return None  # every admission here asks Redis
+
     async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> SharedAdmission:
         now, minute, minute_left = limits.minute_of(self._clock)
         window = self._window(key, minute, now)

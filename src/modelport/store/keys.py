@@ -37,6 +37,7 @@ BUDGET_PERIODS: tuple[str, ...] = ("day", "month", "total")
 UPDATABLE = ("name", "models", "rpm", "tpm", "max_parallel", "budget_tokens",
              "budget_period", "expires_at", "metadata")
 REFRESH_S = 5.0
+_KNOWN_MAX = 10_000  # remembered secret hashes (cleared when full)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class KeyStore:
         self._engine: AsyncEngine | None = None
         self._usage = usage
         self._by_hash: dict[str, VirtualKey] = {}
+        # The hash of each secret that matched a key, so a key's later requests skip the
+        # hashing (a secret's hash never changes; the key it names is still looked up, so
+        # a revoked or changed key is seen at once). Only secrets of real keys get in.
+        self._known: dict[str, str] = {}
         # Keys written here while a reload's SELECT is under way: they win over its rows.
         self._written_during_reload: dict[str, tuple[str, VirtualKey]] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -141,9 +146,17 @@ class KeyStore:
     def authenticate(self, secret: str) -> VirtualKey | None:
         """The key whose secret this is, revoked or expired ones included (their
         `refusal()` says why they may not be used); None for anything else."""
-        if not secret.startswith(SECRET_PREFIX):
-            return None
-        return self._by_hash.get(hash_secret(secret))
+        secret_hash = self._known.get(secret)
+        if secret_hash is None:
+            if not secret.startswith(SECRET_PREFIX):
+                return None
+            secret_hash = hash_secret(secret)
+            if secret_hash not in self._by_hash:
+                return None
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()
+            self._known[secret] = secret_hash
+        return self._by_hash.get(secret_hash)
 
     async def tokens_used(self, key_id: str, since: datetime | None = None) -> int:
         """Prompt plus completion tokens of the key's requests since `since` (ever, when
