@@ -87,3 +87,16 @@ def test_a_follower_that_exits_leaves_its_counts_and_a_new_one_adds_to_them():
     peers.update(102, second.snapshot())
     peers.retire(999)  # a process that never synced: nothing to keep
     assert value(scraped(primary), "modelport_requests_total", **requests) == 7
+
+
+def test_requests_waiting_to_be_counted_show_at_the_next_scrape_and_never_pile_up():
+    metrics = process()
+    answered(metrics, 3)
+    assert value(scraped(metrics), "modelport_requests_total",
+                 model="-", endpoint=CHAT, status="200") == 3
+    answered(metrics, 5000)  # nobody scrapes: counted in batches meanwhile
+    assert len(metrics._pending) < 1024
+    assert value(scraped(metrics), "modelport_requests_total",
+                 model="-", endpoint=CHAT, status="200") == 5003
+    answered(metrics, 2)  # a follower's snapshot counts what is waiting too
+    assert ["-", CHAT, "200", 5005] in metrics.snapshot()["requests"]

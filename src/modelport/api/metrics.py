@@ -223,6 +223,9 @@ class GatewayMetrics:
         return self._stats.snapshot()
 
     def observe(self, record: AccessRecord) -> None:
+        if record.error is not None:
+            self._count(record)  # at once: an error's traceback must not be kept alive
+            return
         pending = self._pending
         pending.append(record)
         if len(pending) >= _PENDING_MAX:
