@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--together", action="store_true",
                         help="load both gateways at once (paired runs) instead of in turn")
+    parser.add_argument("--key-limits", choices=("all", "none"), default="all",
+                        help='"all": the key has rpm, tpm, max_parallel and a budget (every '
+                             'answer carries the six rate-limit headers); "none": a key '
+                             'without limits')
     parser.add_argument("--aa", action="store_true",
                         help='control: "on" configured like "off" (the noise floor)')
     args = parser.parse_args()
@@ -153,7 +157,7 @@ def main() -> None:
         urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
         headers: dict[str, dict] = {"off": {}, "on": {}}
         if not args.aa:
-            created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **LIMITS},
+            created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **(LIMITS if args.key_limits == "all" else {})},
                                  headers={"Authorization": f"Bearer {MASTER}"}).json()
             headers["on"] = {"Authorization": f"Bearer {created['key']}"}
         metrics_urls = {"off": None, "on": None if args.aa else on.url + "/metrics"}
