@@ -53,7 +53,8 @@ def _upsert_daily_sql() -> str:
 
 
 class SqliteUsageWriter:
-    """Writes batches of usage rows (tuples in USAGE_COLUMNS order) to one SQLite file."""
+    """Writes batches of usage rows to one SQLite file (each row turned into its column
+    values, in USAGE_COLUMNS order, by the `stored` function the batch comes with)."""
 
     def __init__(self, path: str) -> None:
         self._path = path
