@@ -157,7 +157,8 @@ def main() -> None:
         urls = {"off": off.url + "/v1/chat/completions", "on": on.url + "/v1/chat/completions"}
         headers: dict[str, dict] = {"off": {}, "on": {}}
         if not args.aa:
-            created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **(LIMITS if args.key_limits == "all" else {})},
+            limits = LIMITS if args.key_limits == "all" else {}
+            created = httpx.post(on.url + "/admin/keys", json={"name": "bench", **limits},
                                  headers={"Authorization": f"Bearer {MASTER}"}).json()
             headers["on"] = {"Authorization": f"Bearer {created['key']}"}
         metrics_urls = {"off": None, "on": None if args.aa else on.url + "/metrics"}

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelport.api.access_log import AccessRecord
 from modelport.errors import PermissionDeniedError
-from modelport.limits.admission import KeyLimiter
+from modelport.limits.admission import Held, KeyLimiter
 from modelport.routing.deployments import Deployment
 from modelport.store.usage import UsageRecorder
 
@@ -57,14 +57,16 @@ def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
     admission = limiter.admit_now(key, max_tokens)
     if admission is None:
         return _admit_waiting(limiter, record, key, max_tokens)
-    record.admission = admission
-    record.extra_headers = admission.raw_headers
+    _hold(record, admission)
     return None
 
 
 async def _admit_waiting(limiter: KeyLimiter, record: AccessRecord, key: Any,
                          max_tokens: int | None) -> None:
-    admission = await limiter.admit(key, max_tokens)
+    _hold(record, await limiter.admit(key, max_tokens))
+
+
+def _hold(record: AccessRecord, admission: Held) -> None:
     record.admission = admission
     record.extra_headers = admission.raw_headers
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from typing import Any
 
 from sqlalchemy.dialects import sqlite
 
-from modelport.store.schema import USAGE_COLUMNS
+from modelport.store.schema import USAGE_COLUMNS, usage_daily
 from modelport.store.summary import daily_increments, upsert_daily
 
 # One statement inserts this many rows, one parameter per value: one call binds them all
@@ -42,14 +42,21 @@ def insert_rows_sql(rows: int) -> str:
             f"FROM (VALUES {', '.join([placeholders] * rows)})")
 
 
+def insert_statements(rows: Sequence[tuple]) -> Iterator[tuple[str, tuple]]:
+    """The multi-row INSERTs (statement, parameters) that store `rows` (column values in
+    USAGE_COLUMNS order), SQLITE_ROWS at a time."""
+    for first in range(0, len(rows), SQLITE_ROWS):
+        part = rows[first:first + SQLITE_ROWS]
+        yield insert_rows_sql(len(part)), tuple(chain.from_iterable(part))
+
+
 @functools.cache
 def _upsert_daily_sql() -> str:
     """The daily totals' INSERT … ON CONFLICT, as SQLite text with :named parameters (the
     same statement the engine runs on PostgreSQL, compiled once)."""
-    names = ["day", "key_id", "model", "requests", "errors", "prompt_tokens",
-             "completion_tokens", "cached_tokens", "cost", "latency_ms_sum"]
     dialect = sqlite.dialect(paramstyle="named")
-    return str(upsert_daily("sqlite").compile(dialect=dialect, column_keys=names))
+    return str(upsert_daily("sqlite").compile(
+        dialect=dialect, column_keys=[column.name for column in usage_daily.columns]))
 
 
 class SqliteUsageWriter:
@@ -79,10 +86,8 @@ class SqliteUsageWriter:
         try:
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for first in range(0, len(rows), SQLITE_ROWS):
-                    part = rows[first:first + SQLITE_ROWS]
-                    connection.execute(insert_rows_sql(len(part)),
-                                       tuple(chain.from_iterable(part)))
+                for statement, parameters in insert_statements(rows):
+                    connection.execute(statement, parameters)
                 connection.executemany(_upsert_daily_sql(), daily_increments(rows))
                 connection.execute("COMMIT")
             except BaseException:

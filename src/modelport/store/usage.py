@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
 from modelport.store.schema import USAGE_COLUMNS
-from modelport.store.sqlite_usage import (SQLITE_ROWS, SqliteUsageWriter, insert_rows_sql,
-                                          sqlite_file)
+from modelport.store.sqlite_usage import SqliteUsageWriter, insert_statements, sqlite_file
 from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
 logger = logging.getLogger("modelport.store")
@@ -68,8 +66,7 @@ def _day(timestamp: float) -> str:
 
 
 # A SQLite file gets its batches through SqliteUsageWriter (store/sqlite_usage.py): one
-# hand-over to a thread of its own per batch, multi-row statements there (~9 µs of CPU a
-# row, benchmarks/RESULTS.md §11). `at` travels as integer microseconds since the epoch.
+# hand-over to a thread of its own per batch, multi-row statements there.
 
 
 # PostgreSQL gets a batch as ONE parameter, a JSON array of rows, unpacked by the server
@@ -230,10 +227,8 @@ class UsageRecorder:
                     await connection.exec_driver_sql(_postgres_insert(),
                                                      (orjson.dumps(batch).decode(),))
                 else:  # an in-memory SQLite: only the engine's connection sees it
-                    for first in range(0, len(batch), SQLITE_ROWS):
-                        part = batch[first:first + SQLITE_ROWS]
-                        await connection.exec_driver_sql(
-                            insert_rows_sql(len(part)), tuple(chain.from_iterable(part)))
+                    for statement, parameters in insert_statements(batch):
+                        await connection.exec_driver_sql(statement, parameters)
                 await connection.execute(upsert, daily_increments(batch))
 
     def _stored(self, row: tuple) -> tuple:
