@@ -121,7 +121,7 @@ def serve(
         _fail(error)
         return
     assert state is not None  # validate_startup builds it when nothing is wrong
-    processes = cfg.server.processes
+    processes, _why = cfg.server.process_count()
     if processes > 1:
         _setup_logging(log_level, with_pid=True)
     if follower:
@@ -217,6 +217,7 @@ def check(
 
     from modelport.cli_tables import CheckRow, check_table
     from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel, load_policy
+    from modelport.config.cpus import usable_cpus
     from modelport.defaults import find_config
     from modelport.gateway import validate_startup
     from modelport.locations import resolve_location
@@ -270,9 +271,16 @@ def check(
     Console().print(f"keys and usage: {where}", markup=False, highlight=False)
     Console().print("admin API: " + ("on" if cfg.server.master_key else "off (no master key)"),
                     markup=False, highlight=False)
-    Console().print(f"gateway processes: {cfg.server.processes}" + (
-        " (sharing the port; the first runs the workers)" if cfg.server.processes > 1 else ""),
+    processes, why = cfg.server.process_count()
+    Console().print(f"gateway processes: {processes} ({why})" + (
+        "; they share the port, the first runs the workers" if processes > 1 else ""),
         markup=False, highlight=False)
+    cpus = usable_cpus()
+    Console().print(f"CPUs: {cpus.logical} usable, {cpus.physical} physical ({cpus.why}); "
+                    f"by default llama.cpp runs {cpus.physical} thread(s) and torch "
+                    f"{cpus.logical} per worker, replicas of a model split them and models "
+                    "share them (idle threads sleep); a model's `threads` overrides",
+                    markup=False, highlight=False, soft_wrap=True)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)

@@ -60,7 +60,7 @@ def processes_problem(config: Config, processes: int | None = None) -> str | Non
     """Why `processes` gateway processes (default: server.processes) cannot serve this
     config, or None."""
     server = config.server
-    processes = processes or server.processes
+    processes = processes or server.process_count()[0]
     if processes == 1:
         return None
     if not sys.platform.startswith("linux"):

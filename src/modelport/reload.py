@@ -135,7 +135,7 @@ class ConfigReloader:
         if capacity:
             problems.append(capacity)
         # The processes running now stay (processes is read at start-up only).
-        processes = processes_problem(new, self.state.config.server.processes)
+        processes = processes_problem(new, self.state.config.server.process_count()[0])
         if processes:
             problems.append(processes)
         if new.server.metrics_auth and not new.server.master_key:

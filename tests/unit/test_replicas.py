@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from modelport.config import parse_config
+from modelport.config.cpus import CpuShare
 from modelport.errors import ConfigError, ModelNotReadyError, RateLimitError
 from modelport.gateway import build_state
 from modelport.routing import failover
@@ -54,7 +55,8 @@ def test_gpus_give_one_entry_per_replica_or_one_string_for_all():
 
 
 def test_cpu_replicas_share_the_cores_unless_threads_are_set(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("modelport.workers.supervisor.usable_cpus",
+                        lambda: CpuShare(8, 8, "fixture"))
     assert replica_config(model(replicas=2), Replica("m#0", "", 1)).threads == 4
     assert replica_config(model(replicas=2, threads=3), Replica("m#0", "", 1)).threads == 3
     assert replica_config(model(), Replica("m#0", "", 1)).threads is None

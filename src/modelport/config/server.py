@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
+from typing import Annotated, Literal
 
 from pydantic import ByteSize, Field, field_validator
 
 from modelport.config.base import MaskedKey, _Strict
+from modelport.config.cpus import usable_cpus
 
 
 class ServerConfig(_Strict):
@@ -63,11 +66,13 @@ class ServerConfig(_Strict):
         None, description="A redis:// URL: virtual keys' rpm/tpm/parallel/budget counters are "
         "shared there by every gateway using it; without it each gateway counts alone.",
     )
-    processes: int = Field(
-        1, ge=1, strict=True, description="Gateway processes sharing server.port on this "
+    processes: Annotated[int, Field(ge=1, strict=True)] | Literal["auto"] = Field(
+        1, description="Gateway processes sharing server.port on this "
         "machine (SO_REUSEPORT), for hosts with many cores: the first starts and watches the "
         "workers, the others relay to them. With virtual keys (a master key) and more than "
-        "one, key limits need server.redis_url.",
+        "one, key limits need server.redis_url. `auto`: one per CPU this process may use "
+        "(affinity and cgroup quota), or 1 where several could not serve (not Linux; virtual "
+        "keys without server.redis_url).",
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     usage: bool = Field(True, description="Write one usage row per model request to the "
@@ -92,6 +97,18 @@ class ServerConfig(_Strict):
         None, description="Most bytes of model files loaded at once (e.g. 8GiB); loading one "
         "more unloads least recently used idle on-demand models until it fits.",
     )
+
+    def process_count(self) -> tuple[int, str]:
+        """How many gateway processes serve, and why (`processes: auto` decides here)."""
+        if self.processes != "auto":
+            return self.processes, "server.processes"
+        if not sys.platform.startswith("linux"):
+            return 1, "processes: auto; sharing a port between processes needs Linux"
+        if self.master_key and not self.redis_url:
+            return 1, ("processes: auto; virtual keys without server.redis_url are counted "
+                       "in one process")
+        cpus = usable_cpus()
+        return cpus.logical, f"processes: auto; one per usable CPU ({cpus.why})"
 
     @field_validator("api_keys")
     @classmethod

@@ -44,16 +44,20 @@ def _settle(future: asyncio.Future, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def _set_torch_threads(threads: int | None) -> None:
-    """torch's own default (a thread per core) unless the model's `threads` says otherwise.
+def _set_torch_threads(name: str, threads: int | None) -> None:
+    """The worker's default (one per usable CPU, through OMP_NUM_THREADS: see
+    workers/runner.py) unless the model's `threads` says otherwise.
 
     Measured on 2 cores: with the machine otherwise idle, 2 threads gave 100-155 texts/s
     at 16 clients and 1 thread 79-97; on a machine busy with other work, 1 thread did better
     (a pass waits on the thread that other processes pushed off its core), hence the setting."""
-    if threads:
-        import torch
+    import torch
 
+    if threads:
         torch.set_num_threads(threads)
+    # What the forward passes will use, as torch reports it (`modelport check` and tests).
+    print(f"modelport worker '{name}': torch uses {torch.get_num_threads()} thread(s)",
+          flush=True)
 
 
 def load_offline(class_name: str, model: Any, path: Path) -> Any:
@@ -89,7 +93,7 @@ class BatchQueue:
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name,
                                             initializer=_set_torch_threads,
-                                            initargs=(self._threads,))
+                                            initargs=(self.name, self._threads))
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._batch_loop())
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from modelport.chat_templates import template_text
 from modelport.config import LlamaCppModel
+from modelport.config.cpus import usable_cpus
 from modelport.errors import ConfigError
 from modelport.workers.lifetime import wait_for_stop_signal
 from modelport.workers.ports import port_problem
@@ -38,7 +39,7 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     params.endpoint_metrics = True
     params.offline = True
     params.use_jinja = True
-    threads = model.threads or os.cpu_count() or 1
+    threads = model.threads or usable_cpus().physical
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     # Threads sleep instead of spin-waiting between steps: the gateway and other workers

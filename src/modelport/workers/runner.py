@@ -18,6 +18,7 @@ from modelport.config import (
     TransformersModel,
     VllmModel,
 )
+from modelport.config.cpus import usable_cpus
 from modelport.errors import ConfigError
 from modelport.locations import resolve_location
 from modelport.workers.ports import port_problem
@@ -86,6 +87,11 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
     # where 10,000 turns lose nothing. libgomp reads it when torch loads: set it first.
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     model = config.model(name)
+    cpus = usable_cpus()
+    print(f"modelport worker '{name}': {cpus.logical} usable CPU(s): {cpus.why}", flush=True)
+    # torch sizes its intra-op pool from this when it loads (libgomp reads it once), which
+    # is before any engine could call set_num_threads; an explicit value is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", str(getattr(model, "threads", None) or cpus.logical))
     if isinstance(model, OpenAIUpstreamModel):
         raise ConfigError(f"model '{model.name}' is an online API (engine: openai); it has no worker")
     path = resolve_location(model.path, config.models_dir_path(), model.name)

@@ -22,6 +22,7 @@ import aiohttp
 import orjson
 
 from modelport.config import Config, ModelConfig
+from modelport.config.cpus import share, usable_cpus
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.progress import stall_timeout
 from modelport.workers.lifetime import die_with_parent
@@ -61,7 +62,7 @@ def replica_config(model: ModelConfig, replica: Replica) -> ModelConfig:
     on_cpu = getattr(model, "device", "auto") == "cpu" or not getattr(model, "gpu_layers", 0)
     if replicas > 1 and "threads" in type(model).model_fields and model.threads is None \
             and on_cpu:  # type: ignore[union-attr]
-        update["threads"] = max(1, (os.cpu_count() or 1) // replicas)
+        update["threads"] = share(usable_cpus().logical, replicas)
     return model.model_copy(update=update) if update else model
 
 
