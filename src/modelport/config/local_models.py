@@ -71,7 +71,8 @@ class LlamaCppModel(_LocalWorkerModel):
     parallel: int = Field(
         4, ge=1, le=256, description="Slots decoded together (continuous batching)."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads (all cores when omitted).")
+    threads: int | None = Field(None, ge=1, description="CPU threads (when omitted: one per "
+                                "physical core this process may use; see `modelport check`).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all).")
     chat_template: str | None = Field(None, description=CHAT_TEMPLATE_HELP)
     reranking: bool = Field(
@@ -93,8 +94,8 @@ class SentenceTransformersModel(_LocalWorkerModel):
         None, ge=1, description="Longest input accepted (the model's limit when omitted)."
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads per forward pass (default: one per core; fewer "
-        "when the machine is busy with other work)."
+        None, ge=1, description="CPU threads per forward pass (default: one per CPU this "
+        "process may use; fewer when the machine is busy with other work)."
     )
 
 
@@ -110,7 +111,8 @@ class CrossEncoderModel(_LocalWorkerModel):
         "sentence-transformers does.",
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads per forward pass (default: one per core).",
+        None, ge=1, description="CPU threads per forward pass (default: one per CPU this process "
+        "may use).",
     )
 
 
