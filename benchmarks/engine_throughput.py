@@ -32,6 +32,7 @@ from common import (  # noqa: E402
     OUT_DIR, SMOLLM2, ServeProcess, free_port, print_table, summarize_ms, write_result,
 )
 
+WORKER_KEY = "bench-worker-key"
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
     "Explain how rain forms, step by step.",
@@ -139,14 +140,16 @@ class InProcessTarget:
 class HttpTarget:
     """An OpenAI chat endpoint reached over HTTP (the worker, modelport, a peer server)."""
 
-    def __init__(self, name: str, url: str, max_tokens: int) -> None:
+    def __init__(self, name: str, url: str, max_tokens: int, key: str | None = None) -> None:
         self.name, self.url, self.max_tokens = name, url, max_tokens
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def run_round(self, level: int) -> list[RequestTiming]:
         async def go() -> list[RequestTiming]:
             batch = [RequestTiming(time.perf_counter()) for _ in range(level)]
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
-                                             timeout=aiohttp.ClientTimeout(total=600)) as session:
+                                             timeout=aiohttp.ClientTimeout(total=600),
+                                             headers=self.headers) as session:
                 await asyncio.gather(*(_stream_one(session, self.url,
                                                    request_body(i, self.max_tokens), t)
                                        for i, t in enumerate(batch)))
@@ -227,12 +230,16 @@ def main() -> None:
         if "worker" in targets or "modelport" in targets:
             serve = ServeProcess([{"name": "bench", "engine": "llamacpp", "path": SMOLLM2,
                                    "parallel": args.parallel, "context_length": args.context,
-                                   "max_queue": 256}]).start()
+                                   "max_queue": 256,
+                                   # A worker answers only its gateway's per-start secret
+                                   # and this key (401 otherwise): the "worker" target is
+                                   # a client calling it directly.
+                                   "worker_key": WORKER_KEY}]).start()
             report["startup_to_ready_s"] = round(serve.ready_after_s or 0, 2)
             worker_url = serve.health()["models"]["bench"]["worker"]["url"]
             if "worker" in targets:
                 runners.append(HttpTarget("worker", worker_url + "/chat/completions",
-                                          args.max_tokens))
+                                          args.max_tokens, key=WORKER_KEY))
             if "modelport" in targets:
                 runners.append(HttpTarget("modelport", serve.url + "/v1/chat/completions",
                                           args.max_tokens))

@@ -33,8 +33,8 @@ def run(script: str, *args: str) -> dict:
 
 def test_engine_throughput_smoke():
     data = run("engine_throughput.py", "--concurrency", "2", "--rounds", "1", "--max-tokens", "8",
-               "--parallel", "2", "--targets", "in-process,modelport")
-    for target in ("in-process", "modelport"):
+               "--parallel", "2", "--targets", "in-process,worker,modelport")
+    for target in ("in-process", "worker", "modelport"):
         level = data["results"][target][0]
         assert level["errors"] == 0, (target, level["error_kinds"])
         assert level["output_tokens"] == 16
