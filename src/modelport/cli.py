@@ -280,7 +280,7 @@ def check(
                     f"by default llama.cpp runs {cpus.physical} thread(s) and torch "
                     f"{cpus.logical} per worker, replicas of a model split them and models "
                     "share them (idle threads sleep); a model's `threads` overrides",
-                    markup=False, highlight=False, soft_wrap=True)
+                    markup=False, highlight=False)
     for note in report.notes:
         console.print(f"[yellow]warning:[/] {escape(note)}\n  (only for a model that does not start "
                       "by default; needed with --model)", highlight=False, soft_wrap=True)

