@@ -17,6 +17,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One thread per model process: tests run several at once (a gateway's workers, torch in
+# this process) on machines as small as 2 cores, often busy with other work, where two
+# processes each running a thread per core made one setup take 297 s. torch
+# reads OMP_NUM_THREADS when it loads (here and in every worker, which inherit it); workers
+# size llama.cpp and their splits from MODELPORT_CPUS. Set either to measure with more.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MODELPORT_CPUS", "1")
 # Gateways started by tests keep their keys and usage here, not in the user's data folder
 # (removed when the test run ends).
 if "MODELPORT_DATA_DIR" not in os.environ:
