@@ -367,26 +367,39 @@ def chat(
 
 @app.command("import-config")
 def import_config(
-    model_config: Path = typer.Argument(..., help="The old model_config.py."),
-    server_config: Optional[Path] = typer.Argument(None, help="The old server_config.py."),
+    paths: list[Path] = typer.Argument(
+        ..., help="The old configs/model_config.py [configs/server_config.py], the configs "
+        "folder (or the project folder above it), or a LiteLLM config.yaml."),
     output: Path = typer.Option(Path("modelport.yaml"), "-o", "--output", help="File to write."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print what each old entry becomes; write nothing."),
+    static: bool = typer.Option(False, "--static",
+                                help="Read the Python files without running them."),
+    timeout: float = typer.Option(60.0, "--timeout", min=1,
+                                  help="Seconds the old config may take to run."),
+    python: Optional[str] = typer.Option(
+        None, "--python", help="Python that runs the old config, e.g. the old project's "
+        "virtualenv (default: modelport's own)."),
 ) -> None:
-    """Convert the old system's Python config files (never executed) to modelport.yaml."""
-    from modelport.importer import import_old_config
+    """Convert the old service's config (run as it ran, in a separate time-limited
+    process) or a LiteLLM config.yaml to modelport.yaml."""
+    from modelport.importer import NothingToImport
+    from modelport.importer import import_config as import_files
+    from modelport.importer.report import print_report
 
     try:
-        result = import_old_config(model_config, server_config)
+        result = import_files(paths, run=not static, timeout=timeout, python=python)
+    except NothingToImport as error:
+        console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
+        raise typer.Exit(1)
     except (ConfigError, OSError, SyntaxError) as error:
         _fail(error)
+    print_report(result, Console(highlight=False), console)
+    if dry_run:
+        Console().print(f"dry run: {output} was not written")
         return
     output.write_text(result.yaml_text, encoding="utf-8")
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     Console().print(f"[green]wrote {output}[/]")
-    if result.env_vars:
-        Console().print("API keys were moved out of the file; set these variables:")
-        for name, purpose in result.env_vars.items():
-            Console().print(f"  export {name}=...   # {purpose}", highlight=False)
 
 
 @app.command()

@@ -11,7 +11,12 @@ import yaml
 
 from modelport.config import parse_config
 from modelport.errors import ConfigError
-from modelport.importer import ImportResult, import_old_config
+from modelport.importer import ImportResult, import_old_config as run_or_read_old_config
+
+def import_old_config(*files: Path) -> ImportResult:
+    """These tests cover the reader that never runs the files (the fallback and --static)."""
+    return run_or_read_old_config(*files, run=False)
+
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "old_config"
 MODEL_CONFIG = FIXTURES / "model_config.py"
@@ -132,16 +137,23 @@ def test_only_the_models_the_old_config_started_autostart(imported):
 def test_online_models_use_the_vendor_openai_compatible_endpoint(imported):
     models = models_by_name(imported)
     assert models["openai-api"] == {
-        "name": "openai-api", "engine": "openai", "base_url": "https://api.openai.com/v1",
+        "name": "openai-api", "engine": "openai", "vendor": "openai",
         "upstream_model": "gpt-3.5-turbo", "api_key": "${MODELPORT_OPENAI_API_KEY}",
         "proxy": "http://proxy.internal:3128",
     }
-    assert models["zhipu-api"]["base_url"] == "https://open.bigmodel.cn/api/paas/v4"
+    assert models["zhipu-api"]["vendor"] == "zhipu" and "base_url" not in models["zhipu-api"]
     assert models["zhipu-api"]["upstream_model"] == "glm-4"
-    assert models["qwen-api"]["base_url"] == "https://dashscope.aliyuncs.com/compatible-mode/v1"
-    assert models["qianfan-api"]["base_url"] == "https://qianfan.baidubce.com/v2"
-    assert "tiangong-api" not in models  # no known OpenAI-compatible endpoint
+    assert models["qwen-api"]["vendor"] == "qwen"
+    assert models["qianfan-api"]["vendor"] == "qianfan"
     assert "# old provider: ChatGLMWorker" in imported.yaml_text
+
+
+def test_a_provider_class_without_an_openai_endpoint_becomes_a_plugin(imported):
+    tiangong = models_by_name(imported)["tiangong-api"]
+    assert tiangong["engine"] == "plugin" and tiangong["provider"] == "TianGongWorker"
+    assert tiangong["options"] == {"version": "SkyChat-MegaVerse"}
+    assert tiangong["autostart"] is False
+    assert any("tiangong-api" in w and "port the class" in w for w in imported.warnings)
 
 
 def test_literal_keys_become_env_references_and_never_appear(imported):
@@ -160,16 +172,18 @@ def test_literal_keys_become_env_references_and_never_appear(imported):
 
 
 def test_empty_keys_of_local_models_are_dropped(imported):
-    local = [m for m in imported.config_dict["models"] if m["engine"] != "openai"]
+    local = [m for m in imported.config_dict["models"] if m["engine"] not in ("openai", "plugin")]
     assert local and all("api_key" not in m for m in local)
     assert "EMPTY" not in imported.yaml_text
 
 
 def test_embedding_models(imported):
     models = models_by_name(imported)
+    # relative embedding paths are in the project's embedding_models folder, not llm_models
+    embeddings = FIXTURES.parent / "embedding_models"
     assert models["m3e-base"] == {"name": "m3e-base", "engine": "sentence-transformers",
-                                  "path": "moka-ai/m3e-base", "device": "cpu"}
-    assert models["text2vec"]["path"] == "GanymedeNil/text2vec-large-chinese"
+                                  "path": str(embeddings / "moka-ai/m3e-base"), "device": "cpu"}
+    assert models["text2vec"]["path"] == str(embeddings / "GanymedeNil/text2vec-large-chinese")
     assert models["bge-large-zh"]["engine"] == "sentence-transformers"
 
 

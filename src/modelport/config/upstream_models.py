@@ -148,8 +148,9 @@ class OpenAIUpstreamModel(_ModelBase):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, url: str | None) -> str | None:
-        if url is None:
-            return None
+        if url is None or re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", url):
+            # a `${VAR}` still unset: reported as such, and a problem only if the model serves
+            return url
         if not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8000/v1")
         return url.rstrip("/")

@@ -9,52 +9,45 @@ The old system's rules, kept here (MISSION.md, "The system it replaces"):
 - `LLM_MODEL(s)` / `EMBEDDING_MODEL` name what starts; the rest get `autostart: false`;
 - `MODEL_PATH["reranker"]` are cross-encoders (a GGUF one: llama.cpp with reranking);
   only `RERANKER_MODEL`, and only when `USE_RERANKER` is True, starts;
-- `FSCHAT_MODEL_WORKERS` gives each local model its host, port and options.
+- `FSCHAT_MODEL_WORKERS` gives each local model its host, port and options;
+- `embedding_model_dict` paths that are relative resolve against the embeddings folder
+  (`LOCAL_EM_MODEL_DIR`, else `<project>/embedding_models`), not the LLM folder.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from modelport.importer.entries import ImportedModel, Skipped, from_comment, label_of
+from modelport.importer.online import OnlineModels
 from modelport.importer.pysource import EnvRef, ModuleValues
 from modelport.importer.secrets import KeyVault, is_placeholder_key
-from modelport.importer.vendors import OPENAI, old_provider
 from modelport.importer.workers import DEVICES, wants_vllm, worker_settings
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "::"}
 OLD_API_PORT = 8888
 _MODELS_DIR_NAMES = ("MODEL_ROOT_PATH", "MODELS_ROOT_PATH", "MODEL_ROOT", "MODELS_DIR",
-                     "MODEL_DIR")
+                     "MODEL_DIR", "LOCAL_LLM_MODEL_DIR")
+_EMBEDDINGS_DIR_NAMES = ("LOCAL_EM_MODEL_DIR", "LOCAL_MODEL_DIR")
 _GATEWAY_NAMES = ("FSCHAT_OPENAI_API", "OPENAI_API")
 _STARTER_NAMES = ("LLM_MODELs", "LLM_MODELS", "LLM_MODEL")
-# Fields of an online entry that are read below; any other non-empty field is reported.
-_ONLINE_FIELDS = {"model_name", "version", "api_base_url", "api_key", "openai_proxy",
-                  "provider", "local_model_path", "deployment_name", "resource_name",
-                  "api_version"}
-_ONLINE_SECRETS = {"secret_key", "APISecret", "api_secret", "secret"}
+MODEL_TABLES = ("llm_model_dict", "VLLM_MODEL_DICT", "ONLINE_LLM_MODEL", "embedding_model_dict",
+                "MODEL_PATH")
+# Every setting the conversion reads: running the old config reads back these only.
+READ_NAMES = (*MODEL_TABLES, *_MODELS_DIR_NAMES, *_EMBEDDINGS_DIR_NAMES, *_GATEWAY_NAMES,
+              *_STARTER_NAMES, "openai_api_port", "EMBEDDING_MODEL", "EMBEDDING_DEVICE",
+              "LLM_DEVICE", "FSCHAT_MODEL_WORKERS", "USE_RERANKER", "RERANKER_MODEL",
+              "RERANKER_MAX_LENGTH")
 # Entry keys in output order; anything else follows.
-_KEY_ORDER = ("name", "aliases", "engine", "path", "base_url", "upstream_model", "api_key",
-              "proxy", "host", "port", "device", "autostart", "context_length", "parallel",
+_KEY_ORDER = ("name", "aliases", "engine", "provider", "vendor", "path", "base_url",
+              "upstream_model", "api_key", "proxy", "host", "port", "device", "autostart", "context_length", "parallel",
               "reranking", "max_input_tokens", "tensor_parallel_size", "gpu_memory_utilization",
               "max_model_len", "quantization", "dtype", "trust_remote_code", "options", "extra_args")
-
-
-@dataclass
-class ImportedModel:
-    """One `models:` entry and the comment lines written above it."""
-
-    entry: dict[str, Any]
-    comments: list[str] = field(default_factory=list)
-    kind: str = "llm"  # llm | embedding | reranker
-    old_name: str = ""  # the name in the old config, when it had to change
-
-    @property
-    def name(self) -> str:
-        return self.entry["name"]
 
 
 @dataclass
@@ -63,15 +56,11 @@ class Conversion:
     models: list[ImportedModel]
     warnings: list[str]
     env_vars: dict[str, str]
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 def convert(model_config: ModuleValues, server_config: ModuleValues | None) -> Conversion:
     return _Converter(model_config, server_config).run()
-
-
-def azure_base_url(resource_name: str) -> str:
-    """Azure OpenAI's v1 endpoint takes the standard OpenAI client (deployment as model)."""
-    return f"https://{resource_name}.openai.azure.com/openai/v1"
 
 
 class _Converter:
@@ -80,7 +69,11 @@ class _Converter:
         self.warnings: list[str] = []
         self.vault = KeyVault()
         self.models: dict[str, ImportedModel] = {}
+        self.skipped: list[Skipped] = []
         self.old_api_port = OLD_API_PORT
+        self.online = OnlineModels(self.vault, self.warn, self.is_old_gateway)
+        # the old project's folder: configs/model_config.py is in its configs/ folder
+        self.project = posixpath.dirname(posixpath.dirname(str(model_config.file.resolve())))
 
     # -- reading the old values ---------------------------------------------------------
 
@@ -115,6 +108,11 @@ class _Converter:
         if message not in self.warnings:
             self.warnings.append(message)
 
+    def skip(self, origin: str, reason: str) -> None:
+        """An old entry that becomes no model: a warning, and a row of the import table."""
+        self.warn(f"{origin}: {reason}")
+        self.skipped.append(Skipped(label_of(origin), reason))
+
     # -- the conversion -----------------------------------------------------------------
 
     def run(self) -> Conversion:
@@ -128,7 +126,7 @@ class _Converter:
         self.apply_autostart()
         self.check_ports(server.get("port", OLD_API_PORT))
         models = [self.ordered(model) for model in self.models.values()]
-        return Conversion(server, models, self.warnings, self.vault.env_vars)
+        return Conversion(server, models, self.warnings, self.vault.env_vars, self.skipped)
 
     def server(self) -> dict[str, Any]:
         server: dict[str, Any] = {}
@@ -160,7 +158,7 @@ class _Converter:
             elif isinstance(entry, dict):
                 self.llm_dict_entry(str(name), entry, origin)
             else:
-                self.warn(f"{origin}: not a dict; skipped")
+                self.skip(origin, "not a dict; skipped")
         model_path = self.mapping("MODEL_PATH")
         for name, path in _dict(model_path.get("llm_model")).items():
             self.add_local(str(name), path, self.locate("MODEL_PATH", "llm_model", name))
@@ -169,9 +167,12 @@ class _Converter:
         path = entry.get("local_model_path")
         url = entry.get("api_base_url")
         remote = isinstance(url, str) and bool(url) and not self.is_old_gateway(url)
-        if entry.get("provider") or remote:
+        # `"api_base_url": os.environ.get("API_BASE_URL")` with the variable unset: the
+        # old service sent this model to an online API whose address was left to the user
+        unset_url = "api_base_url" in entry and (not url or isinstance(url, EnvRef))
+        if entry.get("provider") or remote or unset_url:
             if path and isinstance(path, str) and path not in (name, entry.get("model_name")):
-                self.warn(f"{origin}: requests went to {url or 'an online API'}, so "
+                self.warn(f"{origin}: requests went to {url if remote else 'an online API'}, so "
                           "local_model_path is not used")
             self.add_online(name, entry, origin)
         elif path:
@@ -180,8 +181,8 @@ class _Converter:
                           "modelport protects its gateway with server.api_keys")
             self.add_local(name, path, origin)
         else:
-            self.warn(f"{origin}: neither a local_model_path nor an online api_base_url; "
-                      "skipped")
+            self.skip(origin, "neither a local_model_path nor an online api_base_url; "
+                              "skipped")
 
     def is_old_gateway(self, url: str) -> bool:
         """The old system's own OpenAI API (localhost:8888): the model was served locally."""
@@ -195,12 +196,12 @@ class _Converter:
         if isinstance(path, EnvRef):
             path = path.as_reference()
         if not isinstance(path, str) or not path:
-            self.warn(f"{origin}: no usable path; skipped")
+            self.skip(origin, "no usable path; skipped")
             return
         if engine is None:
             engine = "llamacpp" if path.lower().endswith(".gguf") else "auto"
         self.add(ImportedModel({"name": name, "engine": engine, "path": path},
-                               [_from(origin)]), origin)
+                               [from_comment(origin)], origin=label_of(origin)), origin)
 
     def vllm_models(self) -> None:
         for name, path in self.mapping("VLLM_MODEL_DICT").items():
@@ -212,7 +213,8 @@ class _Converter:
             model.entry["engine"] = "vllm"
             if isinstance(path, str) and path:
                 model.entry["path"] = path
-            model.comments.append(f"also {_from(origin)}: served with vLLM, which takes "
+            model.also.append(label_of(origin))
+            model.comments.append(f"also {from_comment(origin)}: served with vLLM, which takes "
                                   "precedence")
 
     def online_models(self) -> None:
@@ -221,66 +223,14 @@ class _Converter:
             if isinstance(entry, dict):
                 self.add_online(str(name), entry, origin)
             else:
-                self.warn(f"{origin}: not a dict; skipped")
+                self.skip(origin, "not a dict; skipped")
 
     def add_online(self, name: str, entry: dict[str, Any], origin: str) -> None:
-        provider = entry.get("provider")
-        vendor = old_provider(provider)
-        url = entry.get("api_base_url")
-        url = url if isinstance(url, str) and url and not self.is_old_gateway(url) else None
-        upstream = entry.get("model_name") or entry.get("version")
-        if provider == "AzureWorker" and not url and entry.get("resource_name"):
-            url = azure_base_url(str(entry["resource_name"]))
-            upstream = entry.get("deployment_name") or upstream
-        if not url and vendor is not None:
-            url = vendor.base_url
-        if not url and provider is None and name.lower().startswith("openai"):
-            vendor, url = OPENAI, OPENAI.base_url
-        if not url:
-            known = f"{vendor.label} ({provider})" if vendor else f"provider {provider!r}"
-            self.warn(f"{origin}: no OpenAI-compatible endpoint is known for {known}; not "
-                      "imported (add it by hand with engine: openai and the vendor's base_url)")
-            return
-        if not re.match(r"^https?://", url):
-            self.warn(f"{origin}: api_base_url {url!r} is not an http(s) URL; not imported")
-            return
-        model: dict[str, Any] = {"name": name, "engine": "openai", "base_url": url}
-        if isinstance(upstream, str) and upstream and upstream != name:
-            model["upstream_model"] = upstream
-        api_key, key_warning = self.vault.reference(name, entry.get("api_key"), origin)
-        model["api_key"] = api_key
-        if key_warning:
-            self.warn(key_warning)
-        proxy = entry.get("openai_proxy")
-        if isinstance(proxy, str) and proxy:
-            model["proxy"] = proxy
-        elif isinstance(proxy, EnvRef):
-            # an unset variable would leave an empty proxy, so only the user can decide
-            self.warn(f"{origin}: openai_proxy was read from {proxy.var}; add "
-                      f"`proxy: ${{{proxy.var}}}` to this model if you use that proxy")
-        self.report_online_fields(origin, entry, vendor)
-        comments = [_from(origin)]
-        if provider:
-            comments.append(f"old provider: {provider}; vendor: "
-                            + (vendor.label if vendor else "unknown to modelport"))
-        self.add(ImportedModel(model, comments), origin)
-
-    def report_online_fields(self, label: str, entry: dict[str, Any], vendor: Any) -> None:
-        # Field names only, never values: some of them are secrets.
-        for key, value in entry.items():
-            if value in (None, "", False) or key in _ONLINE_FIELDS:
-                continue
-            if key in _ONLINE_SECRETS:
-                self.warn(f"{label}: {key} was dropped (not used by the OpenAI-compatible "
-                          "API, and never copied into the YAML)")
-            else:
-                self.warn(f"{label}: field {key!r} is not used by modelport; dropped")
-        provider = entry.get("provider")
-        if provider and old_provider(provider) is None:
-            self.warn(f"{label}: provider class {provider!r} is unknown to modelport; "
-                      "imported as an OpenAI-compatible API at its api_base_url")
-        if vendor is not None and vendor.credentials_note:
-            self.warn(f"{label}: {vendor.credentials_note}")
+        model = self.online.convert(name, entry, origin)
+        if isinstance(model, str):
+            self.skip(origin, model)
+        else:
+            self.add(model, origin)
 
     def embedding_models(self) -> None:
         sources = [(("embedding_model_dict",), self.mapping("embedding_model_dict")),
@@ -294,28 +244,29 @@ class _Converter:
                 if isinstance(value, dict):
                     value = value.get("local_model_path")
                 if name.startswith("text-embedding-"):
-                    self.openai_embedding(name, value, origin)
+                    self.add(self.online.openai_embedding(name, value, origin), origin)
                     continue
                 if isinstance(value, EnvRef):
                     value = value.as_reference()
                 if not isinstance(value, str) or not value:
-                    self.warn(f"{origin}: no usable path; skipped")
+                    self.skip(origin, "no usable path; skipped")
                     continue
+                if path_to_table == ("embedding_model_dict",):
+                    value = self.in_embeddings_dir(value)
                 entry: dict[str, Any] = {"name": name, "engine": "sentence-transformers",
                                          "path": value}
                 if device in DEVICES and device != "auto":
                     entry["device"] = device
-                self.add(ImportedModel(entry, [_from(origin)], kind="embedding"), origin)
+                self.add(ImportedModel(entry, [from_comment(origin)], kind="embedding",
+                                       origin=label_of(origin)), origin)
 
-    def openai_embedding(self, name: str, value: Any, origin: str) -> None:
-        """The old dict listed OpenAI embeddings with the API key where the path goes."""
-        api_key, key_warning = self.vault.reference(name, value, origin)
-        if key_warning:
-            self.warn(key_warning)
-        entry = {"name": name, "engine": "openai", "base_url": OPENAI.base_url,
-                 "api_key": api_key}
-        self.add(ImportedModel(entry, [_from(origin) + ": OpenAI embeddings"],
-                               kind="embedding"), origin)
+    def in_embeddings_dir(self, path: str) -> str:
+        """The old service looked relative embedding paths up in its embeddings folder."""
+        if path.startswith(("/", "~", "$", "pkg:")):
+            return path
+        folder = next((self.value(n) for n in _EMBEDDINGS_DIR_NAMES
+                       if isinstance(self.value(n), str) and self.value(n)), None)
+        return posixpath.join(folder or posixpath.join(self.project, "embedding_models"), path)
 
     def rerankers(self) -> None:
         """The cross-encoders the old system loaded in its API server for its knowledge
@@ -329,7 +280,7 @@ class _Converter:
             if isinstance(path, EnvRef):
                 path = path.as_reference()
             if not isinstance(path, str) or not path:
-                self.warn(f"{origin}: no usable path; skipped")
+                self.skip(origin, "no usable path; skipped")
                 continue
             gguf = path.lower().endswith(".gguf")
             entry: dict[str, Any] = {"name": str(name), "path": path}
@@ -337,7 +288,7 @@ class _Converter:
                          else {"engine": "cross-encoder"})
             if not gguf and device in DEVICES and device != "auto":
                 entry["device"] = device
-            comments = [_from(origin)]
+            comments = [from_comment(origin)]
             if str(name) == used:
                 if isinstance(max_length, int) and max_length >= 64:
                     entry["context_length" if gguf else "max_input_tokens"] = max_length
@@ -345,7 +296,8 @@ class _Converter:
                 entry["autostart"] = False
                 comments.append("not the RERANKER_MODEL in use (USE_RERANKER); start it with "
                                 "--model or set autostart: true")
-            self.add(ImportedModel(entry, comments, kind="reranker"), origin)
+            self.add(ImportedModel(entry, comments, kind="reranker", origin=label_of(origin)),
+                     origin)
         if used is not None and str(used) not in table:
             self.warn(f"{self.where('RERANKER_MODEL')}: RERANKER_MODEL names {used!r}, which "
                       "is not in MODEL_PATH['reranker']")
@@ -357,7 +309,7 @@ class _Converter:
         if name in self.models:
             name = f"{name}-{model.kind if model.kind != 'llm' else 'online'}"
         if name in self.models:
-            self.warn(f"{origin}: {original!r} is defined twice; the second one was skipped")
+            self.skip(origin, f"{original!r} is defined twice; the second one was skipped")
             return
         if name != original:
             self.warn(f"{origin}: {original!r} was renamed {name!r} (the name must be unique "
@@ -381,7 +333,7 @@ class _Converter:
                       "free one, on 127.0.0.1")
         for model in self.models.values():
             entry = model.entry
-            if entry["engine"] in ("openai",):
+            if entry["engine"] in ("openai", "plugin"):
                 continue
             if model.kind != "llm" and model.old_name not in workers:
                 continue  # the old system loaded embeddings and rerankers in its API server
@@ -391,6 +343,8 @@ class _Converter:
                                       "with vLLM")
             settings = worker_settings(workers, model.old_name, entry["engine"], self.locate,
                                        include_default=model.kind == "llm")
+            if model.old_name in workers:
+                model.also.append(f"FSCHAT_MODEL_WORKERS[{model.old_name!r}]")
             if model.kind == "llm" and llm_device in DEVICES and llm_device != "auto":
                 entry.setdefault("device", llm_device)
             entry.update(settings.fields)
@@ -454,13 +408,8 @@ class _Converter:
     def ordered(model: ImportedModel) -> ImportedModel:
         rank = {key: index for index, key in enumerate(_KEY_ORDER)}
         entry = dict(sorted(model.entry.items(), key=lambda kv: rank.get(kv[0], len(rank))))
-        return ImportedModel(entry, model.comments, model.kind, model.old_name)
-
-
-def _from(origin: str) -> str:
-    """`model_config.py line 33: X['a']` -> `from X['a'] (model_config.py line 33)`."""
-    where, _, label = origin.partition(": ")
-    return f"from {label} ({where})" if label else f"from {origin}"
+        return ImportedModel(entry, model.comments, model.kind, model.old_name, model.origin,
+                             model.also)
 
 
 def _dict(value: Any) -> dict[Any, Any]:

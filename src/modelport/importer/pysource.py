@@ -54,6 +54,8 @@ class ModuleValues:
     skipped: dict[str, int] = field(default_factory=dict)  # name -> line it failed at
     item_lines: dict[str, int] = field(default_factory=dict)  # "NAME['key']" -> line
     warnings: list[str] = field(default_factory=list)
+    # "NAME['key']" -> os.environ lookup written there, kept even if NAME is later lost
+    env_refs: dict[str, EnvRef] = field(default_factory=dict)
 
     def where(self, name: str) -> str:
         line = self.lines.get(name, self.skipped.get(name))
@@ -239,6 +241,8 @@ class _Reader:
             base = self.evaluate(node.value, label)
             if isinstance(base, PurePosixPath):
                 return base.parent
+        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+            return self.first_set(node, label)
         if isinstance(node, ast.IfExp):
             # `"0.0.0.0" if sys.platform != "win32" else ...`: the test needs run-time state
             raise NotEvaluable("a conditional expression depends on run-time state")
@@ -263,10 +267,28 @@ class _Reader:
             self.result.item_lines[item_label] = key_node.lineno
             try:
                 result[key] = self.evaluate(value_node, item_label)
+                if isinstance(result[key], EnvRef):
+                    self.result.env_refs[item_label] = result[key]
             except NotEvaluable as error:
                 self.warn(value_node.lineno,
                           f"{item_label} = {self.snippet(value_node)}: {error.reason}, skipped")
         return result
+
+    def first_set(self, node: ast.BoolOp, label: str) -> Any:
+        """`X = X or local_config.get("X") or {...}`: the overrides cannot be known without
+        running the file, so the first value that can be read is taken, as if none were set."""
+        unknown = []
+        for operand in node.values:
+            try:
+                value = self.evaluate(operand, label)
+            except NotEvaluable:
+                unknown.append(self.snippet(operand))
+                continue
+            if value or operand is node.values[-1]:
+                if unknown:
+                    self.warn(node.lineno, f"{label}: {' or '.join(unknown)} taken as unset")
+                return value
+        raise NotEvaluable("none of the `or` alternatives is a literal")
 
     def evaluate_items(self, node: ast.List | ast.Tuple | ast.Set, label: str) -> list[Any]:
         items = []

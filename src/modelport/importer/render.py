@@ -12,13 +12,14 @@ from typing import Any
 
 import yaml
 
-from modelport.importer.convert import ImportedModel
+from modelport.importer.entries import ImportedModel
 
 
 def render_yaml(server: dict[str, Any], models: list[ImportedModel], sources: list[Path],
-                env_vars: dict[str, str], warnings: list[str]) -> str:
+                env_vars: dict[str, str], warnings: list[str],
+                what: str = "the configuration of the old FastChat-based service") -> str:
     lines = [
-        "# modelport.yaml imported from the configuration of the old FastChat-based service",
+        f"# modelport.yaml imported from {what}",
         f"# by `modelport import-config` from: {', '.join(str(p) for p in sources)}",
         "# Relative model paths resolve against server.models_dir, itself relative to the",
         "# folder of this file: keep this file in the old project's folder.",

@@ -21,7 +21,8 @@ def is_placeholder_key(value: object) -> bool:
     if not isinstance(value, str):
         return False
     text = value.strip().lower()
-    return text in _PLACEHOLDER_KEYS or text.startswith("your ") or text.startswith("your_")
+    return text in _PLACEHOLDER_KEYS or text.startswith(("your ", "your_")) or \
+        re.fullmatch(r"sk-x+", text) is not None  # the old configs' own stand-in, "sk-xx"
 
 
 def env_var_name(model_name: str) -> str:
