@@ -10,8 +10,7 @@ The old system's rules, kept here (MISSION.md, "The system it replaces"):
 - `MODEL_PATH["reranker"]` are cross-encoders (a GGUF one: llama.cpp with reranking);
   only `RERANKER_MODEL`, and only when `USE_RERANKER` is True, starts;
 - `FSCHAT_MODEL_WORKERS` gives each local model its host, port and options;
-- `embedding_model_dict` paths that are relative resolve against the embeddings folder
-  (`LOCAL_EM_MODEL_DIR`, else `<project>/embedding_models`), not the LLM folder.
+- embedding models and rerankers: see retrieval.py.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 from modelport.importer.entries import ImportedModel, Skipped, from_comment, label_of
 from modelport.importer.online import OnlineModels
 from modelport.importer.pysource import EnvRef, ModuleValues
+from modelport.importer.retrieval import EMBEDDINGS_DIR_NAMES, RetrievalTables, mapping_of
 from modelport.importer.secrets import KeyVault, is_placeholder_key
 from modelport.importer.workers import DEVICES, wants_vllm, worker_settings
 
@@ -33,13 +33,12 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "::1", "::"}
 OLD_API_PORT = 8888
 _MODELS_DIR_NAMES = ("MODEL_ROOT_PATH", "MODELS_ROOT_PATH", "MODEL_ROOT", "MODELS_DIR",
                      "MODEL_DIR", "LOCAL_LLM_MODEL_DIR")
-_EMBEDDINGS_DIR_NAMES = ("LOCAL_EM_MODEL_DIR", "LOCAL_MODEL_DIR")
 _GATEWAY_NAMES = ("FSCHAT_OPENAI_API", "OPENAI_API")
 _STARTER_NAMES = ("LLM_MODELs", "LLM_MODELS", "LLM_MODEL")
 MODEL_TABLES = ("llm_model_dict", "VLLM_MODEL_DICT", "ONLINE_LLM_MODEL", "embedding_model_dict",
                 "MODEL_PATH")
 # Every setting the conversion reads: running the old config reads back these only.
-READ_NAMES = (*MODEL_TABLES, *_MODELS_DIR_NAMES, *_EMBEDDINGS_DIR_NAMES, *_GATEWAY_NAMES,
+READ_NAMES = (*MODEL_TABLES, *_MODELS_DIR_NAMES, *EMBEDDINGS_DIR_NAMES, *_GATEWAY_NAMES,
               *_STARTER_NAMES, "openai_api_port", "EMBEDDING_MODEL", "EMBEDDING_DEVICE",
               "LLM_DEVICE", "FSCHAT_MODEL_WORKERS", "USE_RERANKER", "RERANKER_MODEL",
               "RERANKER_MAX_LENGTH")
@@ -63,7 +62,7 @@ def convert(model_config: ModuleValues, server_config: ModuleValues | None) -> C
     return _Converter(model_config, server_config).run()
 
 
-class _Converter:
+class _Converter(RetrievalTables):
     def __init__(self, model_config: ModuleValues, server_config: ModuleValues | None) -> None:
         self.files = [f for f in (server_config, model_config) if f is not None]
         self.warnings: list[str] = []
@@ -160,7 +159,7 @@ class _Converter:
             else:
                 self.skip(origin, "not a dict; skipped")
         model_path = self.mapping("MODEL_PATH")
-        for name, path in _dict(model_path.get("llm_model")).items():
+        for name, path in mapping_of(model_path.get("llm_model")).items():
             self.add_local(str(name), path, self.locate("MODEL_PATH", "llm_model", name))
 
     def llm_dict_entry(self, name: str, entry: dict[str, Any], origin: str) -> None:
@@ -231,76 +230,6 @@ class _Converter:
             self.skip(origin, model)
         else:
             self.add(model, origin)
-
-    def embedding_models(self) -> None:
-        sources = [(("embedding_model_dict",), self.mapping("embedding_model_dict")),
-                   (("MODEL_PATH", "embed_model"),
-                    _dict(self.mapping("MODEL_PATH").get("embed_model")))]
-        device = self.value("EMBEDDING_DEVICE")
-        for path_to_table, table in sources:
-            for name, value in table.items():
-                origin = self.locate(*path_to_table, name)
-                name = str(name)
-                if isinstance(value, dict):
-                    value = value.get("local_model_path")
-                if name.startswith("text-embedding-"):
-                    self.add(self.online.openai_embedding(name, value, origin), origin)
-                    continue
-                if isinstance(value, EnvRef):
-                    value = value.as_reference()
-                if not isinstance(value, str) or not value:
-                    self.skip(origin, "no usable path; skipped")
-                    continue
-                if path_to_table == ("embedding_model_dict",):
-                    value = self.in_embeddings_dir(value)
-                entry: dict[str, Any] = {"name": name, "engine": "sentence-transformers",
-                                         "path": value}
-                if device in DEVICES and device != "auto":
-                    entry["device"] = device
-                self.add(ImportedModel(entry, [from_comment(origin)], kind="embedding",
-                                       origin=label_of(origin)), origin)
-
-    def in_embeddings_dir(self, path: str) -> str:
-        """The old service looked relative embedding paths up in its embeddings folder."""
-        if path.startswith(("/", "~", "$", "pkg:")):
-            return path
-        folder = next((self.value(n) for n in _EMBEDDINGS_DIR_NAMES
-                       if isinstance(self.value(n), str) and self.value(n)), None)
-        return posixpath.join(folder or posixpath.join(self.project, "embedding_models"), path)
-
-    def rerankers(self) -> None:
-        """The cross-encoders the old system loaded in its API server for its knowledge
-        base; USE_RERANKER and RERANKER_MODEL chose the one it used."""
-        table = _dict(self.mapping("MODEL_PATH").get("reranker"))
-        used = self.value("RERANKER_MODEL") if self.value("USE_RERANKER") is True else None
-        max_length = self.value("RERANKER_MAX_LENGTH")
-        device = self.value("EMBEDDING_DEVICE")  # the old reranker ran on the embedding device
-        for name, path in table.items():
-            origin = self.locate("MODEL_PATH", "reranker", name)
-            if isinstance(path, EnvRef):
-                path = path.as_reference()
-            if not isinstance(path, str) or not path:
-                self.skip(origin, "no usable path; skipped")
-                continue
-            gguf = path.lower().endswith(".gguf")
-            entry: dict[str, Any] = {"name": str(name), "path": path}
-            entry.update({"engine": "llamacpp", "reranking": True} if gguf
-                         else {"engine": "cross-encoder"})
-            if not gguf and device in DEVICES and device != "auto":
-                entry["device"] = device
-            comments = [from_comment(origin)]
-            if str(name) == used:
-                if isinstance(max_length, int) and max_length >= 64:
-                    entry["context_length" if gguf else "max_input_tokens"] = max_length
-            else:
-                entry["autostart"] = False
-                comments.append("not the RERANKER_MODEL in use (USE_RERANKER); start it with "
-                                "--model or set autostart: true")
-            self.add(ImportedModel(entry, comments, kind="reranker", origin=label_of(origin)),
-                     origin)
-        if used is not None and str(used) not in table:
-            self.warn(f"{self.where('RERANKER_MODEL')}: RERANKER_MODEL names {used!r}, which "
-                      "is not in MODEL_PATH['reranker']")
 
     def add(self, model: ImportedModel, origin: str) -> None:
         """Register a model under a valid, unused name (the old name stays as an alias)."""
@@ -410,7 +339,3 @@ class _Converter:
         entry = dict(sorted(model.entry.items(), key=lambda kv: rank.get(kv[0], len(rank))))
         return ImportedModel(entry, model.comments, model.kind, model.old_name, model.origin,
                              model.also)
-
-
-def _dict(value: Any) -> dict[Any, Any]:
-    return value if isinstance(value, dict) else {}

@@ -102,8 +102,9 @@ class _LiteLLM:
     def entry(self, item: dict[str, Any], origin: str) -> None:
         name = item["model_name"]
         params = {k: env_value(v) for k, v in _section(item, "litellm_params").items()}
-        provider, _, upstream = str(params.get("model", "")).rpartition("/")
-        provider = provider or "openai"
+        model_id = str(params.get("model", ""))
+        provider, _, upstream = model_id.partition("/") if "/" in model_id else \
+            ("openai", "", model_id)
         where = self.where(provider, params, origin)
         if isinstance(where, str):
             self.skip(origin, where)
