@@ -25,6 +25,9 @@ from modelport.workers.ports import port_problem
 from modelport.workers.worker_auth import worker_access
 
 logger = logging.getLogger("modelport.worker")
+# The one-model config a worker started by the gateway runs with (JSON, see
+# supervisor.worker_spec); read here, so a worker never imports the supervisor.
+WORKER_SPEC_ENV = "MODELPORT_WORKER_SPEC"
 
 
 def concrete_model(model: ModelConfig, path: Path) -> ModelConfig:

@@ -26,11 +26,11 @@ from modelport.config.cpus import share, usable_cpus
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.progress import stall_timeout
 from modelport.workers.lifetime import die_with_parent
+from modelport.workers.runner import WORKER_SPEC_ENV
 from modelport.workers.worker_auth import WORKER_SECRET_ENV
 
 logger = logging.getLogger("modelport.supervisor")
 
-WORKER_SPEC_ENV = "MODELPORT_WORKER_SPEC"
 WORKER_CONFIG_ERROR_EXIT = 2  # `modelport worker` exits with this on a ConfigError
 _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
