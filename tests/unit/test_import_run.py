@@ -219,3 +219,21 @@ def test_cli_dry_run_prints_the_table_and_writes_nothing(tmp_path):
     assert "glm: auto, THUDM/chatglm3-6b" in result.output
     assert "nothing: neither a local_model_path" in result.output
     assert f"dry run: {output} was not written" in result.output and not output.exists()
+
+
+def test_an_unset_base_url_variable_blocks_only_a_model_that_is_served(tmp_path, monkeypatch):
+    from modelport.config import load_config
+    from modelport.gateway import validate_startup
+
+    monkeypatch.delenv("MP_TEST_UNSET_BASE", raising=False)
+    path = tmp_path / "modelport.yaml"
+    from support.server import free_port
+
+    path.write_text(f"server: {{port: {free_port()}}}\nmodels:\n"
+                    "  - {name: up, engine: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
+                    "  - {name: later, engine: openai, base_url: '${MP_TEST_UNSET_BASE}',\n"
+                    "     autostart: false}\n")
+    config = load_config(path)
+    assert not validate_startup(config).problems
+    served = validate_startup(config, ["later"]).problems
+    assert any("MP_TEST_UNSET_BASE is not set" in problem for problem in served)
