@@ -15,7 +15,10 @@ from typer.testing import CliRunner
 
 from fixtures.old_project_copy import old_project_copy
 from modelport.cli import app
+from modelport.config import load_config
+from modelport.gateway import validate_startup
 from modelport.importer import ImportResult, NothingToImport, import_config
+from support.server import free_port
 
 API_PORT = 18888  # the copy's FSCHAT_OPENAI_API port, and that of its local api_base_urls
 USER_KEY = "sk-user-exported-0123456789"
@@ -182,6 +185,14 @@ def test_a_config_that_runs_too_long_is_stopped(tmp_path):
     assert models_by_name(result)["glm"]["path"] == "THUDM/chatglm3-6b"
 
 
+def test_an_interpreter_that_cannot_start_is_a_reason_too(tmp_path):
+    configs = write_configs(tmp_path, {"model_config.py": 'MODEL_PATH = {"llm_model": '
+                                                          '{"glm": "THUDM/chatglm3-6b"}}\n'})
+    result = import_config([configs / "model_config.py"], python=str(tmp_path / "no-python"))
+    assert "cannot start" in result.how and "no-python" in result.how
+    assert "glm" in models_by_name(result)
+
+
 def test_zero_models_is_an_error_that_says_what_was_read(tmp_path):
     configs = write_configs(tmp_path, {"model_config.py": """
         import os, json
@@ -222,13 +233,8 @@ def test_cli_dry_run_prints_the_table_and_writes_nothing(tmp_path):
 
 
 def test_an_unset_base_url_variable_blocks_only_a_model_that_is_served(tmp_path, monkeypatch):
-    from modelport.config import load_config
-    from modelport.gateway import validate_startup
-
     monkeypatch.delenv("MP_TEST_UNSET_BASE", raising=False)
     path = tmp_path / "modelport.yaml"
-    from support.server import free_port
-
     path.write_text(f"server: {{port: {free_port()}}}\nmodels:\n"
                     "  - {name: up, engine: openai, base_url: 'http://127.0.0.1:9/v1'}\n"
                     "  - {name: later, engine: openai, base_url: '${MP_TEST_UNSET_BASE}',\n"
