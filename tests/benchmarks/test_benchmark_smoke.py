@@ -156,3 +156,12 @@ def test_tool_calls_smoke():
     assert set(data["end_to_end"]) == {"plain", "tools_auto", "tools_required"}
     assert data["end_to_end"]["tools_required"]["prompt_tokens"] > \
         data["end_to_end"]["plain"]["prompt_tokens"]
+
+
+def test_startup_smoke():
+    data = run("startup.py", "--runs", "1")
+    assert data["serve_ready_s"]["median"] > 0
+    assert set(data["worker_alone_s"]) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
+    assert set(data["serve_worker_ready_s"]) == {"smollm2-135m-instruct#0", "all-minilm-l6-v2#0"}
+    assert list(data["embedding_phases_s"]) == [
+        "import torch", "import sentence_transformers", "load the model", "first forward pass"]
