@@ -333,10 +333,10 @@ def test_text_completion_streams(http):
 
 
 def test_a_stream_that_fails_after_its_200_ends_with_an_error_event(http, engine, monkeypatch):
-    def broken_generate(**kwargs):
+    def broken_forward(*args, **kwargs):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(engine.checkpoint.model, "generate", broken_generate)
+    monkeypatch.setattr(engine.checkpoint.model, "forward", broken_forward)
     request = {"model": "smollm2-hf", "messages": CAPITAL, "stream": True}
     with http.stream("POST", "/v1/chat/completions", json=request) as response:
         assert response.status_code == 200
@@ -367,7 +367,9 @@ def test_full_queue_answers_429_and_disconnects_free_the_slots(one_slot_server, 
     with httpx.Client(base_url=one_slot_server.base_url, timeout=60) as client:
         with client.stream("POST", "/v1/completions", json=_counting_stream_request()) as running:
             assert running.status_code == 200
-            next(running.iter_lines())  # generating now
+            # Kept: a discarded line iterator closes the connection, which cancels it.
+            lines = running.iter_lines()
+            next(lines)  # generating now
             with client.stream(
                 "POST", "/v1/completions", json=_counting_stream_request()
             ) as queued:

@@ -1,13 +1,11 @@
 """The transformers engine: one Hugging Face checkpoint, generating for several requests.
 
-Concurrency model: each request generates in its own thread with its own KV cache;
-`parallel` of them run at once (one at a time when accelerate offloading makes
-concurrent forward passes unsafe), up to `max_queue` more wait in FIFO order, and any
-request beyond that is refused at once with RateLimitError (429). Requests are not
-batched together: transformers' generate() takes one set of sampling options per call
-and its continuous-batching API is experimental, so per-request threads are the
-reliable choice. Callers receive events through a callback invoked on the generation
-thread; nothing here blocks an event loop.
+Concurrency model: up to `parallel` requests generate at once (continuous batching, one
+forward pass per step for all of them: transformers_batch), up to `max_queue` more wait in
+FIFO order, and any request beyond that is refused at once with RateLimitError (429).
+Checkpoints the batch cannot serve (transformers_batch_plan says which) fall back to one
+thread and one generate() call per request (transformers_threads). Callers receive events
+through a callback invoked on the engine's threads; nothing here blocks an event loop.
 
 torch and transformers are imported lazily so the worker can set CUDA_VISIBLE_DEVICES
 first, and so importing this module stays cheap.
@@ -15,64 +13,34 @@ first, and so importing this module stays cheap.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 from modelport.config import TransformersModel
-from modelport.engines.text_streaming import IncrementalDecoder, StopSequenceFilter
+from modelport.engines.transformers_batch import BatchCounters, BatchedDecoding
+from modelport.engines.transformers_batch_plan import BatchSupport
 from modelport.engines.transformers_loading import LoadedCheckpoint, load_checkpoint
-from modelport.engines.transformers_sampling import StopWhen, generate_options
-from modelport.errors import (
-    ContextLengthError,
-    InvalidRequestError,
-    ModelportError,
-    RateLimitError,
+from modelport.engines.transformers_requests import (  # noqa: F401  (the engine's API)
+    EventSink,
+    Failed,
+    Finished,
+    Generation,
+    GenerationEvent,
+    TextDelta,
 )
+from modelport.engines.transformers_sampling import SamplingParams  # noqa: F401
+from modelport.engines.transformers_threads import ThreadPerRequest
+from modelport.errors import ContextLengthError, InvalidRequestError, RateLimitError
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1
 # How often a queued request re-checks whether its client has gone away.
 _QUEUE_POLL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """What a request may choose; None means the model's default (OpenAI semantics)."""
-
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    # Token sequences one of which the answer must begin with (a forced tool call's name).
-    openings: tuple[tuple[int, ...], ...] = ()
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # "stop", "length", or "cancelled" (the client is gone)
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ModelportError
-
-
-GenerationEvent = Union[TextDelta, Finished, Failed]
-EventSink = Callable[[GenerationEvent], None]
 
 
 @dataclass(frozen=True)
@@ -91,6 +59,7 @@ class EngineStats:
     waiting: int
     cancelled_total: int
     finished_total: int
+    batch: BatchCounters = BatchCounters(0, 0, 0)  # all 0 when requests are not batched
 
     @property
     def in_flight(self) -> int:
@@ -132,64 +101,31 @@ class AdmissionGate:
             self._condition.notify_all()
             return True
 
-    def release(self) -> None:
+    def take(self, count: int) -> list[Any]:
+        """Up to `count` tickets from the head of the queue, now running (the batch loop)."""
         with self._condition:
-            self._running -= 1
+            taken = [self._queue.popleft() for _ in range(min(max(count, 0), len(self._queue)))]
+            self._running += len(taken)
+            return taken
+
+    def drop_waiting(self, should_drop: Callable[[Any], bool]) -> list[Any]:
+        """Remove the queued tickets that `should_drop` picks (cancelled ones)."""
+        with self._condition:
+            dropped = [ticket for ticket in self._queue if should_drop(ticket)]
+            for ticket in dropped:
+                self._queue.remove(ticket)
+            if dropped:
+                self._condition.notify_all()
+            return dropped
+
+    def release(self, count: int = 1) -> None:
+        with self._condition:
+            self._running -= count
             self._condition.notify_all()
 
     def counts(self) -> tuple[int, int]:
         with self._condition:
             return self._running, len(self._queue)
-
-
-_ids = itertools.count(1)
-
-
-class Generation:
-    """One request's generation; `cancel()` stops it at the next token (or dequeues it)."""
-
-    def __init__(
-        self,
-        prompt_ids: list[int],
-        max_new_tokens: int,
-        params: SamplingParams,
-        on_event: EventSink,
-    ):
-        self.id = next(_ids)
-        self.prompt_ids = prompt_ids
-        self.max_new_tokens = max_new_tokens
-        self.params = params
-        self.on_event = on_event
-        self._cancelled = threading.Event()
-        self._ended = threading.Event()
-        self._done = threading.Event()
-
-    @property
-    def prompt_tokens(self) -> int:
-        return len(self.prompt_ids)
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancelled.is_set()
-
-    def cancel(self) -> None:
-        self._cancelled.set()
-
-    def end(self) -> None:
-        """Stop at the next token with finish_reason "stop": the caller has what it needs
-        (a forced tool call is complete)."""
-        self._ended.set()
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
-    def mark_done(self) -> None:
-        self._done.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the generation thread has finished; False on timeout."""
-        return self._done.wait(timeout)
 
 
 class TransformersEngine:
@@ -200,7 +136,10 @@ class TransformersEngine:
         self.checkpoint = checkpoint
         self.context_length = checkpoint.context_length
         self._tokenizer = checkpoint.tokenizer
-        self._gate = AdmissionGate(1 if checkpoint.serialize_forward else parallel, max_queue)
+        batched = checkpoint.batch.batched
+        # One thread runs every forward pass of a batch, so only threads need serializing.
+        self._gate = AdmissionGate(
+            1 if checkpoint.serialize_forward and not batched else parallel, max_queue)
         # Fast tokenizers raise "Already borrowed" when two threads encode at once.
         self._tokenizer_lock = threading.Lock()
         self._eos_ids = _eos_token_ids(checkpoint)
@@ -208,6 +147,11 @@ class TransformersEngine:
         self._live_lock = threading.Lock()
         self._cancelled_total = 0
         self._finished_total = 0
+        runner = BatchedDecoding if batched else ThreadPerRequest
+        self._runner: BatchedDecoding | ThreadPerRequest = runner(
+            checkpoint, self._gate, self._settle, self.decode, self._eos_ids,
+            self._pad_token_id())
+        log.info("model '%s': %s", name, checkpoint.batch.describe(name, self._gate.parallel))
 
     @classmethod
     def load(cls, model: TransformersModel, path: Path) -> TransformersEngine:
@@ -268,19 +212,21 @@ class TransformersEngine:
 
     # -- generation ------------------------------------------------------------
 
+    @property
+    def batch(self) -> BatchSupport:
+        """Whether requests are batched, or why each has its own thread."""
+        return self.checkpoint.batch
+
     def submit(
         self, prompt_ids: list[int], params: SamplingParams, on_event: EventSink
     ) -> Generation:
-        """Start generating in a new thread; raises ContextLengthError or RateLimitError now."""
+        """Queue a generation; raises ContextLengthError or RateLimitError now."""
         max_new_tokens = self._max_new_tokens(len(prompt_ids), params.max_tokens)
         generation = Generation(list(prompt_ids), max_new_tokens, params, on_event)
         self._gate.enter(generation)
         with self._live_lock:
             self._live.add(generation)
-        thread = threading.Thread(
-            target=self._run, args=(generation,), name=f"generate-{generation.id}", daemon=True
-        )
-        thread.start()
+        self._runner.start(generation)
         return generation
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> Completion:
@@ -307,7 +253,10 @@ class TransformersEngine:
 
     def stats(self) -> EngineStats:
         running, waiting = self._gate.counts()
-        return EngineStats(running, waiting, self._cancelled_total, self._finished_total)
+        counters = self._runner.counters() if isinstance(self._runner, BatchedDecoding) \
+            else BatchCounters(0, 0, 0)
+        return EngineStats(running, waiting, self._cancelled_total, self._finished_total,
+                           counters)
 
     def close(self) -> None:
         """Cancel everything still queued or generating (worker shutdown)."""
@@ -317,6 +266,7 @@ class TransformersEngine:
             generation.cancel()
         for generation in live:
             generation.wait(timeout=10)
+        self._runner.close()
 
     def _max_new_tokens(self, prompt_tokens: int, requested: int | None) -> int:
         room = self.context_length - prompt_tokens
@@ -337,126 +287,24 @@ class TransformersEngine:
             )
         return requested if requested is not None else room
 
-    def _run(self, generation: Generation) -> None:
+    def _settle(self, generation: Generation, outcome: Finished | Failed) -> None:
+        """A generation's last event, on the engine's thread that ran it."""
         try:
-            if not self._gate.wait_for_slot(generation, lambda: generation.cancelled):
-                self._report_finished(
-                    generation, Finished("cancelled", generation.prompt_tokens, 0)
-                )
-                return
-            try:
-                finished = self._generate(generation)
-            finally:
-                self._gate.release()
-            self._report_finished(generation, finished)
-        except ModelportError as error:
-            self._deliver(generation, Failed(error))
-        except Exception as error:  # a torch/CUDA failure must still end the request
-            log.exception("generation %s failed", generation.id)
-            self._deliver(
-                generation,
-                Failed(ModelportError(f"generation failed: {type(error).__name__}: {error}")),
-            )
+            if isinstance(outcome, Finished):
+                with self._live_lock:
+                    if outcome.finish_reason == "cancelled":
+                        self._cancelled_total += 1
+                    else:
+                        self._finished_total += 1
+            generation.deliver(outcome)
         finally:
             with self._live_lock:
                 self._live.discard(generation)
             generation.mark_done()
 
-    def _report_finished(self, generation: Generation, finished: Finished) -> None:
-        with self._live_lock:
-            if finished.finish_reason == "cancelled":
-                self._cancelled_total += 1
-            else:
-                self._finished_total += 1
-        self._deliver(generation, finished)
-
-    @staticmethod
-    def _deliver(generation: Generation, event: GenerationEvent) -> None:
-        try:
-            generation.on_event(event)
-        except Exception:  # a consumer that went away must not kill the thread
-            log.debug("event sink of generation %s failed", generation.id, exc_info=True)
-            generation.cancel()
-
-    def _generate(self, generation: Generation) -> Finished:
-        import torch
-
-        progress = _StreamProgress(generation, self.decode, self._eos_ids, self._deliver)
-        prompt = torch.tensor([generation.prompt_ids], device=self.checkpoint.input_device)
-        options = generate_options(self.checkpoint.model.generation_config, generation.params,
-                                    len(generation.prompt_ids))
-        with torch.inference_mode():
-            self.checkpoint.model.generate(
-                input_ids=prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=generation.max_new_tokens,
-                streamer=progress,
-                stopping_criteria=[StopWhen(progress.should_stop)],
-                pad_token_id=self._pad_token_id(),
-                **options,
-            )
-        return progress.finish()
-
     def _pad_token_id(self) -> int | None:
         pad = self._tokenizer.pad_token_id
         return pad if pad is not None else next(iter(self._eos_ids), None)
-
-
-class _StreamProgress:
-    """generate()'s streamer: decodes each token, applies stop sequences, emits events.
-
-    It runs on the generation thread inside generate(), which calls put() once with
-    the prompt and then once per new token, before checking the stopping criteria.
-    """
-
-    def __init__(
-        self,
-        generation: Generation,
-        decode: Callable[[list[int]], str],
-        eos_ids: frozenset[int],
-        deliver: Callable[[Generation, GenerationEvent], None],
-    ):
-        self._generation = generation
-        self._eos_ids = eos_ids
-        self._deliver = deliver
-        self._decoder = IncrementalDecoder(decode, generation.prompt_ids)
-        self._stops = StopSequenceFilter(generation.params.stop)
-        self._seen_prompt = False
-        self._hit_eos = False
-        self.completion_tokens = 0
-
-    def put(self, value: Any) -> None:
-        if not self._seen_prompt:
-            self._seen_prompt = True
-            return
-        for token_id in value.reshape(-1).tolist():
-            self.completion_tokens += 1
-            if token_id in self._eos_ids:
-                self._hit_eos = True
-                return
-            self._emit(self._stops.push(self._decoder.push(token_id)))
-
-    def end(self) -> None:
-        pass  # finish() runs after generate() returns, so errors there reach the caller
-
-    def should_stop(self) -> bool:
-        return (self._generation.cancelled or self._generation.ended or self._stops.stopped
-                or self._hit_eos)
-
-    def finish(self) -> Finished:
-        if self._generation.cancelled:
-            reason = "cancelled"
-        else:
-            if not self._stops.stopped:
-                self._emit(self._stops.push(self._decoder.flush()) + self._stops.flush())
-            stopped = self._stops.stopped or self._hit_eos or self._generation.ended
-            hit_limit = self.completion_tokens >= self._generation.max_new_tokens
-            reason = "length" if hit_limit and not stopped else "stop"
-        return Finished(reason, self._generation.prompt_tokens, self.completion_tokens)
-
-    def _emit(self, text: str) -> None:
-        if text and not self._generation.cancelled:
-            self._deliver(self._generation, TextDelta(text))
 
 
 def _eos_token_ids(checkpoint: LoadedCheckpoint) -> frozenset[int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from modelport.chat_templates import BUILTIN_TEMPLATES, template_text
 from modelport.config import TransformersModel
+from modelport.engines.transformers_batch_plan import BATCHED, BatchSupport, batch_support
 from modelport.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class LoadedCheckpoint:
     # forwards at once would race (and MPS is not thread-safe); such models generate
     # one request at a time.
     serialize_forward: bool
+    batch: BatchSupport = BATCHED  # whether the engine can batch its requests
 
 
 def apply_visible_gpus(gpus: str | None) -> None:
@@ -153,7 +155,17 @@ def load_checkpoint(model: TransformersModel, path: Path) -> LoadedCheckpoint:
         context_length=_context_length(model, hf_model.config),
         input_device=str(hf_model.device) if device != "cpu" else "cpu",
         serialize_forward=_needs_serial_forward(device, device_map),
+        batch=_batch_support(model, hf_model),
     )
+
+
+def _batch_support(model: TransformersModel, hf_model: Any) -> BatchSupport:
+    from modelport.engines.transformers_kv import unbatchable
+
+    support = batch_support(model, hf_model.config.to_dict(),
+                            hf_model.generation_config.to_dict())
+    reason = unbatchable(hf_model) if support.batched else None
+    return BatchSupport(False, reason) if reason else support
 
 
 def _needs_serial_forward(device: str, device_map: dict[str, Any]) -> bool:

@@ -27,15 +27,15 @@ from starlette.routing import Route
 
 from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_event
 from modelport.config import TransformersModel
-from modelport.engines.transformers_engine import (
+from modelport.engines.transformers_engine import TransformersEngine
+from modelport.engines.transformers_requests import (
     Failed,
     Finished,
     Generation,
     GenerationEvent,
-    SamplingParams,
     TextDelta,
-    TransformersEngine,
 )
+from modelport.engines.transformers_sampling import SamplingParams
 from modelport.engines.transformers_loading import apply_visible_gpus
 from modelport.errors import InvalidRequestError, ModelNotFoundError, ModelportError
 from modelport.protocol import (
