@@ -218,6 +218,7 @@ def check(
     from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel, load_policy
     from modelport.config.cpus import usable_cpus
     from modelport.defaults import find_config
+    from modelport.engines.transformers_batch_plan import folder_batch_support
     from modelport.gateway import validate_startup
     from modelport.locations import resolve_location
     from modelport.tool_support import tool_support
@@ -230,6 +231,7 @@ def check(
     report = validate_startup(cfg, model or None, allow_public)
     rows: list[CheckRow] = []
     tool_notes: list[str] = []
+    batch_notes: list[str] = []  # how each transformers model serves concurrent requests
     for entry in cfg.models:
         missing = False
         if isinstance(entry, OpenAIUpstreamModel) and getattr(entry, "provider", None):
@@ -253,6 +255,9 @@ def check(
             tool_support(entry, cfg.models_dir_path())
         if support is not None and not support.can_call_tools:
             tool_notes.append(f"model '{entry.name}' cannot call tools: {support.reason}")
+        if entry.engine == "transformers" and not missing:
+            batch_notes.append(folder_batch_support(entry, Path(location)).describe(
+                entry.name, entry.parallel))
         rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
                              load_policy(entry), missing,
                              tools=None if support is None else support.can_call_tools))
@@ -263,6 +268,8 @@ def check(
         Console().print(f"API keys: {len(cfg.server.api_keys)} configured (values hidden)")
     for note in tool_notes:  # not a problem: such a model serves everything but tools
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    for note in batch_notes:
+        Console().print(note, markup=False, highlight=False, soft_wrap=True)
     from modelport.store.database import database_url, redacted
 
     url = redacted(database_url(cfg))
