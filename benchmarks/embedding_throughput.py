@@ -33,7 +33,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ServeProcess, print_table, write_result  # noqa: E402
 
-from modelport.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL  # noqa: E402
+from modelport.config.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL  # noqa: E402
 
 VOCABULARY = (
     "the a of to and in is that for on with as by at from this be are was it an or which "
@@ -115,7 +115,7 @@ def load_in_process_model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    from modelport.locations import resolve_location
+    from modelport.config.locations import resolve_location
 
     entry = next(m for m in DEFAULT_CONFIG["models"] if m["name"] == DEFAULT_EMBEDDING_MODEL)
     path = resolve_location(entry["path"], Path("."), DEFAULT_EMBEDDING_MODEL)

@@ -104,7 +104,7 @@ class InProcessTarget:
         import xllamacpp
 
         from modelport.config import LlamaCppModel
-        from modelport.locations import resolve_location
+        from modelport.config.locations import resolve_location
         from modelport.workers.llamacpp_worker import build_params
 
         model = LlamaCppModel(name="bench", engine="llamacpp", path=SMOLLM2, parallel=parallel,
@@ -186,7 +186,7 @@ def llama_cpp_python_server(parallel: int, context: int) -> tuple[subprocess.Pop
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "llama-cpp-python[server]"],
                        check=True)
-    from modelport.locations import resolve_location
+    from modelport.config.locations import resolve_location
 
     path = resolve_location(SMOLLM2, Path("."))
     port = free_port()

@@ -28,7 +28,7 @@ from modelport.api.access_log import AccessRecord  # noqa: E402
 from modelport.api.metrics import GatewayMetrics  # noqa: E402
 from modelport.api.metrics_history import MetricsHistory  # noqa: E402
 from modelport.config import parse_config  # noqa: E402
-from modelport.gateway import build_state  # noqa: E402
+from modelport.gateway.build import build_state  # noqa: E402
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
 

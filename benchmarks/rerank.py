@@ -35,8 +35,8 @@ sys.path.insert(0, str(ROOT.parent / "tests"))
 from common import ServeProcess, print_table, summarize_ms, write_result  # noqa: E402
 from embedding_throughput import make_texts  # noqa: E402
 
-from modelport.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL  # noqa: E402
-from modelport.locations import resolve_location  # noqa: E402
+from modelport.config.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL  # noqa: E402
+from modelport.config.locations import resolve_location  # noqa: E402
 
 CROSS_ENCODER = "bench-cross-encoder"
 def cross_encoder_path(given: str | None) -> Path:

@@ -621,7 +621,7 @@ def _interrupted(*_: object) -> None:
 
 def main() -> None:
     from modelport.config import ServerConfig
-    from modelport.defaults import DEFAULT_CONFIG
+    from modelport.config.defaults import DEFAULT_CONFIG
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,7 +30,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT_DIR, ServeProcess, free_port, print_table, write_result  # noqa: E402
 
-from modelport.defaults import DEFAULT_CONFIG  # noqa: E402
+from modelport.config.defaults import DEFAULT_CONFIG  # noqa: E402
 
 _PHASES = r"""
 import json, sys, time
@@ -39,7 +39,7 @@ import torch
 marks.append(("import torch", time.perf_counter()))
 import sentence_transformers
 marks.append(("import sentence_transformers", time.perf_counter()))
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 from pathlib import Path
 path = resolve_location(sys.argv[1], Path("."), "embed")
 model = sentence_transformers.SentenceTransformer(str(path), local_files_only=True)
@@ -106,7 +106,7 @@ def phases_once(path: str) -> dict[str, float]:
 
 def cli_import_once() -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import modelport.cli"], check=True)
+    subprocess.run([sys.executable, "-c", "import modelport.cli.main"], check=True)
     return time.perf_counter() - started
 
 
@@ -152,7 +152,7 @@ def main() -> None:
              for name, value in report["worker_alone_s"].items()]
     rows += [[f"  embedding: {name}", seconds, ""]
              for name, seconds in report["embedding_phases_s"].items()]
-    rows.append(["import modelport.cli (new interpreter)", report["gateway_cli_import_s"], ""])
+    rows.append(["import modelport.cli.main (new interpreter)", report["gateway_cli_import_s"], ""])
     print_table(f"start-up, median of {args.runs} (load {report['load_before'][0]:.2f} before, "
                 f"{report['load_after'][0]:.2f} after)", ["what", "median s", "runs"], rows)
     print(f"written: {write_result('startup', report)}")

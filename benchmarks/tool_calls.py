@@ -27,7 +27,7 @@ from common import SMOLLM2, ServeProcess, print_table, summarize_ms, write_resul
 
 from modelport.protocol import ChatCompletionRequest, validate_request  # noqa: E402
 from modelport.providers.forced_tools import as_tool_calls, forced_body  # noqa: E402
-from modelport.tool_support import HERMES  # noqa: E402
+from modelport.tools.support import HERMES  # noqa: E402
 
 MODEL = "smollm2"
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]

@@ -74,7 +74,7 @@ async def main(args: argparse.Namespace) -> None:
 
     from modelport.api.app import build_app
     from modelport.config import parse_config
-    from modelport.gateway import build_state
+    from modelport.gateway.build import build_state
 
     folder = tempfile.mkdtemp(prefix="modelport-usage-bench-")
     state = build_state(parse_config(_config(folder, args.models)))

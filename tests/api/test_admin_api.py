@@ -8,7 +8,7 @@ from starlette.testclient import TestClient
 
 from modelport.api.app import build_app
 from modelport.config import parse_config
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from modelport.store import UsageRow
 
 MASTER = "mk-test-master-key-0123456789"

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from modelport.api.app import build_app
 from modelport.config import parse_config
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from modelport.config import SentenceTransformersModel
 from modelport.engines.embeddings import EmbeddingEngine
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 from modelport.workers.embedding_worker import build_app
 from support.models import EMBED, MINILM
 

@@ -9,7 +9,7 @@ import pytest
 
 from modelport.api.app import build_app
 from modelport.config import parse_config
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from modelport.routing.deployments import DeploymentStatus
 from support.fake_upstream import FakeUpstream
 

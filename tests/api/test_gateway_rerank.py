@@ -11,7 +11,7 @@ import pytest
 
 from modelport.api.app import build_app
 from modelport.config import parse_config
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from support.fake_upstream import FakeUpstream
 
 DOCUMENTS = ["The cat sat on the mat.", {"text": "Paris is the capital of France."},

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from modelport.api.app import build_app
 from modelport.api.metrics_history import TOTAL, quantile
 from modelport.config import parse_config
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from support.metrics import ANSWER, CHUNK, USAGE_CHUNK
 from support.vendor_fakes import InProcessGateway, Reply, sse
 

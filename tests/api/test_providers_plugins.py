@@ -11,7 +11,7 @@ import pytest
 
 from modelport.config import parse_config
 from modelport.errors import ConfigError
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from support.vendor_fakes import InProcessGateway, streamed_text
 from support.vendor_fakes_plugins import BusyProvider
 

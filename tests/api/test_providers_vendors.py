@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.providers.catalog import builtin_vendors
+from modelport.config.vendors import builtin_vendors
 from support.vendor_fakes import KEY, VENDORS, InProcessGateway, Reply, streamed_text
 
 NO_STREAM_OPTIONS = {"spark", "baichuan"}  # their docs list no stream_options

@@ -10,8 +10,8 @@ from starlette.testclient import TestClient
 
 from modelport.api.app import build_app
 from modelport.config import load_config
-from modelport.gateway import build_state
-from modelport.reload import ConfigReloader
+from modelport.gateway.build import build_state
+from modelport.gateway.reload import ConfigReloader
 
 MASTER = "mk-reload-api-test"
 ADMIN = {"Authorization": f"Bearer {MASTER}"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from modelport.upstream import UpstreamClient
+from modelport.providers.upstream import UpstreamClient
 
 REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
          b"Connection: keep-alive\r\n\r\n{\"ok\":true}")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from fixtures.cross_encoder import minilm_cross_encoder_path
-from modelport.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL
+from modelport.config.defaults import DEFAULT_CONFIG, DEFAULT_EMBEDDING_MODEL
 from support.models import CHAT, EMBED, GGUF_RERANKER, RERANKER
 
 pytestmark = pytest.mark.e2e

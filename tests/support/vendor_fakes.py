@@ -259,7 +259,7 @@ class InProcessGateway:
     def __init__(self, config: dict[str, Any]) -> None:
         from modelport.api.app import build_app
         from modelport.config import parse_config
-        from modelport.gateway import build_state
+        from modelport.gateway.build import build_state
 
         self.loop = asyncio.new_event_loop()
         self.state = build_state(parse_config(config))

@@ -6,7 +6,7 @@ import pytest
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol import ChatCompletionRequest, ChatMessage
-from modelport.tool_support import HERMES, JSON, ToolSupport
+from modelport.tools.support import HERMES, JSON, ToolSupport
 from modelport.workers.chat_tools import forced_continuations, plan_tools, template_message
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

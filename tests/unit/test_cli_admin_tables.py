@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from modelport.cli_tables import key_detail, keys_table, usage_table
+from modelport.cli.tables import key_detail, keys_table, usage_table
 
 KEY = {"id": "key_0123456789abcdef", "name": "analytics", "key_prefix": "sk-mp-AbCd",
        "models": ["smollm2"], "rpm": 30, "tpm": None, "max_parallel": 2,

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from modelport.config import load_config, parse_config
-from modelport.defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, default_config
+from modelport.config.defaults import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, default_config
 from modelport.errors import ConfigError
 
 

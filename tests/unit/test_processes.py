@@ -20,7 +20,7 @@ from modelport.errors import (
     InvalidRequestError,
     ModelportError,
 )
-from modelport.gateway import build_state, processes_problem, validate_startup
+from modelport.gateway.build import build_state, processes_problem, validate_startup
 from modelport.processes.control import ControlClient, ControlServer
 from modelport.processes.follower import follow_primary
 from modelport.processes.wire import (

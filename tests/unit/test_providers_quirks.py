@@ -6,7 +6,7 @@ import pytest
 
 from modelport.config import VendorSpec, parse_config
 from modelport.errors import ConfigError
-from modelport.providers.catalog import builtin_vendors
+from modelport.config.vendors import builtin_vendors
 from modelport.providers.quirks import apply_quirks, body_error
 
 REQUIRED_VENDORS = {"openai", "azure", "deepseek", "moonshot", "zhipu", "qwen", "qianfan",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelport import pull as pull_module
+from modelport.cli import pull as pull_module
 from modelport.errors import ConfigError
-from modelport.pull import PullError, hub_reachable, pull, target_dir, validate_repo_id
+from modelport.cli.pull import PullError, hub_reachable, pull, target_dir, validate_repo_id
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from modelport.cli import _add_quick_keys
+from modelport.cli.main import _add_quick_keys
 from modelport.config import parse_config
 from modelport.errors import ConfigError
-from modelport.gateway import _bind_problem
+from modelport.gateway.build import _bind_problem
 
 CONFIG = {"server": {"host": "0.0.0.0", "api_keys": ["sk-file"]},
           "models": [{"name": "remote", "engine": "openai", "base_url": "http://127.0.0.1:9/v1"}]}

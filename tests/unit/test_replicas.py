@@ -11,11 +11,11 @@ import pytest
 from modelport.config import parse_config
 from modelport.config.cpus import CpuShare
 from modelport.errors import ConfigError, ModelNotReadyError, RateLimitError
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.registry import ModelRegistry
-from modelport.upstream import UpstreamConnectionError
+from modelport.providers.upstream import UpstreamConnectionError
 from modelport.workers.registration import RemoteWorker
 from modelport.workers.remote_replicas import RemoteReplicas
 from modelport.workers.supervisor import replica_config

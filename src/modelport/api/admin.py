@@ -49,7 +49,7 @@ from starlette.routing import Route, Router
 
 from modelport.api.admin_bodies import KeyCreate, KeyPatch, parse_time
 from modelport.api.admin_models import ModelRoutes
-from modelport.api.auth import bearer_matches
+from modelport.workers.worker_auth import bearer_matches
 from modelport.api.body import read_body
 from modelport.api.metrics_history import history_endpoint
 from modelport.api.state import GatewayState

@@ -6,7 +6,6 @@ The key comes as `Authorization: Bearer <key>` (OpenAI clients) or as `x-api-key
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Protocol
 
 import orjson
@@ -14,23 +13,7 @@ import orjson
 from modelport.api.access_log import record_of
 from modelport.api.envelopes import error_payload
 from modelport.errors import AuthenticationError
-
-
-def offered_key(header: bytes | None) -> bytes | None:
-    """The key of an `Authorization: Bearer <key>` header, or None."""
-    if not header or header[:7].lower() != b"bearer ":
-        return None
-    return header[7:].strip()
-
-
-def key_matches(offered: bytes | None, keys: tuple[bytes, ...]) -> bool:
-    # compare against every key so timing does not reveal which one (or which prefix) matched
-    return offered is not None and any([hmac.compare_digest(offered, key) for key in keys])
-
-
-def bearer_matches(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
-    """Whether an Authorization header carries one of `keys` (gateway and workers alike)."""
-    return key_matches(offered_key(header), keys)
+from modelport.workers.worker_auth import bearer_matches, key_matches, offered_key
 
 
 class VirtualKeys(Protocol):

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 
 from modelport.api.state import GatewayState
 from modelport.routing.deployments import DeploymentStatus
-from modelport.api.auth import bearer_matches
+from modelport.workers.worker_auth import bearer_matches
 
 
 def _full_view(request: Request, state: GatewayState) -> bool:

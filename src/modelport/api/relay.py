@@ -40,7 +40,7 @@ from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.progress import PendingAnswer, StreamProgress
 from modelport.routing.registry import ModelRegistry
-from modelport.upstream import UpstreamReply
+from modelport.providers.upstream import UpstreamReply
 from modelport.workers.on_demand import ModelLoader
 
 logger = logging.getLogger("modelport.gateway")

@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 
 from modelport.api.inflight import InFlight
-from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event
+from modelport.sse import DONE, DONE_MARKERS, SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_events
 from modelport.errors import (
     MalformedUpstreamError,
     ModelportError,
@@ -31,27 +31,6 @@ logger = logging.getLogger("modelport.gateway")
 _USAGE_MARKERS = (b'"choices":[]', b'"choices": []')
 _END = object()  # end of an event source, in RelayStreamResponse's queue
 _READY_EVENTS_MAX = 256  # read-ahead bound when the client reads slower than the upstream
-# `data:` may be followed by a space or not (iFlytek Spark sends `data:{...}`).
-DONE_MARKERS = (b"data: [DONE]", b"data:[DONE]")
-
-
-async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """Complete SSE events (each ending in a blank line) from a chunked byte stream."""
-    pending = b""
-    async for chunk in response.content.iter_any():
-        pending += chunk
-        if b"\n\n" not in pending:
-            if b"\r\n\r\n" not in pending:
-                continue
-            pending = pending.replace(b"\r\n", b"\n")
-        *events, pending = pending.split(b"\n\n")
-        for event in events:
-            if event:
-                yield event + b"\n\n"
-    if pending.strip():
-        yield pending + b"\n\n"
-
-
 class StreamAccounting:
     """What accounting needs from a stream: the usage event, if one passed by, else how
     many events were relayed (a stream the client left early has no usage event, but its

@@ -13,6 +13,7 @@ from modelport.config.env import UnsetVariable
 from modelport.config.model_kinds import ModelConfig
 from modelport.config.server import ServerConfig
 from modelport.config.upstream_models import OpenAIUpstreamModel, VendorSpec
+from modelport.config.vendors import apply_vendor
 from modelport.errors import ConfigError
 
 
@@ -61,8 +62,6 @@ class Config(_Strict):
     def _vendors_resolved(self) -> "Config":
         """Fill each vendor model's base URL and key from its vendor entry, so that every
         later reader (the gateway, `modelport check`) sees where requests really go."""
-        from modelport.providers.catalog import apply_vendor  # the catalog imports this module
-
         for model in self.models:
             if isinstance(model, OpenAIUpstreamModel) and model.vendor is not None:
                 apply_vendor(model, self.vendors)

@@ -26,7 +26,7 @@ from modelport.foreign.anthropic_mapping import (
     tool_use_block,
 )
 from modelport.protocol import ChatCompletionRequest, ChatMessage
-from modelport.providers.openai_shapes import ChunkWriter, chat_completion, usage_dict
+from modelport.openai_shapes import ChunkWriter, chat_completion, usage_dict
 
 PATH = "/messages"
 

@@ -36,7 +36,7 @@ from modelport.processes.wire import (
 from modelport.providers.factory import local_worker_provider
 from modelport.routing.deployments import Deployment, Replica
 from modelport.routing.registry import ModelRegistry
-from modelport.tool_support import tool_support
+from modelport.tools.support import tool_support
 from modelport.workers.on_demand import LOADABLE, ModelLoader
 from modelport.workers.stall_watch import StallWatch
 from modelport.workers.supervisor import workers_memory

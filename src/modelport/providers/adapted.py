@@ -13,15 +13,15 @@ from typing import Any
 import aiohttp
 import orjson
 
-from modelport.api.sse import DONE, sse_event
-from modelport.api.stream import sse_events
+from modelport.sse import DONE, sse_event
+from modelport.sse import sse_events
 from modelport.config import VendorSpec
 from modelport.errors import InvalidRequestError, UpstreamError
 from modelport.protocol import ChatCompletionRequest, OpenAIRequest
 from modelport.foreign import anthropic_upstream as anthropic
 from modelport.providers.base import OpenedStream, primed
-from modelport.routing.deployments import Capabilities
-from modelport.upstream import UpstreamClient, UpstreamReply
+from modelport.providers.capabilities import Capabilities
+from modelport.providers.upstream import UpstreamClient, UpstreamReply
 
 ANTHROPIC_CAPABILITIES = Capabilities(chat=True, completions=False, embeddings=False,
                                       streaming=True, tools=True)

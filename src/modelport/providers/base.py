@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from modelport.protocol import OpenAIRequest
-from modelport.routing.deployments import Capabilities
-from modelport.upstream import UpstreamReply
+from modelport.providers.capabilities import Capabilities
+from modelport.providers.upstream import UpstreamReply
 
 
 class OpenedStream:

@@ -9,12 +9,12 @@ from modelport.errors import ConfigError, normalize_upstream_error
 from modelport.foreign import anthropic_upstream as anthropic
 from modelport.providers.adapted import AnthropicProvider
 from modelport.providers.base import Provider
-from modelport.providers.catalog import find_vendor, vendor_query
+from modelport.config.vendors import find_vendor, vendor_query
 from modelport.providers.openai_compat import OpenAICompatProvider
 from modelport.providers.plugins import build_plugin_provider
-from modelport.routing.deployments import Capabilities
-from modelport.tool_support import ENGINE_DECIDES, ToolSupport
-from modelport.upstream import ErrorMapper, UpstreamClient
+from modelport.providers.capabilities import Capabilities
+from modelport.tools.support import ENGINE_DECIDES, ToolSupport
+from modelport.providers.upstream import ErrorMapper, UpstreamClient
 
 
 def local_worker_provider(model: ModelConfig, base_url: str, worker_secret: str,

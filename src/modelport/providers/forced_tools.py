@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from modelport.api.stream import DONE_MARKERS
+from modelport.sse import DONE_MARKERS
 from modelport.protocol import ChatCompletionRequest, OpenAIRequest
-from modelport.tool_calls import Content, ToolCallStream, delta_of
-from modelport.tool_support import HERMES, JSON
+from modelport.tools.calls import Content, ToolCallStream, delta_of
+from modelport.tools.support import HERMES, JSON
 
 
 def forced_function_names(request: OpenAIRequest) -> list[str] | None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from modelport.api.stream import sse_events
+from modelport.sse import sse_events
 from modelport.config import VendorSpec
 from modelport.errors import UpstreamError
 from modelport.protocol import OpenAIRequest
@@ -22,9 +22,9 @@ from modelport.providers.base import OpenedStream
 from modelport.providers.forced_tools import as_tool_calls, forced_body, forced_function_names
 from modelport.providers.stream_assembly import assemble
 from modelport.providers.quirks import apply_quirks, body_error, has_body_quirks
-from modelport.routing.deployments import Capabilities
-from modelport.tool_support import HERMES, JSON
-from modelport.upstream import UpstreamClient, UpstreamReply
+from modelport.providers.capabilities import Capabilities
+from modelport.tools.support import HERMES, JSON
+from modelport.providers.upstream import UpstreamClient, UpstreamReply
 
 
 _GENERATIONS = {"/chat/completions": True, "/completions": False}  # path -> is chat

@@ -19,8 +19,8 @@ from modelport.config import PluginModel
 from modelport.errors import ConfigError, InvalidRequestError, ModelportError
 from modelport.protocol import ChatCompletionRequest, EmbeddingRequest, OpenAIRequest
 from modelport.providers.base import OpenedStream, primed
-from modelport.providers.faults import ProviderFault
-from modelport.providers.openai_shapes import (
+from modelport.errors import ProviderFault
+from modelport.openai_shapes import (
     ChunkWriter,
     chat_completion,
     completion_id,
@@ -34,10 +34,10 @@ from modelport.providers.plugin_api import (
     ToolCallResult,
     Usage,
 )
-from modelport.providers.secrets import redact
-from modelport.routing.deployments import Capabilities
-from modelport.tool_calls import call_id
-from modelport.upstream import UpstreamReply
+from modelport.providers.upstream import redact
+from modelport.providers.capabilities import Capabilities
+from modelport.tools.calls import call_id
+from modelport.providers.upstream import UpstreamReply
 
 ENTRY_POINT_GROUP = "modelport.providers"
 Piece = Union[str, Usage, ToolCallResult]

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from modelport.api.stream import DONE_MARKERS
+from modelport.sse import DONE_MARKERS
 from modelport.errors import MalformedUpstreamError, normalize_upstream_error
 
 

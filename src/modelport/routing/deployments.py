@@ -5,12 +5,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel, serves_rerank_only
 from modelport.errors import ModelNotReadyError, ModelportError, RateLimitError
-from modelport.reranking import CROSS_ENCODER, EMBEDDING_SIMILARITY, UPSTREAM
+from modelport.providers.capabilities import Capabilities
 from modelport.routing.cooldown import Cooldown, never_cools
 from modelport.routing.prefix import request_prefix
 from modelport.routing.replica import (
@@ -37,41 +36,6 @@ __all__ = ["Capabilities", "Deployment", "DeploymentStatus", "HOLDS_WORKER", "Re
 HOLDS_WORKER = frozenset({DeploymentStatus.STARTING, DeploymentStatus.READY,
                           DeploymentStatus.UNRESPONSIVE, DeploymentStatus.RESTARTING,
                           DeploymentStatus.UNLOADING})
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model's upstream accepts, so that a request it cannot serve is a clear 400
-    (or skips that model in a fallback list) instead of an upstream error."""
-
-    chat: bool = True
-    completions: bool = True
-    embeddings: bool = False
-    streaming: bool = True
-    tools: bool = True
-    # Why a model cannot call tools (named in the 400), or how it can.
-    tools_note: str = ""
-    # Non-text content parts: images, and likewise audio and files. On by default: an online
-    # API or adapter judges such input itself.
-    vision: bool = True
-    # How the model scores documents for /v1/rerank (reranking.CROSS_ENCODER, ...), or
-    # None when it serves no /v1/rerank.
-    rerank: str | None = None
-
-    @classmethod
-    def for_config(cls, config: ModelConfig) -> "Capabilities":
-        if serves_rerank_only(config):
-            return cls(chat=False, completions=False, embeddings=False, streaming=False,
-                       tools=False, vision=False, rerank=CROSS_ENCODER)
-        if config.engine in EMBEDDING_ENGINES:
-            return cls(chat=False, completions=False, embeddings=True, streaming=False,
-                       tools=False, vision=False, rerank=EMBEDDING_SIMILARITY)
-        if isinstance(config, OpenAIUpstreamModel):
-            # A plain OpenAI-compatible API (vLLM, another gateway) may serve anything.
-            return cls(embeddings=True, rerank=UPSTREAM)
-        # vLLM answers a clear 400 itself when its model takes no images; our llama.cpp
-        # and transformers workers load no image or audio encoder (llama.cpp answers 500).
-        return cls(vision=config.engine == "vllm")
 
 
 class Deployment:

@@ -17,8 +17,8 @@ from modelport.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from modelport.providers.faults import ProviderFault
-from modelport.upstream import UpstreamConnectionError
+from modelport.errors import ProviderFault
+from modelport.providers.upstream import UpstreamConnectionError
 
 
 class Failure(enum.Enum):

@@ -18,8 +18,8 @@ from typing import Any
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol import ChatCompletionRequest, ChatMessage
-from modelport.tool_calls import CALL_OPEN, ToolCallStream
-from modelport.tool_support import HERMES, ToolSupport
+from modelport.tools.calls import CALL_OPEN, ToolCallStream
+from modelport.tools.support import HERMES, ToolSupport
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from modelport.config import ServerConfig
 from modelport.errors import ConfigError, ModelNotFoundError, ModelNotReadyError
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 from modelport.routing.deployments import HOLDS_WORKER, Deployment, DeploymentStatus
 from modelport.routing.eviction import Resident, choose_evictions
 from modelport.routing.registry import ModelRegistry

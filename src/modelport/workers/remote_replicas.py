@@ -21,7 +21,7 @@ from modelport.providers.factory import local_worker_provider
 from modelport.routing.deployments import Deployment, Replica
 from modelport.routing.registry import ModelRegistry
 from modelport.routing.replica import REGISTERED, DeploymentStatus
-from modelport.tool_support import tool_support
+from modelport.tools.support import tool_support
 from modelport.workers.registration import RemoteWorker, WorkerDirectory
 
 logger = logging.getLogger("modelport.registration")

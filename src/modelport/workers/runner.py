@@ -20,7 +20,7 @@ from modelport.config import (
 )
 from modelport.config.cpus import usable_cpus
 from modelport.errors import ConfigError
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 from modelport.workers.ports import port_problem
 from modelport.workers.worker_auth import worker_access
 

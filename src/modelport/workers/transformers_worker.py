@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from modelport.api.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_event
+from modelport.sse import DONE, SSE_HEADERS, SSE_MEDIA_TYPE, error_event, sse_event
 from modelport.config import TransformersModel
 from modelport.engines.transformers_engine import TransformersEngine
 from modelport.engines.transformers_requests import (
@@ -44,8 +44,8 @@ from modelport.protocol import (
     parse_json_body,
     validate_request,
 )
-from modelport.tool_calls import CallArguments, CallStart, Content, ToolEvent, collect, delta_of
-from modelport.tool_support import ToolSupport, analyse_template
+from modelport.tools.calls import CallArguments, CallStart, Content, ToolEvent, collect, delta_of
+from modelport.tools.support import ToolSupport, analyse_template
 from modelport.workers.chat_tools import (
     ToolPlan,
     forced_continuations,

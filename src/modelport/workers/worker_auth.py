@@ -9,17 +9,36 @@ on a loopback address.
 
 from __future__ import annotations
 
+import hmac
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from modelport.api.auth import bearer_matches
 from modelport.errors import AuthenticationError, ConfigError, ModelportError, PayloadTooLargeError
 from modelport.workers.ports import bind_error_message, bind_socket, is_loopback
 
 WORKER_SECRET_ENV = "MODELPORT_WORKER_SECRET"
+
+
+def offered_key(header: bytes | None) -> bytes | None:
+    """The key of an `Authorization: Bearer <key>` header, or None."""
+    if not header or header[:7].lower() != b"bearer ":
+        return None
+    return header[7:].strip()
+
+
+def key_matches(offered: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    # compare against every key so timing does not reveal which one (or which prefix) matched
+    return offered is not None and any([hmac.compare_digest(offered, key) for key in keys])
+
+
+def bearer_matches(header: bytes | None, keys: tuple[bytes, ...]) -> bool:
+    """Whether an Authorization header carries one of `keys` (gateway and workers alike)."""
+    return key_matches(offered_key(header), keys)
+
+
 # Readiness probes and load balancers ask without a key; it answers status only.
 _OPEN_PATHS = frozenset({"/health"})
 

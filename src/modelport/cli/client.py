@@ -15,7 +15,7 @@ def resolve_gateway_url(url: str | None, config: str | None) -> str:
     """--url (or MODELPORT_URL, which typer passes in as `url`), else the config's server."""
     if url:
         return url
-    from modelport.defaults import find_config
+    from modelport.config.defaults import find_config
 
     # The same lookup `serve` does, so a client started beside the config finds its server.
     server = find_config(config).server

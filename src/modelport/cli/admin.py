@@ -11,13 +11,10 @@ import orjson
 import typer
 from rich.console import Console
 
+from modelport.cli.common import fail, gateway_url, url_option
+
 keys_app = typer.Typer(no_args_is_help=True, help="Virtual API keys of a running server "
                        "(needs its master key).")
-
-def _url_option() -> Optional[str]:
-    return typer.Option(None, "--url", envvar="MODELPORT_URL",
-                        help="The running gateway (default: server.host/port of the config, else "
-                             "http://127.0.0.1:8888).")
 
 
 def _config_option() -> Optional[str]:
@@ -34,24 +31,21 @@ def _json_option() -> bool:
 
 
 def _client(url: Optional[str], config: Optional[str], master_key: Optional[str]):  # noqa: ANN202
-    from modelport.admin_client import AdminClient
-    from modelport.cli import _fail, _gateway_url
+    from modelport.cli.admin_client import AdminClient
     from modelport.errors import ConfigError
 
     if not master_key:
-        _fail(ConfigError("the admin API needs the server's master key: pass --master-key "
+        fail(ConfigError("the admin API needs the server's master key: pass --master-key "
                           "or set MODELPORT_MASTER_KEY"))
-    resolved = _gateway_url(url, config)
+    resolved = gateway_url(url, config)
     return resolved, AdminClient(resolved, master_key)  # type: ignore[arg-type]
 
 
 def _run(call):  # noqa: ANN001, ANN202
-    from modelport.cli import _fail
-
     try:
         return call()
     except ConnectionError as error:
-        _fail(error)
+        fail(error)
 
 
 def _print_json(data: object) -> None:
@@ -69,14 +63,13 @@ def _expiry(text: Optional[str]) -> Optional[str]:
 
 
 def _metadata(pairs: list[str]) -> dict[str, str]:
-    from modelport.cli import _fail
     from modelport.errors import ConfigError
 
     metadata = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            _fail(ConfigError(f"--meta '{pair}': write NAME=VALUE"))
+            fail(ConfigError(f"--meta '{pair}': write NAME=VALUE"))
         metadata[name] = value
     return metadata
 
@@ -93,7 +86,7 @@ def create_key(
     budget_period: str = typer.Option("total", help="day, month or total."),
     expires: Optional[str] = typer.Option(None, help="30d, 12h … from now, or an ISO time."),
     meta: list[str] = typer.Option(None, "--meta", help="NAME=VALUE label (repeatable)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
@@ -108,7 +101,7 @@ def create_key(
     if as_json:
         _print_json(created)
         return
-    from modelport.cli_tables import key_detail
+    from modelport.cli.tables import key_detail
 
     out = Console(highlight=False)
     out.print(key_detail(created))
@@ -119,13 +112,13 @@ def create_key(
 
 @keys_app.command("list")
 def list_keys(
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
 ) -> None:
     """Every key with its models, limits and state (never the secrets)."""
-    from modelport.cli_tables import keys_table
+    from modelport.cli.tables import keys_table
 
     resolved, client = _client(url, config, master_key)
     keys = _run(client.list_keys)
@@ -138,13 +131,13 @@ def list_keys(
 @keys_app.command("show")
 def show_key(
     key_id: str = typer.Argument(..., help="The key's id (key_…)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
 ) -> None:
     """One key, with the tokens it used in its budget period."""
-    from modelport.cli_tables import key_detail
+    from modelport.cli.tables import key_detail
 
     _, client = _client(url, config, master_key)
     key = _run(lambda: client.get_key(key_id))
@@ -157,7 +150,7 @@ def show_key(
 @keys_app.command("revoke")
 def revoke_key(
     key_id: str = typer.Argument(..., help="The key's id (key_…)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
@@ -175,13 +168,13 @@ def usage(
     group_by: str = typer.Option("key", "--group-by", "-g", help="key, model or day."),
     since: Optional[str] = typer.Option(None, help="ISO time or date, or an age: 24h, 7d."),
     until: Optional[str] = typer.Option(None, help="ISO time or date, or an age: 1h."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
 ) -> None:
     """Requests, tokens and cost of a running server, by key, model or day."""
-    from modelport.cli_tables import usage_table
+    from modelport.cli.tables import usage_table
 
     resolved, client = _client(url, config, master_key)
     report = _run(lambda: client.usage(group_by, since, until))
@@ -193,7 +186,7 @@ def usage(
 
 def load(
     name: str = typer.Argument(..., help="The model to load (name or alias)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
@@ -230,7 +223,7 @@ def load(
 
 def unload(
     name: str = typer.Argument(..., help="The model to unload (name or alias)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
@@ -246,7 +239,7 @@ def unload(
 
 
 def reload(
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),

@@ -14,7 +14,7 @@ from typing import Any
 from modelport.chat_templates import BUILTIN_TEMPLATES, template_text
 from modelport.config import ModelConfig, OpenAIUpstreamModel
 from modelport.errors import ConfigError
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 
 HERMES = "hermes"  # <tool_call>{"name": ..., "arguments": ...}</tool_call>
 JSON = "json"      # a bare {"name": ..., "parameters": ...} object (Llama 3)
@@ -106,7 +106,7 @@ def _auto_option(model: ModelConfig, name: str) -> Any:
 def _own_template(model: ModelConfig, models_dir: Path) -> str | None:
     path = resolve_location(model.path, models_dir, model.name)  # type: ignore[attr-defined]
     if path.is_file() and path.suffix.lower() == ".gguf":
-        from modelport.gguf_metadata import read_string
+        from modelport.engines.gguf_metadata import read_string
 
         return read_string(path, "tokenizer.chat_template")
     if path.is_dir():

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from modelport.cli.common import console, fail, gateway_url, url_option
 from modelport.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -33,7 +34,7 @@ def _setup_logging(level: str, with_pid: bool = False) -> None:
     )
 
 
-def _fail(error: Exception) -> NoReturn:
+def fail(error: Exception) -> NoReturn:
     # The message is printed as plain text: config errors quote YAML, and rich would
     # take `[a` or `[/]` in it for markup and drop or reject it.
     message = Text("error:", style="bold red")
@@ -78,10 +79,10 @@ def serve(
     from modelport.api.app import build_app
     from modelport.api.serving import run_gateway
     from modelport.config import Config, config_from_text, read_config_text
-    from modelport.defaults import config_file, default_config
-    from modelport.gateway import build_state, validate_startup
+    from modelport.config.defaults import config_file, default_config
+    from modelport.gateway.build import build_state, validate_startup
     from modelport.processes.wire import CONTROL_URL_ENV, PROCESS_INDEX_ENV
-    from modelport.reload import ConfigReloader
+    from modelport.gateway.reload import ConfigReloader
 
     _setup_logging(log_level)
     source = config_file(config)
@@ -118,7 +119,7 @@ def serve(
                 raise ConfigError("\n".join(report.problems))
             state = report.state
     except ConfigError as error:
-        _fail(error)
+        fail(error)
         return
     assert state is not None  # validate_startup builds it when nothing is wrong
     processes, _why = cfg.server.process_count()
@@ -179,7 +180,7 @@ def worker(
 ) -> None:
     """Run one model's OpenAI-compatible worker in the foreground."""
     from modelport.config import parse_config
-    from modelport.defaults import find_config
+    from modelport.config.defaults import find_config
     from modelport.workers.runner import WORKER_SPEC_ENV, run_worker
 
     _setup_logging("info")
@@ -199,7 +200,7 @@ def worker(
         run_worker(cfg, name, host, port,
                    registration=(register, advertise, register_ttl) if register else None)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
 
 
 @app.command()
@@ -214,19 +215,19 @@ def check(
     engine, resolved location and port."""
     from rich.markup import escape
 
-    from modelport.cli_tables import CheckRow, check_table
+    from modelport.cli.tables import CheckRow, check_table
     from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel, load_policy
     from modelport.config.cpus import usable_cpus
-    from modelport.defaults import find_config
+    from modelport.config.defaults import find_config
     from modelport.engines.transformers_batch_plan import folder_batch_support
-    from modelport.gateway import validate_startup
-    from modelport.locations import resolve_location
-    from modelport.tool_support import tool_support
+    from modelport.gateway.build import validate_startup
+    from modelport.config.locations import resolve_location
+    from modelport.tools.support import tool_support
 
     try:
         cfg = find_config(config)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
         return
     report = validate_startup(cfg, model or None, allow_public)
     rows: list[CheckRow] = []
@@ -303,37 +304,37 @@ def _api_key_option() -> Optional[str]:
     return typer.Option(None, "--api-key", envvar="MODELPORT_API_KEY", help="Bearer key, if set.")
 
 
-def _url_option() -> Optional[str]:
+def url_option() -> Optional[str]:
     return typer.Option(None, "--url", envvar="MODELPORT_URL",
                         help="The running gateway (default: server.host/port of the config, else "
                              "http://127.0.0.1:8888).")
 
 
-def _gateway_url(url: Optional[str], config: Optional[str]) -> str:
-    from modelport.client import resolve_gateway_url
+def gateway_url(url: Optional[str], config: Optional[str]) -> str:
+    from modelport.cli.client import resolve_gateway_url
 
     try:
         return resolve_gateway_url(url, config)
     except ConfigError as error:
-        _fail(ConfigError(f"{error}\n(the server address comes from the config; "
+        fail(ConfigError(f"{error}\n(the server address comes from the config; "
                           "pass --url or set MODELPORT_URL to skip it)"))
 
 
 @app.command()
 def models(
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = ConfigOption,
     api_key: Optional[str] = _api_key_option(),
 ) -> None:
     """Show the models of a running server and their live status."""
-    from modelport.cli_tables import models_table
-    from modelport.client import GatewayClient
+    from modelport.cli.tables import models_table
+    from modelport.cli.client import GatewayClient
 
-    url = _gateway_url(url, config)
+    url = gateway_url(url, config)
     try:
         listing, health = GatewayClient(url, api_key).models_and_health()
     except ConnectionError as error:
-        _fail(error)
+        fail(error)
         return
     Console().print(models_table(url, listing, health.get("models", {})))
 
@@ -341,22 +342,22 @@ def models(
 @app.command()
 def chat(
     model: Optional[str] = typer.Argument(None, help="Model to chat with (default: first chat model)."),
-    url: Optional[str] = _url_option(),
+    url: Optional[str] = url_option(),
     config: Optional[str] = ConfigOption,
     api_key: Optional[str] = _api_key_option(),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Send one message and exit."),
     max_tokens: int = typer.Option(512, help="Longest answer."),
 ) -> None:
     """Interactive streaming chat against a running server (/help lists its commands)."""
-    from modelport.chat_repl import ChatSession
-    from modelport.client import GatewayClient
+    from modelport.cli.chat_repl import ChatSession
+    from modelport.cli.client import GatewayClient
 
-    url = _gateway_url(url, config)
+    url = gateway_url(url, config)
     client = GatewayClient(url, api_key)
     try:
         model = model or client.first_chat_model()
     except ConnectionError as error:
-        _fail(error)
+        fail(error)
         return
     out = Console(highlight=False)
     session = ChatSession(lambda history: client.stream_chat(model, history, max_tokens), out)
@@ -368,7 +369,7 @@ def chat(
                        "Ctrl-D to leave", style="dim"))
         session.loop(lambda: out.input(Text("you> ", style="bold cyan")))
     except ConnectionError as error:
-        _fail(error)
+        fail(error)
 
 
 @app.command("import-config")
@@ -399,7 +400,7 @@ def import_config(
         console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
         raise typer.Exit(1)
     except (ConfigError, OSError, SyntaxError) as error:
-        _fail(error)
+        fail(error)
     print_report(result, Console(highlight=False), console)
     if dry_run:
         Console().print(f"dry run: {output} was not written")
@@ -416,20 +417,20 @@ def pull(
     config: Optional[str] = ConfigOption,
 ) -> None:
     """Download a model into models_dir (needs network access)."""
-    from modelport.defaults import find_config
-    from modelport.pull import pull as pull_model
+    from modelport.config.defaults import find_config
+    from modelport.cli.pull import pull as pull_model
 
     try:
         cfg = find_config(config)
         target = pull_model(repo, cfg.models_dir_path(), filename=file, revision=revision)
     except ConfigError as error:
-        _fail(error)
+        fail(error)
         return
     Console().print(f"[green]downloaded to {target}[/]")
 
 
 def _add_admin_commands() -> None:
-    from modelport.cli_admin import keys_app, load, reload, unload, usage
+    from modelport.cli.admin import keys_app, load, reload, unload, usage
 
     app.add_typer(keys_app, name="keys")
     for command in (usage, load, unload, reload):

@@ -7,25 +7,21 @@ import os
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING
 
 import yaml
 
-if TYPE_CHECKING:
-    from modelport.config import OpenAIUpstreamModel, VendorSpec
+from modelport.config.upstream_models import OpenAIUpstreamModel, VendorSpec
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @lru_cache(maxsize=1)
-def builtin_vendors() -> dict[str, "VendorSpec"]:
-    from modelport.config import VendorSpec
-
-    text = resources.files("modelport.providers").joinpath("vendors.yaml").read_text("utf-8")
+def builtin_vendors() -> dict[str, VendorSpec]:
+    text = resources.files("modelport.config").joinpath("vendors.yaml").read_text("utf-8")
     return {name: VendorSpec.model_validate(entry) for name, entry in yaml.safe_load(text).items()}
 
 
-def find_vendor(name: str, user_vendors: dict[str, "VendorSpec"]) -> "VendorSpec":
+def find_vendor(name: str, user_vendors: dict[str, VendorSpec]) -> VendorSpec:
     """The user's entry of that name, else the built-in one; a clear error otherwise."""
     if name in user_vendors:
         return user_vendors[name]
@@ -53,18 +49,18 @@ def render(template: str, params: dict[str, str], where: str) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
-def url_params(spec: "VendorSpec", model: "OpenAIUpstreamModel") -> dict[str, str]:
+def url_params(spec: VendorSpec, model: OpenAIUpstreamModel) -> dict[str, str]:
     return {**spec.url_params, **model.url_params,
             "model": model.upstream_model or model.name}
 
 
-def vendor_query(spec: "VendorSpec", model: "OpenAIUpstreamModel") -> dict[str, str]:
+def vendor_query(spec: VendorSpec, model: OpenAIUpstreamModel) -> dict[str, str]:
     params = url_params(spec, model)
     where = f"model '{model.name}' (vendor {model.vendor})"
     return {name: render(value, params, where) for name, value in spec.query.items()}
 
 
-def apply_vendor(model: "OpenAIUpstreamModel", user_vendors: dict[str, "VendorSpec"]) -> None:
+def apply_vendor(model: OpenAIUpstreamModel, user_vendors: dict[str, VendorSpec]) -> None:
     """Give a `vendor:` model its base URL (unless overridden) and its key from key_env."""
     assert model.vendor is not None
     spec = find_vendor(model.vendor, user_vendors)

@@ -24,7 +24,7 @@ from typing import Any
 from modelport.api.state import GatewayState
 from modelport.config import GATEWAY_ONLY_FIELDS, Config, ModelConfig
 from modelport.errors import ConfigError
-from modelport.gateway import (
+from modelport.gateway.build import (
     BuiltModel,
     build_models,
     capacity_problem,

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from modelport.api.sse import DONE, sse_event
+from modelport.sse import DONE, sse_event
 
 
 def completion_id() -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from modelport.api.state import GatewayState
 from modelport.config import Config, ModelConfig, OpenAIUpstreamModel, PluginModel, load_policy
 from modelport.errors import ConfigError
-from modelport.locations import resolve_location
+from modelport.config.locations import resolve_location
 from modelport.providers.base import Provider
 from modelport.providers.factory import local_worker_provider, online_provider
 from modelport.routing.deployments import (
@@ -24,7 +24,7 @@ from modelport.routing.deployments import (
 from modelport.routing.replica import CONFIGURED, LOCAL
 from modelport.routing.registry import ModelRegistry
 from modelport.store import Store
-from modelport.tool_support import ToolSupport, tool_support
+from modelport.tools.support import ToolSupport, tool_support
 from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.on_demand import ModelLoader
 from modelport.workers.stall_watch import StallWatch

@@ -1,0 +1,1 @@
+"""Tool calling: which models can call tools and how, and reading the calls out of text."""
