@@ -9,17 +9,11 @@ is written always loads.
 
 from __future__ import annotations
 
-import copy
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from modelport.config import parse_config
 from modelport.errors import ConfigError
 from modelport.importer.convert import MODEL_TABLES, READ_NAMES, Conversion, convert
-from modelport.importer.entries import ImportedModel, Skipped
 from modelport.importer.execute import (
     DEFAULT_TIMEOUT_S,
     RunFailed,
@@ -27,37 +21,23 @@ from modelport.importer.execute import (
     restore_env_refs,
     run_old_config,
 )
+from modelport.importer.litellm import import_litellm, is_litellm_config
 from modelport.importer.pysource import ModuleValues, read_python_config
-from modelport.importer.render import render_yaml
+from modelport.importer.result import (
+    ImportResult,
+    NothingToImport,
+    finish_import,
+    validate_imported,
+)
 
 __all__ = ["DEFAULT_TIMEOUT_S", "ImportResult", "NothingToImport", "finish_import",
            "import_config", "import_old_config", "validate_imported"]
-
-_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}")
-_URL_FIELDS = {"base_url", "url", "proxy"}
-
-
-class NothingToImport(ConfigError):
-    """The files were read but no model came out of them."""
-
-
-@dataclass
-class ImportResult:
-    yaml_text: str  # a complete modelport.yaml
-    config_dict: dict[str, Any]  # the same content as data: yaml.safe_load(yaml_text)
-    warnings: list[str] = field(default_factory=list)
-    env_vars: dict[str, str] = field(default_factory=dict)  # variable -> what it is for
-    models: list[ImportedModel] = field(default_factory=list)
-    skipped: list[Skipped] = field(default_factory=list)
-    how: str = ""  # how the files were read, in one sentence
 
 
 def import_config(paths: list[Path], *, run: bool = True, timeout: float = DEFAULT_TIMEOUT_S,
                   python: str | None = None) -> ImportResult:
     """Import whatever was given: a LiteLLM config.yaml, the old `configs` folder (or the
     project folder above it), or the old model_config.py [server_config.py]."""
-    from modelport.importer.litellm import import_litellm, is_litellm_config
-
     if not paths:
         raise ConfigError("name the old config: configs/model_config.py "
                           "[configs/server_config.py], the configs folder, or a LiteLLM "
@@ -124,19 +104,6 @@ def _read_without_running(sources: list[Path]) -> list[ModuleValues]:
                           f"({error.msg}); fix it before importing") from None
 
 
-def finish_import(conversion: Conversion, sources: list[Path], notes: list[str], how: str,
-                  what: str | None = None) -> ImportResult:
-    """Validate the converted config and render it as modelport.yaml text."""
-    warnings = notes + conversion.warnings
-    config_dict = {"server": conversion.server,
-                   "models": [model.entry for model in conversion.models]}
-    validate_imported(config_dict)
-    yaml_text = render_yaml(conversion.server, conversion.models, sources,
-                            conversion.env_vars, warnings, *([what] if what else []))
-    return ImportResult(yaml_text, config_dict, warnings, dict(conversion.env_vars),
-                        conversion.models, conversion.skipped, how)
-
-
 def _nothing_found(sources: list[Path], how: str, values: list[ModuleValues],
                    conversion: Conversion) -> str:
     found = []
@@ -152,24 +119,3 @@ def _nothing_found(sources: list[Path], how: str, values: list[ModuleValues],
     return (f"no model found in {', '.join(str(s) for s in sources)} ({how}). "
             f"Read: {'; '.join(found)}. Why nothing matched: {why}. Nothing was written.")
 
-
-def validate_imported(config_dict: dict[str, Any]) -> None:
-    """Check the result with modelport's schema; `${VAR}` references count as set.
-
-    The variables are normally not exported yet when importing, so each reference is
-    replaced by a placeholder in a copy instead of reading the environment.
-    """
-    placeholder = _with_placeholders(copy.deepcopy(config_dict))
-    parse_config(placeholder, "imported config")
-
-
-def _with_placeholders(value: Any, key: Any = None) -> Any:
-    if isinstance(value, str):
-        # a URL field must still look like one: `base_url: ${API_BASE_URL}`
-        stand_in = "http://placeholder" if key in _URL_FIELDS else "placeholder"
-        return _ENV_REFERENCE.sub(stand_in, value)
-    if isinstance(value, dict):
-        return {name: _with_placeholders(item, name) for name, item in value.items()}
-    if isinstance(value, list):
-        return [_with_placeholders(item) for item in value]
-    return value

@@ -20,6 +20,7 @@ import yaml
 from modelport.errors import ConfigError
 from modelport.importer.convert import Conversion
 from modelport.importer.entries import ImportedModel, Skipped
+from modelport.importer.result import NothingToImport, finish_import
 from modelport.importer.secrets import KeyVault
 
 # LiteLLM provider prefix -> modelport vendor (modelport/providers/vendors.yaml)
@@ -48,8 +49,6 @@ def is_litellm_config(path: Path) -> bool:
 
 
 def import_litellm(path: Path):
-    from modelport.importer import NothingToImport, finish_import
-
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:

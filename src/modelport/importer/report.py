@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from modelport.importer import ImportResult
+from modelport.importer.result import ImportResult
 from modelport.importer.entries import became
 
 
