@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from modelport.engines.batching import split_by_length
 from modelport.engines.transformers_kv import ModelStep, RowCache
 from modelport.engines.transformers_requests import (
     Finished,
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # How long an idle loop sleeps before it looks at the queue again (a submit wakes it).
 _IDLE_POLL_SECONDS = 0.05
+# A forward pass's fixed cost in prompt tokens (weights read once per pass): newcomers
+# whose prompts differ in length by more than this are prefilled in separate passes
+# rather than padded to the longest.
+PREFILL_PASS_COST_TOKENS = 64
 
 
 @dataclass
@@ -65,6 +70,7 @@ class BatchedDecoding:
         self._eos_ids = eos_ids
         self._pad_id = pad_id or 0  # any id: the mask hides padding
         self._rows: list[_Row] = []
+        self._pending: list[Generation] = []  # taken from the queue, not prefilled yet
         self._cache: RowCache | None = None
         self._steps = self._row_steps = self._largest = 0
         self._wake = threading.Event()
@@ -89,20 +95,36 @@ class BatchedDecoding:
     def _loop(self) -> None:
         import torch
 
+        log.info("batch thread: torch uses %d thread(s)", torch.get_num_threads())
         with torch.inference_mode():
             while not self._closing:
                 self._retire_done()
                 self._drop_cancelled_waiters()
-                joiners = self._gate.take(self._gate.parallel - len(self._rows))
-                if joiners:
-                    self._join(joiners)
-                    continue  # a joiner may be done after its first token
-                if not self._rows:
+                free = self._gate.parallel - len(self._rows) - len(self._pending)
+                self._pending.extend(self._gate.take(free))
+                if self._pending:
+                    # One group of newcomers per step, so a long prompt's prefill holds
+                    # the running requests back for one pass, not for every newcomer's.
+                    self._join(self._next_group())
+                    self._retire_done()  # a newcomer may be done after its first token
+                elif not self._rows:
                     self._wake.wait(_IDLE_POLL_SECONDS)
                     self._wake.clear()
                     continue
-                self._decode_step()
-        self._fail_all(RuntimeError("the engine is shutting down"))
+                if self._rows:
+                    self._decode_step()
+        closing = RuntimeError("the engine is shutting down")
+        self._fail_all(closing)
+        self._fail_pending(closing)
+
+    def _next_group(self) -> list[Generation]:
+        """The next newcomers to prefill together: the longest waiting prompt and those
+        close enough in length that padding them to it costs less than another pass."""
+        self._pending.sort(key=lambda g: -g.prompt_tokens)
+        lengths = [g.prompt_tokens for g in self._pending]
+        start, end = split_by_length(lengths, len(lengths), PREFILL_PASS_COST_TOKENS)[0]
+        group, self._pending = self._pending[start:end], self._pending[end:]
+        return group
 
     def _retire_done(self) -> None:
         finished = [row.stream.done for row in self._rows]
@@ -121,7 +143,11 @@ class BatchedDecoding:
             self._settle(row.generation, row.stream.finish())
 
     def _drop_cancelled_waiters(self) -> None:
-        for generation in self._gate.drop_waiting(lambda g: g.cancelled):
+        cancelled = [g for g in self._pending if g.cancelled]
+        if cancelled:
+            self._pending = [g for g in self._pending if not g.cancelled]
+            self._gate.release(len(cancelled))
+        for generation in cancelled + self._gate.drop_waiting(lambda g: g.cancelled):
             self._settle(generation, Finished("cancelled", generation.prompt_tokens, 0))
 
     def _join(self, joiners: list[Generation]) -> None:
@@ -175,3 +201,9 @@ class BatchedDecoding:
         self._gate.release(len(rows))
         for row in rows:
             self._settle(row.generation, failure(row.generation, error))
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, []
+        self._gate.release(len(pending))
+        for generation in pending:
+            self._settle(generation, failure(generation, error))
