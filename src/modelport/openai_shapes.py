@@ -48,14 +48,16 @@ class ChunkWriter:
         self.created = int(time.time())
 
     def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        # Every field OpenAI's chunks carry, with its type: clients index them directly.
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+                "model": self.model, "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish_reason}]}
 
     def usage_chunk(self, usage: dict[str, int]) -> dict[str, Any]:
         # The shape OpenAI sends for stream_options.include_usage: no choices, only usage.
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": usage}
+                "model": self.model, "system_fingerprint": None, "choices": [], "usage": usage}
 
     @staticmethod
     def event(chunk: dict[str, Any]) -> bytes:

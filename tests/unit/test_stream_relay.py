@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
+
 from modelport.api.stream import ModelRenamer, StreamAccounting, relay_sse, sse_events
 
 
@@ -60,3 +62,33 @@ def test_stream_cut_without_done_ends_with_error_then_done():
     assert events[0] == TOKEN
     assert b'"error"' in events[1] and b"before it finished" in events[1]
     assert events[2] == b"data: [DONE]\n\n"
+
+
+LLAMACPP_OPENING = (b'data: {"choices":[{"finish_reason":null,"index":0,"delta":'
+                    b'{"role":"assistant","content":null}}],"model":"m"}\n\n')
+PYTHON_OPENING = (b'data: {"choices": [{"index": 0, "delta": {"role": "assistant", "content": null}'
+                  b', "finish_reason": null}], "model": "m"}\n\n')
+TOOL_OPENING = (b'data: {"choices":[{"delta":{"role":"assistant","content":null,"tool_calls":'
+                b'[{"index":0,"id":"c","function":{"name":"f","arguments":""}}]}}]}\n\n')
+NULL_LATER = b'data: {"choices":[{"delta":{"role":"assistant","content":null}}]}\n\n'
+
+
+def relayed(*events: bytes) -> list[bytes]:
+    return collect(relay_sse(sse_events(FakeResponse([*events, b"data: [DONE]\n\n"])),
+                             forward_usage=True, accounting=StreamAccounting(), label="m"))
+
+
+def test_a_null_opening_content_becomes_the_empty_string_openai_sends():
+    for opening in (LLAMACPP_OPENING, PYTHON_OPENING):
+        events = relayed(opening, TOKEN)
+        assert events[0] == opening.replace(b"null}", b'""}', 1)
+        assert orjson.loads(events[0][6:])["choices"][0]["delta"]["content"] == ""
+        assert events[1] == TOKEN
+
+
+def test_only_the_first_choice_chunk_is_rewritten_and_tool_call_openings_keep_null():
+    assert relayed(TOOL_OPENING)[0] == TOOL_OPENING
+    # The hook stops after the first chunk with a choice: later events pass untouched.
+    assert relayed(TOKEN, NULL_LATER)[1] == NULL_LATER
+    # A usage event without choices does not use up the hook.
+    assert relayed(USAGE, LLAMACPP_OPENING)[1] == LLAMACPP_OPENING.replace(b"null}", b'""}', 1)

@@ -1,8 +1,9 @@
 """Relaying an upstream SSE stream to the client as it arrives.
 
 Bytes are forwarded event by event without re-encoding; only a usage event the client
-did not ask for is held back (it is requested upstream for accounting), and the model
-name is rewritten when the upstream calls the model something else.
+did not ask for is held back (it is requested upstream for accounting), the model name is
+rewritten when the upstream calls the model something else, and an opening chunk whose
+content is null gets the "" OpenAI sends there.
 """
 
 from __future__ import annotations
@@ -92,6 +93,37 @@ class ModelRenamer:
         return event[:start] + self._value + event[end + 1:]
 
 
+_NULL_OPENINGS = tuple(
+    (role + b"null}", role + b'""}')
+    for role in (b'"delta":{"role":"assistant","content":',
+                 b'"delta": {"role": "assistant", "content": ')
+)
+
+
+class OpeningContent:
+    """Gives a stream's role-only opening chunk the `"content": ""` OpenAI sends.
+
+    llama.cpp's server (and some online APIs) open with `"content": null`; clients written
+    for the old SDK concatenate `delta.get("content", "")` and fail on None. Only the first
+    chunk that carries a choice is looked at, so the rest of a stream pays nothing; a chunk
+    with tool calls keeps its null, as OpenAI's does.
+    """
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = True
+
+    def __call__(self, event: bytes) -> bytes:
+        if b'"delta"' not in event and b'"text"' not in event:
+            return event  # no choice yet (Azure's filter results, a usage event)
+        self.active = False
+        for null, empty in _NULL_OPENINGS:
+            if null in event:
+                return event.replace(null, empty, 1)
+        return event
+
+
 def checked_event(event: bytes, label: str) -> bytes:
     """`event` if it is an SSE event whose data is a JSON object, else a typed error.
 
@@ -160,6 +192,7 @@ async def relay_sse(
     error event + [DONE]. `validate` checks each event first (upstreams we do not run).
     `progress` is marked whenever the relay starts waiting on the upstream (the stall
     watch reads it)."""
+    opening = OpeningContent()
     try:
         async for event in events:
             if progress is not None:
@@ -178,6 +211,8 @@ async def relay_sse(
                 if not forward_usage:
                     event = b""
             if event:
+                if opening.active:
+                    event = opening(event)
                 if rename is not None and rename.active:
                     event = rename(event)
                 yield event
