@@ -183,7 +183,7 @@ def test_memory_budget_counts_a_models_file_once_per_worker(tmp_path):
 def test_a_registered_worker_keeps_its_own_limit_when_the_model_changes():
     remote = ready("m@10.0.0.7:8001", limit=5, origin="registered")
     d = Deployment(model(replicas=0), limit=2, replicas=[remote])
-    d.limit = 70
+    d.reconfigure(d.config, 70, d.load)
     d.set_status(DeploymentStatus.UNLOADED)
     assert (remote.limit, remote.status) == (5, DeploymentStatus.READY)
 

@@ -191,7 +191,7 @@ def test_a_cooled_down_model_is_skipped_without_being_called():
 
 def test_a_full_model_is_skipped_and_its_429_kept_when_nothing_else_answers():
     a, b = deployments()
-    a.limit = 0
+    a.reconfigure(a.config, 0, a.load)
     (served, _), calls = serve([a, b], {"b": ["b"]}, FakeTime())
     assert served is b and calls == ["b"]
     with pytest.raises(Exception) as error:

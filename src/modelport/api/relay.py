@@ -303,7 +303,7 @@ class RelayedStream:
         # have their read timeout).
         self.progress = None if online else StreamProgress()
         if self.progress is not None:
-            outcome.replica.streams.add(self.progress)
+            outcome.replica.stream_started(self.progress)
         self.events = relay_sse(
             self._opened.events, forward_usage=forward_usage, accounting=self.accounting,
             label=served.name, rename=ModelRenamer(served.name) if online else None,
@@ -314,7 +314,7 @@ class RelayedStream:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
         self._outcome.release()
         if self.progress is not None:
-            self._outcome.replica.streams.discard(self.progress)
+            self._outcome.replica.stream_ended(self.progress)
         record, accounting = self._record, self.accounting
         record.take_usage(accounting.final_usage())
         error = ended_with or accounting.error

@@ -345,4 +345,4 @@ def link_fallbacks(config: Config, deployments: list[Deployment]) -> None:
                 raise ConfigError(
                     f"model '{deployment.name}' falls back to '{target.name}', but one is "
                     f"a {deployment.kind} model and the other a {target.kind} model")
-        deployment.fallbacks = tuple(targets)
+        deployment.link_fallbacks(targets)

@@ -187,9 +187,8 @@ class ConfigReloader:
             link_fallbacks(new, deployments)  # refuses a fallback of another kind
         except ConfigError:
             for name, (config, limit, load, fallbacks) in saved.items():
-                deployment = kept[name]
-                deployment.config, deployment.limit, deployment.load = config, limit, load
-                deployment.fallbacks = fallbacks
+                kept[name].reconfigure(config, limit, load)
+                kept[name].link_fallbacks(fallbacks)
             raise
         for name in report.restarted:
             if built[name].has_workers:
@@ -218,9 +217,7 @@ class ConfigReloader:
 
     @staticmethod
     def _update_in_place(deployment: Deployment, model: ModelConfig) -> None:
-        deployment.config = model
-        deployment.limit = request_limit(model)
-        deployment.load = model.load or "always"
+        deployment.reconfigure(model, request_limit(model), model.load or "always")
 
     def _retire(self, old: Deployment | None, replacement: BuiltModel | None) -> None:
         """In the background: let the old deployment's requests finish, stop its workers,

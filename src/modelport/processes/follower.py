@@ -156,9 +156,9 @@ class ReplicaMirror:
         new client; the old one is closed once its requests are done."""
         old = replica.provider
         config = deployment.config
-        replica.provider = local_worker_provider(
+        replica.use_provider(local_worker_provider(
             config, replica.base_url, replica.secret or "",
-            tool_support(config, self._state.config.models_dir_path()))
+            tool_support(config, self._state.config.models_dir_path())))
         if self._state.clients.get(deployment.name) is old:
             self._state.clients[deployment.name] = replica.provider
         if old is not None:

@@ -11,27 +11,20 @@ status, type and message so a follower answers exactly what the primary would ha
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from modelport.errors import ConfigError, ModelportError
-from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
+from modelport.routing.deployments import Deployment, Replica
 
 # Set in a follower's environment by the primary (the secret is never logged).
 CONTROL_URL_ENV = "MODELPORT_CONTROL_URL"
 CONTROL_SECRET_ENV = "MODELPORT_CONTROL_SECRET"
 PROCESS_INDEX_ENV = "MODELPORT_PROCESS_INDEX"
 
-_FIELDS = ("detail", "pid", "restarts", "retry_after_s", "last_error")
-
-
 def replica_table(deployments: Iterable[Deployment]) -> dict[str, list[dict[str, Any]]]:
     """Each local model's workers as the primary knows them now."""
-    return {d.name: [{"name": r.name, "base_url": r.base_url, "secret": r.secret,
-                      "status": r.status.value, **{f: getattr(r, f) for f in _FIELDS}}
-                     for r in d.local_replicas]
-            for d in deployments if d.is_local}
+    return {d.name: [r.row() for r in d.local_replicas] for d in deployments if d.is_local}
 
 
 def apply_table(deployments: Iterable[Deployment], table: Mapping[str, list[dict[str, Any]]],
@@ -46,15 +39,7 @@ def apply_table(deployments: Iterable[Deployment], table: Mapping[str, list[dict
             row = rows.get(replica.name)
             if row is None:
                 continue
-            status = DeploymentStatus(row["status"])
-            if status is not replica.status:
-                replica.status = status
-                replica.ready_since = time.monotonic() if status is DeploymentStatus.READY \
-                    else None
-            for name in _FIELDS:
-                setattr(replica, name, row[name])
-            if (row["base_url"], row["secret"]) != (replica.base_url, replica.secret):
-                replica.base_url, replica.secret = row["base_url"], row["secret"]
+            if replica.mirror(row):
                 readdress(deployment, replica)
 
 
@@ -88,7 +73,7 @@ def apply_in_flight(deployments: Iterable[Deployment], counts: Mapping[str, int]
     Redis (routing.shared_state), so for them these counts are the only source."""
     for deployment in deployments:
         for replica in deployment.local_replicas if deployment.is_local else ():
-            replica.remote_in_flight = int(counts.get(replica.name, 0))
+            replica.count_elsewhere(int(counts.get(replica.name, 0)))
 
 
 def apply_reports(deployments: Iterable[Deployment],
@@ -100,6 +85,7 @@ def apply_reports(deployments: Iterable[Deployment],
     by_name = {d.name: d for d in deployments if d.is_local}
     apply_in_flight(by_name.values(), in_flight_by_replica(reports))
     elsewhere = dict.fromkeys(by_name, 0)
+    last_used = {name: deployment.last_used for name, deployment in by_name.items()}
     for report in reports:
         for name, use in report.items():
             deployment = by_name.get(name)
@@ -108,9 +94,9 @@ def apply_reports(deployments: Iterable[Deployment],
             in_flight = int(use["in_flight"])
             elsewhere[name] += in_flight
             idle_s = 0.0 if in_flight else float(use["idle_s"])  # a long stream is use
-            deployment.last_used = max(deployment.last_used, now - idle_s)
+            last_used[name] = max(last_used[name], now - idle_s)
     for name, count in elsewhere.items():
-        by_name[name].in_flight_elsewhere = count
+        by_name[name].used_elsewhere(count, last_used[name])
 
 
 def error_to_wire(error: ModelportError) -> dict[str, Any]:

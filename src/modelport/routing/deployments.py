@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel, serves_rerank_only
@@ -165,20 +166,43 @@ class Deployment:
     def retry_after_s(self) -> int:
         return min((r.retry_after_s for r in self.replicas), default=5)
 
-    @retry_after_s.setter
-    def retry_after_s(self, seconds: int) -> None:
-        for replica in self._moved_together():
-            replica.retry_after_s = seconds
-
     @property
     def limit(self) -> int:
         return self._limit
 
-    @limit.setter
-    def limit(self, limit: int) -> None:
-        self._limit = limit
+    # -- named transitions: the only ways code outside routing changes a deployment -------
+
+    def reconfigure(self, config: ModelConfig, limit: int, load: str) -> None:
+        """New settings that need no new workers (a reload): in effect from the next request."""
+        self.config, self.load, self._limit = config, load, limit
         for replica in self._moved_together():
             replica.limit = limit
+
+    def link_fallbacks(self, targets: Sequence["Deployment"]) -> None:
+        self.fallbacks = tuple(targets)
+
+    def retry_in(self, seconds: int) -> None:
+        """What its refusals tell clients (Retry-After) until its state changes again."""
+        for replica in self._moved_together():
+            replica.retry_after_s = seconds
+
+    def loaded(self, now: float) -> None:
+        """Its workers became ready after a load: it counts as just used (not evicted at once)."""
+        self.last_used = now
+
+    def used_elsewhere(self, in_flight: int, last_used: float) -> None:
+        """The other gateway processes' use of it, as they last reported."""
+        self.in_flight_elsewhere = in_flight
+        self.last_used = max(self.last_used, last_used)
+
+    @contextlib.contextmanager
+    def waiting_for_load(self) -> Iterator[None]:
+        """A request waits for this model to load: it is not evicted from under it."""
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
 
     def set_status(self, status: DeploymentStatus, detail: str = "") -> None:
         """A change of the whole model (loading, unloading, restarting with new settings,

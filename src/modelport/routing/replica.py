@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ class DeploymentStatus(str, enum.Enum):
 
 FAILING = frozenset({DeploymentStatus.FAILED, DeploymentStatus.RESTARTING,
                      DeploymentStatus.UNRESPONSIVE})
+
+# What a follower process takes over from the primary's replica besides status and address.
+_MIRRORED = ("detail", "pid", "restarts", "retry_after_s", "last_error")
 
 # Where a replica comes from.
 LOCAL = "local"  # a worker process this gateway starts and watches
@@ -78,6 +82,65 @@ class Replica:
         if detail and status in FAILING:
             self.last_error = detail
         self.ready_since = time.monotonic() if status is DeploymentStatus.READY else None
+
+    # -- named transitions: the only ways code outside routing changes a replica --------
+
+    def worker_started(self, pid: int) -> None:
+        """A worker process of ours was spawned; it is not serving until `set_status(READY)`."""
+        self.pid = pid
+
+    def worker_halted(self, status: DeploymentStatus, detail: str = "") -> None:
+        """Its worker was stopped on purpose (unloaded, removed, stopped with the server)."""
+        self.pid = None
+        self.set_status(status, detail)
+
+    def worker_failed(self, detail: str, retry_after_s: int) -> None:
+        """Its worker cannot start; clients are told when to ask again."""
+        self.set_status(DeploymentStatus.FAILED, detail)
+        self.retry_after_s = retry_after_s
+
+    def worker_restarting(self, detail: str, retry_after_s: int) -> None:
+        """Its worker exited and is started again after a back-off."""
+        self.restarts += 1
+        self.set_status(DeploymentStatus.RESTARTING, detail)
+        self.retry_after_s = retry_after_s
+
+    def unresponsive(self, detail: str, retry_after_s: int) -> None:
+        """Running but not answering: out of rotation until it answers again."""
+        self.set_status(DeploymentStatus.UNRESPONSIVE, detail)
+        self.retry_after_s = retry_after_s
+
+    def row(self) -> dict[str, Any]:
+        """What the primary process tells its followers of a worker it runs."""
+        return {"name": self.name, "base_url": self.base_url, "secret": self.secret,
+                "status": self.status.value, **{f: getattr(self, f) for f in _MIRRORED}}
+
+    def mirror(self, row: Mapping[str, Any]) -> bool:
+        """Take the primary's view of a worker it runs (a `row()` of its replica); whether
+        the address or secret changed, so that the caller's provider must follow."""
+        status = DeploymentStatus(row["status"])
+        if status is not self.status:
+            self.status = status
+            self.ready_since = time.monotonic() if status is DeploymentStatus.READY else None
+        for name in _MIRRORED:
+            setattr(self, name, row[name])
+        moved = (row["base_url"], row["secret"]) != (self.base_url, self.secret)
+        if moved:
+            self.base_url, self.secret = row["base_url"], row["secret"]
+        return moved
+
+    def use_provider(self, provider: Any) -> None:
+        self.provider = provider
+
+    def count_elsewhere(self, in_flight: int) -> None:
+        """Requests in flight here through other gateways (least_busy counts them)."""
+        self.remote_in_flight = in_flight
+
+    def stream_started(self, progress: Any) -> None:
+        self.streams.add(progress)
+
+    def stream_ended(self, progress: Any) -> None:
+        self.streams.discard(progress)
 
     def pause(self, why: str, seconds: float, now: float) -> None:
         """Out of rotation for `seconds` after a failure (a replica someone else runs)."""

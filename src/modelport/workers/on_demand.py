@@ -72,16 +72,14 @@ class ModelLoader:
         if deployment.status is DeploymentStatus.READY or not deployment.on_demand:
             return
         timeout = deployment.config.load_timeout_s or self._settings().load_timeout_s
-        deployment.waiting += 1
-        try:
-            await asyncio.wait_for(self._until_ready(deployment), timeout)
-        except asyncio.TimeoutError:
-            raise ModelNotReadyError(
-                f"model '{deployment.name}' is still loading after {timeout:g} s "
-                "(load_timeout_s); retry shortly", code="model_loading",
-                headers={"Retry-After": str(max(1, round(timeout / 4)))}) from None
-        finally:
-            deployment.waiting -= 1
+        with deployment.waiting_for_load():
+            try:
+                await asyncio.wait_for(self._until_ready(deployment), timeout)
+            except asyncio.TimeoutError:
+                raise ModelNotReadyError(
+                    f"model '{deployment.name}' is still loading after {timeout:g} s "
+                    "(load_timeout_s); retry shortly", code="model_loading",
+                    headers={"Retry-After": str(max(1, round(timeout / 4)))}) from None
 
     async def load(self, deployment: Deployment) -> None:
         """Load a model (any local one; the admin API's load) and wait until it is ready."""
@@ -137,7 +135,7 @@ class ModelLoader:
                     f"model '{deployment.name}' was unloaded while it loaded; retry",
                     headers={"Retry-After": "1"})
             await asyncio.sleep(_POLL_S)
-        deployment.last_used = time.monotonic()
+        deployment.loaded(time.monotonic())
         logger.info("model '%s': loaded in %.1f s", deployment.name, time.monotonic() - started)
 
     async def _begin_load(self, deployment: Deployment) -> bool:
@@ -214,7 +212,7 @@ class ModelLoader:
 
     async def _unload(self, deployment: Deployment, drain_s: float, reason: str) -> None:
         deployment.set_status(DeploymentStatus.UNLOADING, reason)
-        deployment.retry_after_s = 2
+        deployment.retry_in(2)
         deadline = time.monotonic() + drain_s
         while (deployment.in_flight or deployment.in_flight_elsewhere) \
                 and time.monotonic() < deadline:

@@ -164,8 +164,7 @@ class WorkerSupervisor:
         self._restart_reasons.pop(replica.name, None)  # halted: no restart is under way
         if worker is not None:
             await _end_process(worker.process, _STOP_GRACE_S)
-        replica.pid = None
-        replica.set_status(status, detail)
+        replica.worker_halted(status, detail)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -218,7 +217,7 @@ class WorkerSupervisor:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, preexec_fn=die_with_parent,
         )
-        replica.pid = process.pid
+        replica.worker_started(process.pid)
         worker = WorkerProcess(process, replica.name)
         self._running[replica.name] = worker
         return worker
@@ -305,8 +304,8 @@ class WorkerSupervisor:
             now = time.monotonic()
             silent_since = silent_since or now
             if failures == 2 and replica.status is DeploymentStatus.READY:
-                replica.set_status(DeploymentStatus.UNRESPONSIVE, "not answering health checks")
-                replica.retry_after_s = max(1, int(server.health_check_interval_s))
+                replica.unresponsive("not answering health checks",
+                                     retry_after_s=max(1, int(server.health_check_interval_s)))
                 logger.warning("replica %s: worker (pid %d) not answering health checks; "
                                "taken out of rotation", replica.name, worker.process.pid)
             if now - silent_since >= stall_timeout(deployment.config, server):
@@ -358,8 +357,7 @@ class WorkerSupervisor:
                 # A config problem (missing file, base model without a chat template ...)
                 # fails the same way on every restart: report it instead of looping.
                 reason = _last_error_line(worker.output_tail) or f"exit code {code}"
-                replica.set_status(DeploymentStatus.FAILED, reason)
-                replica.retry_after_s = 3600
+                replica.worker_failed(reason, retry_after_s=3600)
                 logger.error("replica %s: worker refused to start, not restarting: %s",
                              replica.name, reason)
                 return
@@ -369,10 +367,9 @@ class WorkerSupervisor:
             logger.warning("replica %s: worker exited with code %s after %.1f s; restarting "
                            "in %.0f s. Last output:\n    %s", replica.name, code, uptime,
                            delay, tail)
-            replica.restarts += 1
-            replica.set_status(DeploymentStatus.RESTARTING, f"{stalled}; restarting" if stalled
-                               else f"worker exited with code {code}; restarting")
-            replica.retry_after_s = max(1, int(delay) + 2)
+            replica.worker_restarting(f"{stalled}; restarting" if stalled
+                                      else f"worker exited with code {code}; restarting",
+                                      retry_after_s=max(1, int(delay) + 2))
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
