@@ -16,7 +16,7 @@ from modelport.api import relay, responses
 from modelport.api.access_log import AccessLog
 from modelport.api.admin import MasterKeyGate, admin_app
 from modelport.api.auth import BearerAuth
-from modelport.api.console import ConsoleFiles
+from modelport.api.console import ConsoleFiles, to_console
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
 from modelport.api.messages import count_message_tokens, create_message
@@ -164,6 +164,7 @@ def build_app(state: GatewayState) -> AccessLog:
     finished = FinishedRequests(state.usage if server.usage else None)
     observers: list = [finished]
     routes = [
+        Route("/", to_console, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/ready", readiness, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),

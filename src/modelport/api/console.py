@@ -8,7 +8,11 @@ anywhere else, nothing inline, and no framing by other sites.
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
 from starlette.staticfiles import StaticFiles
+
+CONSOLE_PATH = "/ui/"
 
 _HEADERS = [
     (b"content-security-policy",
@@ -33,3 +37,8 @@ class ConsoleFiles:
             await send(message)
 
         await self._files(scope, receive, with_headers)
+
+
+async def to_console(request: Request) -> RedirectResponse:
+    """`GET /`: a person who opens the server's address in a browser lands in the console."""
+    return RedirectResponse(CONSOLE_PATH, status_code=307)

@@ -19,10 +19,13 @@ def resolve_gateway_url(url: str | None, config: str | None) -> str:
 
     # The same lookup `serve` does, so a client started beside the config finds its server.
     server = find_config(config).server
-    host = _WILDCARD_HOSTS.get(server.host, server.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
+    return f"http://{connectable_host(server.host)}:{server.port}"
+
+
+def connectable_host(host: str) -> str:
+    """The address a client connects to for a server listening on `host`, as a URL writes it."""
+    host = _WILDCARD_HOSTS.get(host, host)
+    return f"[{host}]" if ":" in host else host
 
 
 class GatewayClient:
@@ -40,7 +43,7 @@ class GatewayClient:
         data = response.json()
         if response.status_code >= 400:
             message = data.get("error", {}).get("message", response.text)
-            raise ConnectionError(f"{self.url}{path}: HTTP {response.status_code}: {message}")
+            raise http_error(f"{self.url}{path}", response.status_code, message)
         return data
 
     def models_and_health(self) -> tuple[list[dict], dict]:
@@ -58,7 +61,8 @@ class GatewayClient:
             with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
                 if response.status_code >= 400:
                     error = orjson.loads(response.read()).get("error", {})
-                    raise ConnectionError(f"HTTP {response.status_code}: {error.get('message')}")
+                    raise http_error(f"{self.url}/v1/chat/completions", response.status_code,
+                                     error.get("message"))
                 for line in response.iter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
@@ -71,3 +75,13 @@ class GatewayClient:
                             yield piece
         except httpx.HTTPError as error:
             raise ConnectionError(f"cannot reach modelport at {self.url}: {error}") from None
+
+
+NEEDS_KEY = ("the server wants an API key: pass --api-key KEY or set MODELPORT_API_KEY (a server "
+             "with only a master key takes it, or a key from `modelport keys create`)")
+
+
+def http_error(where: str, status: int, message: object) -> ConnectionError:
+    """The error a command reports for an HTTP error answer; a 401 says how to send a key."""
+    hint = f"\n{NEEDS_KEY}" if status == 401 else ""
+    return ConnectionError(f"{where}: HTTP {status}: {message}{hint}")

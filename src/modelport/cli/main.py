@@ -141,6 +141,11 @@ def serve(
         "serving %s on http://%s:%d/v1%s", names, cfg.server.host, cfg.server.port,
         "" if processes == 1 else f" (gateway process {os.environ.get(PROCESS_INDEX_ENV, 0)} "
         f"of {processes})")
+    if not follower:
+        from modelport.cli.startup_notes import startup_notes
+
+        for level, note in startup_notes(cfg.server):
+            logging.getLogger("modelport").log(level, "%s", note)
     if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
                        cfg.server.drain_timeout_s,
                        on_hangup=state.reloader.on_signal if state.reloader else None,

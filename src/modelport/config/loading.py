@@ -53,4 +53,6 @@ def config_from_text(text: str, path: str | os.PathLike[str]) -> Config:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise ConfigError(describe_yaml_error(file, error)) from None
-    return parse_config(data, str(file), base_dir=str(file.resolve().parent))
+    config = parse_config(data, str(file), base_dir=str(file.resolve().parent))
+    config.source_file = str(file.resolve())
+    return config

@@ -27,6 +27,8 @@ class Config(_Strict):
     )
     # Folder the config came from; relative models_dir is resolved against it.
     base_dir: str = Field(default_factory=os.getcwd, exclude=True)
+    # The file it was read from (None: the built-in config); the default database follows it.
+    source_file: str | None = Field(None, exclude=True)
     # ${VAR}s that were not set when the file was read. They stay in their fields as
     # written; only the ones a started model (or the server) uses are start-up errors.
     _unset: list["UnsetVariable"] = PrivateAttr(default_factory=list)

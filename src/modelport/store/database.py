@@ -7,6 +7,7 @@ package and run at every start (a no-op when the schema is current).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -37,11 +38,21 @@ def data_dir(config: Config) -> Path:
     return Path(os.path.expanduser(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR))
 
 
+def database_file(config: Config) -> str:
+    """modelport.db in a folder the config names (server.data_dir) or for the built-in config;
+    else one file per config file in the shared data folder, so two servers with different
+    configs never share keys and usage: `<config name>-<hash of its path>.db`."""
+    if config.server.data_dir is not None or config.source_file is None:
+        return DATABASE_FILE
+    digest = hashlib.sha256(config.source_file.encode("utf-8")).hexdigest()[:12]
+    return f"{Path(config.source_file).stem}-{digest}.db"
+
+
 def database_url(config: Config) -> str:
     """The SQLAlchemy URL with its async driver: asyncpg for PostgreSQL, aiosqlite else."""
     configured = config.server.database_url
     if configured is None:
-        return f"sqlite+aiosqlite:///{data_dir(config) / DATABASE_FILE}"
+        return f"sqlite+aiosqlite:///{data_dir(config) / database_file(config)}"
     url = make_url(str.__str__(configured))
     if url.get_backend_name() in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+asyncpg")

@@ -1,0 +1,72 @@
+"""What a new user meets in the first hour: the console at the server's address, a master
+key that locks /v1 said out loud at start-up, and a CLI that says how to send a key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from support.server import ModelportServer, free_port
+
+pytestmark = pytest.mark.e2e
+MASTER = "sk-master-first-hour"
+CONFIG = {"server": {"master_key": MASTER},
+          "models": [{"name": "remote", "engine": "openai",
+                      "base_url": f"http://127.0.0.1:{free_port()}/v1"}]}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "COLUMNS": "200", **(env or {})}
+    for name in ("MODELPORT_URL", "MODELPORT_CONFIG", "MODELPORT_API_KEY"):
+        if name not in (env or {}):
+            environment.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "modelport", *args], capture_output=True,
+                          text=True, timeout=60, env=environment)
+
+
+@pytest.fixture(scope="module")
+def locked(tmp_path_factory):
+    server = ModelportServer(CONFIG, tmp_path_factory.mktemp("first-hour"),
+                             env={"MODELPORT_API_KEY": "", "MODELPORT_MASTER_KEY": ""})
+    server.start(timeout=60)
+    yield server
+    server.stop()
+
+
+def test_start_up_log_prints_the_console_url_and_says_v1_is_locked(locked):
+    log = locked.log()
+    assert f"console: http://127.0.0.1:{locked.port}/ui/" in log
+    warnings = [line for line in log.splitlines() if "a master key is set and no API keys" in line]
+    assert len(warnings) == 1 and "WARNING" in warnings[0]
+    assert "modelport keys create" in warnings[0] and "MODELPORT_API_KEY" in warnings[0]
+    assert MASTER not in log
+
+
+def test_the_servers_address_leads_to_the_console(locked):
+    response = httpx.get(locked.url + "/", follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/ui/"
+    page = httpx.get(locked.url + "/", follow_redirects=True)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert str(page.url) == locked.url + "/ui/"
+
+
+@pytest.mark.parametrize("command", [["models"], ["chat", "remote", "-m", "hi"]])
+def test_cli_answered_401_says_how_to_send_a_key(locked, command):
+    done = run_cli(*command, "--url", locked.url)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "HTTP 401" in message
+    assert "--api-key" in message and "MODELPORT_API_KEY" in message
+
+
+def test_cli_reads_the_key_from_the_environment_or_the_flag(locked):
+    from_env = run_cli("models", "--url", locked.url, env={"MODELPORT_API_KEY": MASTER})
+    assert from_env.returncode == 0, from_env.stderr
+    assert "remote" in from_env.stdout
+    from_flag = run_cli("models", "--url", locked.url, "--api-key", MASTER)
+    assert from_flag.returncode == 0, from_flag.stderr
+    assert "remote" in from_flag.stdout
