@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,7 +18,6 @@ from modelport.errors import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Self-hosted OpenAI-compatible server for local and online models.")
-console = Console(stderr=True)
 
 ConfigOption = typer.Option(None, "--config", "-c", help="Path to modelport.yaml "
                             "(default: $MODELPORT_CONFIG, ./modelport.yaml, else built-in models).")
@@ -32,15 +31,6 @@ def _setup_logging(level: str, with_pid: bool = False) -> None:
         + "%(name)s: %(message)s",
         datefmt="%H:%M:%S", stream=sys.stderr, force=True,
     )
-
-
-def fail(error: Exception) -> NoReturn:
-    # The message is printed as plain text: config errors quote YAML, and rich would
-    # take `[a` or `[/]` in it for markup and drop or reject it.
-    message = Text("error:", style="bold red")
-    message.append(f" {error}")
-    console.print(message, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _show_version(value: bool) -> None:
@@ -307,22 +297,6 @@ def check(
 
 def _api_key_option() -> Optional[str]:
     return typer.Option(None, "--api-key", envvar="MODELPORT_API_KEY", help="Bearer key, if set.")
-
-
-def url_option() -> Optional[str]:
-    return typer.Option(None, "--url", envvar="MODELPORT_URL",
-                        help="The running gateway (default: server.host/port of the config, else "
-                             "http://127.0.0.1:8888).")
-
-
-def gateway_url(url: Optional[str], config: Optional[str]) -> str:
-    from modelport.cli.client import resolve_gateway_url
-
-    try:
-        return resolve_gateway_url(url, config)
-    except ConfigError as error:
-        fail(ConfigError(f"{error}\n(the server address comes from the config; "
-                          "pass --url or set MODELPORT_URL to skip it)"))
 
 
 @app.command()
