@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from modelport.api.app import build_app
 from modelport.config import parse_config
 from modelport.gateway.build import build_state
+from modelport.limits.reservation import reservation
 from support.vendor_fakes import Reply, VendorFake, sse
 
 MASTER = "mk-test-master-key-0123456789"
@@ -116,33 +118,45 @@ def test_a_fallback_outside_the_allow_list_never_answers_for_the_key(gateway, fa
     assert served.headers["x-modelport-fallback-from"] == "chat-c"
 
 
-def test_tpm_counts_real_usage(gateway):
-    secret, _ = new_key(gateway, tpm=30)
-    first = chat(gateway, secret)
-    assert first.headers["x-ratelimit-remaining-tokens"] == "30"
-    deadline = time.monotonic() + 5
-    answers = [first]
-    while answers[-1].status_code == 200 and time.monotonic() < deadline:
-        answers.append(chat(gateway, secret))
-    # 15 tokens each: the third request finds 30 used this minute.
-    assert [a.status_code for a in answers] == [200, 200, 429]
-    assert answers[-1].json()["error"]["code"] == "tpm_exceeded"
-    assert chat(gateway, secret, max_tokens=31).json()["error"]["code"] == "tpm_exceeded"
+def reserved(max_tokens):
+    """What admission reserves for `chat(..., max_tokens=...)` (an online model: no context)."""
+    body = {"model": "a", "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": max_tokens}
+    return reservation(len(orjson.dumps(body)), max_tokens, True, None)
 
 
-def test_max_tokens_beyond_tpm_is_refused_before_the_upstream(gateway, fake):
-    secret, _ = new_key(gateway, tpm=10)
+def test_tpm_counts_reservations_then_real_usage(gateway):
+    hold = reserved(4)
+    used = USAGE["total_tokens"]
+    secret, _ = new_key(gateway, tpm=2 * used + hold - 1)
+    first = chat(gateway, secret, max_tokens=4)
+    # Counted while it ran: what it could have used; then only its real 15 tokens.
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) == used + used - 1
+    second = chat(gateway, secret, max_tokens=4)
+    assert second.status_code == 200
+    third = chat(gateway, secret, max_tokens=4)  # 30 used: its reservation no longer fits
+    assert third.status_code == 429 and third.json()["error"]["code"] == "tpm_exceeded"
+
+
+def test_a_reservation_beyond_tpm_is_refused_before_the_upstream(gateway, fake):
+    secret, _ = new_key(gateway, tpm=reserved(10))
     before = len(fake.requests)
-    refused = chat(gateway, secret, max_tokens=50)
-    assert refused.status_code == 429 and "max_tokens 50" in refused.json()["error"]["message"]
+    refused = chat(gateway, secret, max_tokens=11)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "tpm_exceeded"
+    assert f"up to {reserved(11)} tokens" in refused.json()["error"]["message"]
+    assert "max_tokens" in refused.json()["error"]["message"]
     assert len(fake.requests) == before
+    assert chat(gateway, secret, max_tokens=10).status_code == 200
 
 
-def test_total_budget_spent_is_a_403(gateway):
-    secret, _ = new_key(gateway, budget_tokens=20, budget_period="total")
-    assert chat(gateway, secret).status_code == 200
-    assert chat(gateway, secret).status_code == 200  # 15 used < 20: still admitted
-    spent = chat(gateway, secret)
+def test_total_budget_that_cannot_hold_a_request_is_a_403(gateway):
+    used = USAGE["total_tokens"]
+    secret, _ = new_key(gateway, budget_tokens=2 * used + reserved(4) - 1,
+                        budget_period="total")
+    assert chat(gateway, secret, max_tokens=4).status_code == 200
+    assert chat(gateway, secret, max_tokens=4).status_code == 200
+    spent = chat(gateway, secret, max_tokens=4)
     assert spent.status_code == 403 and spent.json()["error"]["code"] == "budget_exhausted"
 
 

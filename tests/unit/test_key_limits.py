@@ -92,28 +92,90 @@ def test_tpm_counts_real_usage_and_refuses_once_spent(make_limiter):
     async def scenario():
         limiter = make_limiter()
         key = Key(tpm=100)
-        first = await limiter.admit(key)
+        first = await limiter.admit(key, reserve=10)
         await first.settle(60)
-        second = await limiter.admit(key)
-        await second.settle(45)
+        second = await limiter.admit(key, reserve=10)
+        await second.settle(35)
         with pytest.raises(KeyLimitError) as refused:
-            await limiter.admit(key)
+            await limiter.admit(key, reserve=10)
         return second, refused.value
 
     second, error = run(scenario())
-    assert second.headers["x-ratelimit-remaining-tokens"] == "40"
+    assert second.headers["x-ratelimit-remaining-tokens"] == "30"  # 60 used, 10 held
     assert error.code == "tpm_exceeded"
-    assert error.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert error.headers["x-ratelimit-remaining-tokens"] == "5"  # 95 used: 10 do not fit
 
 
-def test_max_tokens_above_tpm_is_refused_up_front(make_limiter):
+def test_a_reservation_above_tpm_is_refused_up_front(make_limiter):
     async def scenario():
         limiter = make_limiter()
-        await limiter.admit(Key(tpm=100), max_tokens=100)
-        with pytest.raises(KeyLimitError, match="max_tokens 101"):
-            await limiter.admit(Key(tpm=100), max_tokens=101)
+        await limiter.admit(Key(tpm=100), reserve=100)
+        with pytest.raises(KeyLimitError, match="up to 101 tokens"):
+            await limiter.admit(Key(id="k2", tpm=100), reserve=101)
 
     run(scenario())
+
+
+def test_reservations_hold_tpm_until_settled_and_give_back_the_rest(make_limiter):
+    async def scenario():
+        limiter = make_limiter()
+        key = Key(tpm=100)
+        held = [await limiter.admit(key, reserve=40) for _ in range(2)]
+        with pytest.raises(KeyLimitError) as refused:
+            await limiter.admit(key, reserve=40)  # 80 held: 40 more would pass 100
+        await held[0].settle(5)  # 35 of its 40 come back
+        third = await limiter.admit(key, reserve=40)
+        return refused.value, third
+
+    error, third = run(scenario())
+    assert error.code == "tpm_exceeded"
+    assert third.headers["x-ratelimit-remaining-tokens"] == "15"  # 5 + 40 + 40 counted
+
+
+@pytest.mark.parametrize("concurrent", [16, 50])
+def test_concurrent_requests_never_spend_past_a_budget(make_limiter, concurrent):
+    async def scenario():
+        limiter = make_limiter()
+        key = Key(budget_tokens=200, budget_period="total")
+
+        async def request():
+            held = await limiter.admit(key, reserve=110)  # prompt 10 + max_tokens 100
+            await asyncio.sleep(0.01)
+            await held.settle(110)  # it used all it could
+            return 110
+
+        outcomes = await asyncio.gather(*(request() for _ in range(concurrent)),
+                                        return_exceptions=True)
+        spent = sum(o for o in outcomes if isinstance(o, int))
+        refusals = [o for o in outcomes if not isinstance(o, int)]
+        return spent, refusals
+
+    spent, refusals = run(scenario())
+    assert spent == 110  # a second 110 never fits in 200
+    assert len(refusals) == concurrent - 1
+    assert {r.code for r in refusals} <= {"budget_reserved", "budget_exhausted"}
+
+
+def test_budget_refusals_say_whether_spent_held_or_too_big(make_limiter):
+    async def scenario():
+        limiter = make_limiter()
+        key = Key(budget_tokens=100, budget_period="total")
+        first = await limiter.admit(key, reserve=60)
+        with pytest.raises(KeyLimitError) as held:
+            await limiter.admit(key, reserve=50)
+        await first.settle(30)
+        with pytest.raises(PermissionDeniedError) as too_big:
+            await limiter.admit(key, reserve=71)
+        await (await limiter.admit(key, reserve=70)).settle(70)
+        with pytest.raises(PermissionDeniedError) as spent:
+            await limiter.admit(key, reserve=1)
+        return held.value, too_big.value, spent.value
+
+    held, too_big, spent = run(scenario())
+    assert held.status == 429 and held.code == "budget_reserved"
+    assert held.headers["Retry-After"] == "1"
+    assert too_big.status == 403 and "70 left" in too_big.message
+    assert spent.code == "budget_exhausted" and "is spent: 100 used" in spent.message
 
 
 def test_max_parallel_holds_until_settled_and_gives_back_the_rpm_it_took(make_limiter):

@@ -112,6 +112,7 @@ def build_app(state: GatewayState) -> AccessLog:
                 state.reloader.attach()
             if state.processes is not None:  # after the database is migrated
                 await state.processes.start()
+            await state.limiter.start()
             # Everything built so far lives as long as the process; left to the collector,
             # each full collection walks it again (hundreds of thousands of objects once
             # the database and HTTP libraries are loaded), and requests that keep objects
@@ -159,7 +160,8 @@ def build_app(state: GatewayState) -> AccessLog:
     state.key_gates = [lambda s: auth.use_keys(s.api_keys, s.master_key),
                        lambda s: admin.use_key(s.master_key)]
     tokens_used = state.keys.tokens_used if state.keys else None
-    state.limiter = (SharedKeyLimiter(RedisCounters(server.redis_url), tokens_used)
+    state.limiter = (SharedKeyLimiter(RedisCounters(server.redis_url), tokens_used,
+                                      on_outage=server.limits_on_outage)
                      if server.redis_url else LocalKeyLimiter(tokens_used))
     finished = FinishedRequests(state.usage if server.usage else None)
     observers: list = [finished]

@@ -24,8 +24,11 @@ def _full_view(request: Request, state: GatewayState) -> bool:
 
 
 def _redacted(report: dict) -> dict:
-    return {"status": report["status"], "ready": report["ready"],
-            "models": {name: {"status": m["status"]} for name, m in report["models"].items()}}
+    redacted = {"status": report["status"], "ready": report["ready"],
+                "models": {name: {"status": m["status"]} for name, m in report["models"].items()}}
+    if "redis" in report:
+        redacted["redis"] = report["redis"]
+    return redacted
 
 
 def _view(request: Request) -> dict:
@@ -49,12 +52,16 @@ def _report(state: GatewayState) -> dict:
         for d in state.registry
     }
     ready = all(d.status is DeploymentStatus.READY or d.on_demand for d in state.registry)
-    return {
+    report = {
         "status": "ok" if ready else "degraded",
         "ready": ready,
         "uptime_s": round(time.time() - state.started_at, 1),
         "models": models,
     }
+    if state.config.server.redis_url:
+        # Key limits count per process (or are refused) while their Redis is away.
+        report["redis"] = "degraded" if getattr(state.limiter, "degraded", False) else "ok"
+    return report
 
 
 async def health(request: Request) -> JSONResponse:

@@ -14,9 +14,12 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
+import orjson
+
 from modelport.api.access_log import AccessRecord
 from modelport.errors import PermissionDeniedError
 from modelport.limits.admission import Held, KeyLimiter
+from modelport.limits.reservation import reservation
 from modelport.routing.deployments import Deployment
 from modelport.store.usage import UsageRecorder
 
@@ -39,11 +42,23 @@ def _has_limits(key: Any) -> bool:
             or key.budget_tokens is not None)
 
 
+def reserve_for(key: Any, requested: Deployment, body: dict[str, Any],
+                max_tokens: int | None, generates: bool) -> int:
+    """The tokens the request may spend, for a key with token limits (else 0: nothing to
+    reserve, and the body is not measured)."""
+    if key.tpm is None and key.budget_tokens is None:
+        return 0
+    return reservation(len(orjson.dumps(body)), max_tokens, generates,
+                       getattr(requested.config, "context_length", None))
+
+
 def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
-          max_tokens: int | None) -> Awaitable[None] | None:
+          body: dict[str, Any], max_tokens: int | None,
+          generates: bool) -> Awaitable[None] | None:
     """Refuse the request (403 / 429) unless its key may send it now; else hold its place
-    in the key's limits until the request is done. Done at once when the limits are
-    counted in this process (None); else the awaitable that finishes it."""
+    in the key's limits, with what it may spend reserved, until the request is done. Done
+    at once when the limits are counted in this process (None); else the awaitable that
+    finishes it."""
     key = record.key
     if key is None:
         return None
@@ -54,16 +69,17 @@ def admit(limiter: KeyLimiter, record: AccessRecord, requested: Deployment,
             param="model", code="model_not_allowed")
     if not _has_limits(key):
         return None
-    admission = limiter.admit_now(key, max_tokens)
+    reserve = reserve_for(key, requested, body, max_tokens, generates)
+    admission = limiter.admit_now(key, reserve)
     if admission is None:
-        return _admit_waiting(limiter, record, key, max_tokens)
+        return _admit_waiting(limiter, record, key, reserve)
     _hold(record, admission)
     return None
 
 
 async def _admit_waiting(limiter: KeyLimiter, record: AccessRecord, key: Any,
-                         max_tokens: int | None) -> None:
-    _hold(record, await limiter.admit(key, max_tokens))
+                         reserve: int) -> None:
+    _hold(record, await limiter.admit(key, reserve))
 
 
 def _hold(record: AccessRecord, admission: Held) -> None:

@@ -188,7 +188,9 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = record.requested = requested.name
     if record.key is not None:
-        waiting = key_checks.admit(state.limiter, record, requested, _max_tokens(parsed))
+        waiting = key_checks.admit(state.limiter, record, requested, data, _max_tokens(parsed),
+                                   generates=not endpoint.embeddings
+                                   and not isinstance(parsed, RerankRequest))
         if waiting is not None:
             await waiting
     stream = bool(getattr(parsed, "stream", False))

@@ -66,6 +66,11 @@ class ServerConfig(_Strict):
         None, description="A redis:// URL: virtual keys' rpm/tpm/parallel/budget counters are "
         "shared there by every gateway using it; without it each gateway counts alone.",
     )
+    limits_on_outage: Literal["local", "deny"] = Field(
+        "local", description="While server.redis_url is unreachable: `local` counts key "
+        "limits in each process (each limit divided by the gateways last seen), `deny` "
+        "refuses requests of keys with limits (503 with Retry-After).",
+    )
     processes: Annotated[int, Field(ge=1, strict=True)] | Literal["auto"] = Field(
         1, description="Gateway processes sharing server.port on this "
         "machine (SO_REUSEPORT), for hosts with many cores: the first starts and watches the "

@@ -41,7 +41,7 @@ logger = logging.getLogger("modelport.reload")
 
 # Server settings read once at start-up.
 _RESTART_ONLY = ("host", "port", "database_url", "data_dir", "redis_url", "metrics", "usage",
-                 "metrics_auth", "processes")
+                 "metrics_auth", "processes", "limits_on_outage")
 
 
 @dataclass

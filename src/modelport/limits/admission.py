@@ -1,11 +1,14 @@
 """What every key limiter shares: the windows limits count in, the refusals, and OpenAI's
 rate-limit headers.
 
-Checked before any upstream work, in this order: budget and tokens per minute (read only),
-then requests per minute and parallel requests (taken). Tokens are counted from real usage
-when the answer is done (the admission's `settle`). Windows are fixed: requests and tokens
-per UTC minute, budgets per UTC day or month, or for the key's lifetime ("total", seeded
-from the usage database once per process).
+Admission reserves what a request may spend (its `reserve`: prompt and max_tokens, see
+limits.reservation) against the key's budget and tokens per minute, and takes one of its
+requests per minute and parallel slots, all in one step: no other admission can come in
+between a check and its reservation, so requests admitted together can never spend more
+than the limits allow. The request's `settle` counts the tokens it really used and gives
+back the rest. Windows are fixed: requests and tokens per UTC minute, budgets per UTC day
+or month, or for the key's lifetime ("total"). The usage database is the source of truth
+for budgets: a budget counter starts from its usage rows.
 
 Two limiters implement this: `limits.local.LocalKeyLimiter` counts in this process (the
 default), `limits.shared.SharedKeyLimiter` in a Redis every gateway shares.
@@ -57,17 +60,21 @@ class Held(Protocol):
     def headers(self) -> dict[str, str]: ...
 
     def settle_now(self, tokens: int | None) -> bool:
-        """Count the answer's tokens and give the slot back at once; False when that needs
-        I/O, which is then the caller's to schedule with `settle`."""
+        """Count the answer's tokens, give back the rest of its reservation and its slot at
+        once; False when that needs I/O, which is then the caller's to schedule with
+        `settle`."""
 
     async def settle(self, tokens: int | None) -> None: ...
 
 
 class KeyLimiter(Protocol):
-    async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> Held: ...
+    async def admit(self, key: LimitedKey, reserve: int = 0) -> Held:
+        """Admit a request that may spend up to `reserve` tokens, or refuse it."""
 
-    def admit_now(self, key: LimitedKey, max_tokens: int | None = None) -> Held | None:
+    def admit_now(self, key: LimitedKey, reserve: int = 0) -> Held | None:
         """`admit` when it needs no I/O (else None: call `admit`)."""
+
+    async def start(self) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -137,14 +144,38 @@ def budget_spent(key: LimitedKey, used: int, seconds_left: float | None) -> Exce
                          headers={"Retry-After": str(int(seconds_left) + 1)})
 
 
-def max_tokens_above_tpm(key: LimitedKey, max_tokens: int) -> KeyLimitError:
-    return KeyLimitError(f"max_tokens {max_tokens} is more than this key's tokens per minute "
-                         f"({key.tpm}); ask for fewer", code="tpm_exceeded")
+def budget_short(key: LimitedKey, used: int, reserve: int,
+                 seconds_left: float | None) -> Exception:
+    """The request may spend more than is left of the budget, whatever else runs."""
+    message = (f"this request may use up to {reserve} tokens (its prompt and max_tokens); "
+               f"this key's token budget ({key.budget_tokens} tokens per {key.budget_period}) "
+               f"has {max(0, key.budget_tokens - used)} left; "  # type: ignore[operator]
+               "ask for fewer with max_tokens")
+    if seconds_left is None:
+        return PermissionDeniedError(message, code="budget_exhausted")
+    return KeyLimitError(message, code="budget_exhausted",
+                         headers={"Retry-After": str(int(seconds_left) + 1)})
+
+
+def budget_held(key: LimitedKey, held: int, reserve: int) -> KeyLimitError:
+    """The request would fit the budget, but requests in flight hold part of it."""
+    return KeyLimitError(
+        f"this request may use up to {reserve} tokens, and requests of this key in flight "
+        f"hold {held} tokens of its budget ({key.budget_tokens} per {key.budget_period}) "
+        "until they finish; retry when one does",
+        code="budget_reserved", headers={"Retry-After": "1"})
+
+
+def reserve_above_tpm(key: LimitedKey, reserve: int) -> KeyLimitError:
+    return KeyLimitError(f"this request may use up to {reserve} tokens (its prompt and "
+                         f"max_tokens), more than this key's tokens per minute ({key.tpm}); "
+                         "ask for fewer with max_tokens", code="tpm_exceeded")
 
 
 def tpm_spent(key: LimitedKey, used: int, minute_left: float, requests: int) -> KeyLimitError:
     return KeyLimitError(
-        f"this key used {used} tokens this minute, its limit ({key.tpm} per minute)",
+        f"this key used or holds {used} tokens this minute (requests in flight hold what "
+        f"they may still use), its limit {key.tpm} per minute",
         code="tpm_exceeded", headers=_retry(key, minute_left, requests, used))
 
 

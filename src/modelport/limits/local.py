@@ -5,7 +5,13 @@ objects: each key's current minute holds its requests and tokens, the key's requ
 flight and its budget period's tokens are objects the minutes share. A finished request
 settles into the minute and period it was admitted in, whatever the clock says by then.
 This runs on every request of a limited key; it does a few attribute updates where a
-store of named, expiring counters did dozens of calls.
+store of named, expiring counters did dozens of calls. Its checks and reservations are
+one plain function with no await in it, so on the event loop no other admission can come
+between a check and its reservation.
+
+`share` > 1 makes this process count its part of limits that several gateways share
+(limits.shared falls back to it while Redis is away): each limit divided by the number of
+gateways, a budget's remainder when it was read from the usage store too.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ class _Budget:
 
     since: dt.datetime
     end: float | None  # when the period ends (None: never)
-    used: int = 0
+    used: int = 0  # settled
+    held: int = 0  # reserved by requests in flight
+    base: int = 0  # what the usage store said when seeded
     seeded: bool = False  # from the usage store, once
     seeding: asyncio.Future | None = None
 
@@ -45,7 +53,7 @@ class _Minute:
     running: _Running
     budget: _Budget | None
     requests: int = 0
-    tokens: int = 0
+    tokens: int = 0  # used, and reserved by requests in flight
 
 
 @dataclass(slots=True)
@@ -54,6 +62,7 @@ class LocalAdmission:
     raw_headers: RawHeaders
     _minute: _Minute
     _holds_slot: bool
+    _reserved: int
     _settled: bool = False
 
     @property
@@ -61,17 +70,21 @@ class LocalAdmission:
         return limits.as_dict(self.raw_headers)
 
     def settle_now(self, tokens: int | None) -> bool:
-        """Count the tokens the answer really used and give the parallel slot back."""
+        """Count the tokens the answer really used in place of its reservation, and give
+        the parallel slot back."""
         if self._settled:
             return True
         self._settled = True
         minute = self._minute
         if self._holds_slot and minute.running.count > 0:
             minute.running.count -= 1
-        if tokens:
-            minute.tokens += tokens
-            if minute.budget is not None:
-                minute.budget.used += tokens
+        tokens = tokens or 0
+        if tokens != self._reserved:
+            minute.tokens = max(0, minute.tokens + tokens - self._reserved)
+        budget = minute.budget
+        if budget is not None:
+            budget.held = max(0, budget.held - self._reserved)
+            budget.used += tokens
         return True
 
     async def settle(self, tokens: int | None) -> None:
@@ -82,26 +95,30 @@ class LocalKeyLimiter:
     _MAX_KEYS = 100_000  # keys seen since the last clear-out (per-minute state is small)
 
     def __init__(self, tokens_used: TokensUsed | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, share: int = 1) -> None:
         self._tokens_used = tokens_used
         self._clock = clock
+        self._share = max(1, share)
         self._periods = limits.BudgetPeriods()
         self._minutes: dict[str, _Minute] = {}  # key id -> its current minute
         self._running: dict[str, _Running] = {}
         # (key id, budget counter name) -> the period's tokens
         self._budgets: dict[tuple[str, str], _Budget] = {}
 
+    async def start(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
-    async def admit(self, key: LimitedKey, max_tokens: int | None = None) -> LocalAdmission:
-        while (held := self.admit_now(key, max_tokens)) is None:
+    async def admit(self, key: LimitedKey, reserve: int = 0) -> LocalAdmission:
+        while (held := self.admit_now(key, reserve)) is None:
             minute = self._minutes.get(key.id)  # made by admit_now (unless cleared since)
             if minute is not None and minute.budget is not None:
                 await self._seed(key, minute.budget)
         return held
 
-    def admit_now(self, key: LimitedKey, max_tokens: int | None = None) -> LocalAdmission | None:
+    def admit_now(self, key: LimitedKey, reserve: int = 0) -> LocalAdmission | None:
         """`admit` without waiting; None when the key's budget must first be read from the
         usage store (then `admit` waits for it). Every request of a limited key comes here,
         so it is one plain function: no coroutine, no awaits."""
@@ -113,30 +130,39 @@ class LocalKeyLimiter:
             minute = self._new_minute(key, minute_no, now)
         minute_left = limits.MINUTE_S - now % limits.MINUTE_S
         budget = minute.budget
+        share = self._share
         if budget is not None:
             if not budget.seeded:
                 return None
-            if budget.used >= key.budget_tokens:  # type: ignore[operator]
-                raise limits.budget_spent(key, budget.used,
-                                          None if budget.end is None else budget.end - now)
-        tpm, rpm = key.tpm, key.rpm
+            limit: int = key.budget_tokens  # type: ignore[assignment]
+            if share > 1:
+                limit = budget.base + max(0, limit - budget.base) // share
+            _check_budget(key, limit, budget, reserve,
+                          None if budget.end is None else budget.end - now)
+        tpm, rpm, parallel = key.tpm, key.rpm, key.max_parallel
+        if share > 1:
+            tpm, rpm, parallel = _part(tpm, share), _part(rpm, share), _part(parallel, share)
         if tpm is not None:
-            if max_tokens is not None and max_tokens > tpm:
-                raise limits.max_tokens_above_tpm(key, max_tokens)
-            if minute.tokens >= tpm:
+            if reserve > tpm:
+                raise limits.reserve_above_tpm(key, reserve)
+            if minute.tokens + reserve > tpm:
                 raise limits.tpm_spent(key, minute.tokens, minute_left,
                                        minute.requests if rpm else 0)
         if rpm is not None and minute.requests >= rpm:
             raise limits.rpm_spent(key, minute.requests, minute_left, minute.tokens)
-        holds_slot = key.max_parallel is not None
+        holds_slot = parallel is not None
         if holds_slot:
             running = minute.running
-            if running.count >= key.max_parallel:  # type: ignore[operator]
+            if running.count >= parallel:  # type: ignore[operator]
                 raise limits.parallel_full(key, running.count)
             running.count += 1
         minute.requests += 1
+        minute.tokens += reserve
+        if budget is not None:
+            budget.held += reserve
         return LocalAdmission(key, limits.raw_headers(key, minute_left, minute.requests,
-                                                      minute.tokens), minute, holds_slot)
+                                                      minute.tokens), minute, holds_slot,
+                              reserve)
 
     def _new_minute(self, key: LimitedKey, minute_no: int, now: float) -> _Minute:
         if len(self._minutes) > self._MAX_KEYS:
@@ -176,7 +202,23 @@ class LocalKeyLimiter:
     async def _read_used(self, key: LimitedKey, budget: _Budget) -> None:
         assert self._tokens_used is not None
         try:
-            budget.used += await limits.used_before(self._tokens_used, key, budget.since)
+            budget.base = await limits.used_before(self._tokens_used, key, budget.since)
+            budget.used += budget.base
             budget.seeded = True
         finally:
             budget.seeding = None
+
+
+def _check_budget(key: LimitedKey, limit: int, budget: _Budget, reserve: int,
+                  seconds_left: float | None) -> None:
+    if budget.used >= limit:
+        raise limits.budget_spent(key, budget.used, seconds_left)
+    if budget.used + reserve > limit:
+        raise limits.budget_short(key, budget.used, reserve, seconds_left)
+    if budget.used + budget.held + reserve > limit:
+        raise limits.budget_held(key, budget.held, reserve)
+
+
+def _part(limit: int | None, share: int) -> int | None:
+    """This process's part of a limit several gateways share: at least one request."""
+    return None if limit is None else max(1, limit // share)
