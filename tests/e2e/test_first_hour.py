@@ -70,3 +70,43 @@ def test_cli_reads_the_key_from_the_environment_or_the_flag(locked):
     from_flag = run_cli("models", "--url", locked.url, "--api-key", MASTER)
     assert from_flag.returncode == 0, from_flag.stderr
     assert "remote" in from_flag.stdout
+
+
+@pytest.fixture(scope="module")
+def running_with_worker(tmp_path_factory):
+    """A server whose local model's worker listens on a port the config names."""
+    from support.models import CHAT, SMOLLM2
+
+    config = {"models": [{"name": CHAT, "engine": "llamacpp", "path": SMOLLM2,
+                          "port": free_port(), "context_length": 512, "parallel": 1,
+                          "threads": 1}]}
+    server = ModelportServer(config, tmp_path_factory.mktemp("already-serving"))
+    server.start(timeout=180)
+    yield server
+    server.stop()
+
+
+def test_check_while_the_server_runs_names_it_instead_of_every_taken_port(running_with_worker):
+    server = running_with_worker
+    done = run_cli("check", "--config", str(server.config_path))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert (f"a modelport server is already serving on port {server.port} "
+            f"(pid {server.process.pid})") in message
+    assert "already in use" not in message  # neither the gateway's port nor the worker's
+
+
+def test_a_port_taken_by_another_program_is_still_reported_as_in_use(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "modelport.yaml"
+        config.write_text(f"server: {{port: {port}}}\nmodels: []\n")
+        done = run_cli("check", "--config", str(config))
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert f"port {port} on 127.0.0.1 is already in use" in message
+    assert "modelport server is already serving" not in message

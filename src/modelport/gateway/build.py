@@ -25,6 +25,7 @@ from modelport.routing.replica import CONFIGURED, LOCAL
 from modelport.routing.registry import ModelRegistry
 from modelport.store import Store
 from modelport.tools.support import ToolSupport, tool_support
+from modelport.workers.listeners import descends_from, listener_pids, modelport_server_on
 from modelport.workers.ports import is_loopback, port_problem
 from modelport.workers.on_demand import ModelLoader
 from modelport.workers.stall_watch import StallWatch
@@ -144,9 +145,11 @@ def claimed_ports(models: Iterable[ModelConfig]) -> set[int]:
 def _port_problems(config: Config, models: list[ModelConfig]) -> list[str]:
     server = config.server
     problems = []
+    running = None  # a modelport server already on server.port: its workers hold theirs
     gateway = port_problem(server.host, server.port, "the gateway (server.port)")
     if gateway:
-        problems.append(gateway)
+        running = modelport_server_on(server.port)
+        problems.append(gateway if running is None else already_serving(server.port, running))
     claimed = {server.port: "the gateway (server.port)"}
     for model in models:
         if isinstance(model, OpenAIUpstreamModel) or model.port is None:
@@ -162,9 +165,15 @@ def _port_problems(config: Config, models: list[ModelConfig]) -> list[str]:
                 continue
             claimed[port] = owner
             problem = port_problem(model.host, port, owner)
-            if problem:
+            if problem and not (running and any(
+                    descends_from(pid, running) for pid in listener_pids(port))):
                 problems.append(problem)
     return problems
+
+
+def already_serving(port: int, pid: int) -> str:
+    return (f"a modelport server is already serving on port {port} (pid {pid}); stop it "
+            f"(kill {pid}) or give this one another server.port")
 
 
 @dataclass
