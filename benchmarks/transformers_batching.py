@@ -96,6 +96,19 @@ class InProcess:
         generated = output.shape[1] - batch["input_ids"].shape[1]
         return streams * generated, elapsed
 
+    def run_generate_batch(self, streams: int, max_tokens: int) -> tuple[int, float]:
+        """transformers' own continuous batching (paged attention), one config for all."""
+        from transformers import GenerationConfig
+
+        inputs = [self.tokenizer(prompt(i))["input_ids"] for i in range(streams)]
+        config = GenerationConfig(max_new_tokens=max_tokens, do_sample=False, eos_token_id=-1,
+                                  pad_token_id=self.tokenizer.eos_token_id)
+        started = time.perf_counter()
+        outputs = self.model.generate_batch(inputs=inputs, generation_config=config,
+                                            warmup=False)
+        elapsed = time.perf_counter() - started
+        return sum(len(output.generated_tokens) for output in outputs.values()), elapsed
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -106,6 +119,9 @@ def main() -> None:
     parser.add_argument("--streams", default="1,4,16")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--with-generate-batch", action="store_true",
+                        help="also measure transformers' generate_batch() (continuous batching "
+                             "with paged attention) in-process")
     args = parser.parse_args()
     levels = [int(value) for value in args.streams.split(",")]
     checkpoint = (args.checkpoint or default_checkpoint()).resolve()
@@ -129,6 +145,9 @@ def main() -> None:
             for level in levels:
                 tokens, wall = in_process.run(level, args.max_tokens)
                 rounds.setdefault(("in-process", level), []).append(tokens / wall)
+                if args.with_generate_batch:
+                    tokens, wall = in_process.run_generate_batch(level, args.max_tokens)
+                    rounds.setdefault(("generate_batch", level), []).append(tokens / wall)
     finally:
         serve.stop()
     load_after = os.getloadavg()
@@ -140,10 +159,13 @@ def main() -> None:
         ours, theirs = median[("modelport", level)], median[("in-process", level)]
         rows.append([level, round(ours, 1), round(theirs, 1), round(ours / theirs, 3),
                      round(ours / one_stream, 2)])
+        if args.with_generate_batch:
+            rows[-1].append(round(median[("generate_batch", level)], 1))
+    columns = ["streams", "modelport tok/s", "in-process generate() tok/s",
+               "modelport / in-process", f"modelport / {levels[0]} stream"]
     print_table(f"transformers batching, {checkpoint.name}, {args.device}, "
                 f"{args.max_tokens} tokens per request, median of {args.rounds} rounds",
-                ["streams", "modelport tok/s", "in-process generate() tok/s",
-                 "modelport / in-process", f"modelport / {levels[0]} stream"], rows)
+                columns + (["generate_batch() tok/s"] if args.with_generate_batch else []), rows)
     load = f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
     print(load)
     path = write_result("transformers_batching", {
