@@ -13,7 +13,9 @@ from modelport.errors import PermissionDeniedError
 from modelport.limits.admission import KeyLimitError
 from modelport.limits.counters import RedisCounters
 from modelport.limits.local import LocalKeyLimiter
+from modelport.limits import shared
 from modelport.limits.shared import SharedKeyLimiter
+from support.redis_server import RedisServer
 
 NOON = dt.datetime(2026, 12, 1, 12, 0, 10, tzinfo=dt.timezone.utc).timestamp()
 
@@ -317,3 +319,34 @@ def test_local_limits_forget_idle_keys_but_not_a_request_in_flight():
     limiter, error = run(scenario())
     assert error.code == "max_parallel_exceeded"
     assert len(limiter._minutes) <= 4
+
+
+def test_an_outage_divides_each_limit_by_the_gateways_last_seen(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(shared, "HEARTBEAT_S", 0.05)
+    redis = RedisServer(tmp_path)
+
+    async def scenario():
+        limiters = [SharedKeyLimiter(RedisCounters(redis.url, prefix="outage:"), clock=Clock())
+                    for _ in range(2)]
+        for limiter in limiters:
+            await limiter.start()
+        await asyncio.sleep(0.3)  # each has seen both
+        redis.stop()
+        key = Key(id="divided", rpm=4)
+        admitted = 0
+        with pytest.raises(KeyLimitError):
+            for _ in range(5):
+                await limiters[0].admit(key)
+                admitted += 1
+        degraded = limiters[0].degraded
+        for limiter in limiters:
+            await limiter.close()
+        return admitted, degraded
+
+    try:
+        admitted, degraded = run(scenario())
+    finally:
+        redis.stop()
+    assert degraded and admitted == 2  # 4 per minute, 2 gateways seen: 2 here
+    said = [r.getMessage() for r in caplog.records if "is unreachable" in r.getMessage()]
+    assert len(said) == 1 and "divided by the 2 gateway(s)" in said[0]

@@ -176,7 +176,8 @@ class RedisCounters:
             async with asyncio.timeout(CALL_BOUND_S):
                 return await call
         except self._errors as error:
-            raise CountersUnavailable(f"{type(error).__name__}: {error}") from error
+            said = str(error) or f"no answer within {CALL_BOUND_S * 1000:.0f} ms"
+            raise CountersUnavailable(f"{type(error).__name__}: {said}") from error
 
     async def close(self) -> None:
         try:
