@@ -110,3 +110,46 @@ def test_a_port_taken_by_another_program_is_still_reported_as_in_use(tmp_path):
     message = " ".join(done.stderr.split())
     assert f"port {port} on 127.0.0.1 is already in use" in message
     assert "modelport server is already serving" not in message
+
+
+def test_serve_a_gguf_file_with_no_config(tmp_path):
+    """`modelport serve --model ./file.gguf` in a folder without modelport.yaml serves that
+    one model under the file's name, as `vllm serve` would."""
+    import shutil
+    import signal
+
+    from support.models import SMOLLM2
+    from support.server import wait_for
+    from modelport.config.locations import resolve_location
+
+    gguf = tmp_path / "my-chat.gguf"
+    shutil.copy(resolve_location(SMOLLM2, tmp_path), gguf)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MODELPORT_CONFIG", "MODELPORT_API_KEY")}
+    env["MODELPORT_DATA_DIR"] = str(tmp_path / "data")
+    log = open(tmp_path / "serve.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport", "serve", "--model", "./my-chat.gguf",
+         "--port", str(port)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                return httpx.get(url + "/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 180, "ready")
+        models = httpx.get(url + "/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["my-chat"]
+        answer = httpx.post(url + "/v1/chat/completions", timeout=120, json={
+            "model": "my-chat", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "Hello"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

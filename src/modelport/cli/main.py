@@ -52,7 +52,10 @@ def _main(
 @app.command()
 def serve(
     config: Optional[str] = ConfigOption,
-    model: list[str] = typer.Option(None, "--model", "-m", help="Serve only this model (repeatable)."),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="Serve only this model (repeatable): a configured name, "
+        "or a .gguf file, a checkpoint folder, a Hugging Face id (org/repo[:file]) or "
+        "modelscope:org/repo[:file] to serve it with no config file."),
     host: Optional[str] = typer.Option(None, help="Override server.host."),
     port: Optional[int] = typer.Option(None, help="Override server.port."),
     allow_public: bool = typer.Option(False, "--allow-public",
@@ -73,6 +76,7 @@ def serve(
     from modelport.gateway.build import build_state, validate_startup
     from modelport.processes.wire import CONTROL_URL_ENV, PROCESS_INDEX_ENV
     from modelport.gateway.reload import ConfigReloader
+    from modelport.cli.quick_model import add_located_models
 
     _setup_logging(log_level)
     source = config_file(config)
@@ -81,6 +85,7 @@ def serve(
     follower = bool(os.environ.get(CONTROL_URL_ENV))
     primary_text = sys.stdin.read() if follower and source is not None else None
     last_read: list[str] = []
+    selected: list[str] = []  # the --model values as model names (locations become models)
 
     def read_config() -> Config:
         """The config file with this command line's overrides (again on each reload)."""
@@ -95,6 +100,7 @@ def serve(
         if port:
             cfg.server.port = port
         _add_quick_keys(cfg, api_key)
+        selected[:] = add_located_models(cfg, model or [])
         if master_key:
             cfg.server.master_key = master_key
         return cfg
@@ -102,9 +108,9 @@ def serve(
     try:
         cfg = read_config()
         if follower:  # the primary has checked everything
-            state = build_state(cfg, model or None)
+            state = build_state(cfg, selected or None)
         else:
-            report = validate_startup(cfg, model or None, allow_public)
+            report = validate_startup(cfg, selected or None, allow_public)
             if report.problems:
                 raise ConfigError("\n".join(report.problems))
             state = report.state
@@ -120,7 +126,7 @@ def serve(
 
         follow_primary(state, control_from_environment())
     elif source is not None:
-        state.reloader = ConfigReloader(state, read_config, model or None)
+        state.reloader = ConfigReloader(state, read_config, selected or None)
     if not follower and processes > 1:
         from modelport.processes.primary import GatewayProcesses
 
@@ -390,22 +396,30 @@ def import_config(
 
 @app.command()
 def pull(
-    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct."),
+    repo: str = typer.Argument(..., help="Hugging Face repo id, e.g. Qwen/Qwen2.5-0.5B-Instruct "
+                               "(HF_ENDPOINT names a mirror), or modelscope:org/repo[:file]."),
     file: Optional[str] = typer.Option(None, "--file", help="Download only this file (e.g. a GGUF)."),
     revision: Optional[str] = typer.Option(None, help="Branch, tag or commit."),
     config: Optional[str] = ConfigOption,
+    add_to_config: bool = typer.Option(
+        False, "--add-to-config", help="Add the model to the config file (created if missing), "
+        "keeping its comments."),
 ) -> None:
-    """Download a model into models_dir (needs network access)."""
-    from modelport.config.defaults import find_config
-    from modelport.cli.pull import pull as pull_model
+    """Download a model into models_dir, or the ModelScope cache (needs network access)."""
+    from modelport.cli.config_edit import add_model
+    from modelport.cli.pull import download
+    from modelport.config.defaults import DEFAULT_CONFIG_FILE, config_file, find_config
 
     try:
         cfg = find_config(config)
-        target = pull_model(repo, cfg.models_dir_path(), filename=file, revision=revision)
+        target, entry = download(repo, cfg.models_dir_path(), filename=file, revision=revision)
+        Console().print(f"[green]downloaded to {target}[/]")
+        if add_to_config:
+            path = config_file(config) or Path(DEFAULT_CONFIG_FILE).absolute()
+            add_model(path, entry)
+            Console().print(f"added model '{entry['name']}' to {path}", markup=False)
     except ConfigError as error:
         fail(error)
-        return
-    Console().print(f"[green]downloaded to {target}[/]")
 
 
 def _add_admin_commands() -> None:

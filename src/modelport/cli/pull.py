@@ -143,3 +143,67 @@ def _check_filename(filename: str) -> None:
     if path.is_absolute() or ".." in path.parts or not filename.strip():
         raise PullError(f"{filename!r} is not a file name inside the repo "
                         "(e.g. qwen2.5-0.5b-instruct-q4_k_m.gguf)")
+
+
+DEFAULT_MODELSCOPE_ENDPOINT = "https://modelscope.cn"
+
+
+def pull_modelscope(location: str, revision: str | None = None) -> Path:
+    """Download `modelscope:org/repo[:file]` into the ModelScope cache, where a model's
+    `path: modelscope:org/repo` finds it. Returns the folder, or the file."""
+    from modelport.config.locations import modelscope_cache, modelscope_id
+
+    repo_id, filename = modelscope_id(location)
+    validate_repo_id(repo_id)
+    if filename is not None:
+        _check_filename(filename)
+    endpoint = os.environ.get("MODELSCOPE_DOMAIN", "").strip()
+    endpoint = (f"https://{endpoint}" if endpoint and "://" not in endpoint else endpoint) \
+        or DEFAULT_MODELSCOPE_ENDPOINT
+    host, port = _probe_address(endpoint)
+    if not hub_reachable(host, port):
+        raise PullError(
+            f"cannot download {location}: ModelScope ({endpoint}) is not available here "
+            f"({host}:{port} cannot be reached within {PROBE_TIMEOUT_S:g} s). On a machine "
+            f"with internet access run `modelport pull {location}` and copy its ModelScope "
+            f"cache ({modelscope_cache()}) here (or point $MODELSCOPE_CACHE at the copy); "
+            f"then name it in the config as `path: {location}`.")
+    try:
+        from modelscope.hub.file_download import model_file_download
+        from modelscope.hub.snapshot_download import snapshot_download
+    except ImportError:
+        raise PullError("downloads from ModelScope need the modelscope package: "
+                        "pip install 'modelport[modelscope]'") from None
+    try:
+        if filename is not None:
+            return Path(model_file_download(repo_id, filename, revision=revision))
+        return Path(snapshot_download(repo_id, revision=revision))
+    except Exception as error:  # noqa: BLE001 - modelscope raises many kinds; all say why
+        raise PullError(f"the download of {location} stopped: {error}; run the same "
+                        "command again to resume it") from None
+
+
+def model_name(repo_id: str, filename: str | None) -> str:
+    """A GGUF file is called after the file (a repo often holds several quantizations),
+    anything else after its repo id, as `vllm serve` calls it."""
+    return PurePosixPath(filename).stem if filename else repo_id
+
+
+def download(repo: str, models_dir: Path, filename: str | None = None,
+             revision: str | None = None) -> tuple[Path, dict]:
+    """`modelport pull`: the download, and the config entry that serves it (a path that
+    names the download the way a config does: `org/repo[/file]` under models_dir, or the
+    ModelScope id)."""
+    if repo.startswith("modelscope:"):
+        from modelport.config.locations import modelscope_id
+
+        repo_id, in_id = modelscope_id(repo)
+        filename = filename or in_id
+        location = f"modelscope:{repo_id}" + (f":{filename}" if filename else "")
+        target = pull_modelscope(location, revision)
+        path = location
+    else:
+        repo_id = repo
+        target = pull(repo, models_dir, filename=filename, revision=revision)
+        path = f"{repo}/{filename}" if filename else repo
+    return target, {"name": model_name(repo_id, filename), "engine": "auto", "path": path}
