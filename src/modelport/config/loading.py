@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from modelport.config.env import UnsetVariable, interpolate_env
 from modelport.config.error_messages import describe_yaml_error, describe_validation_error
 from modelport.config.top_level import Config
+from modelport.config.vendors import resolve_vendors
 from modelport.errors import ConfigError
 
 
@@ -20,6 +21,8 @@ def parse_config(data: Any, source: str = "config", base_dir: str | None = None)
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping with `server` and `models`")
+    # Three steps, each reading one thing: the environment (${VAR}s become values before
+    # typed fields are checked), the file's own content (the schema), the vendors file.
     unset: list[UnsetVariable] = []
     data = interpolate_env(data, unset)
     try:
@@ -28,8 +31,8 @@ def parse_config(data: Any, source: str = "config", base_dir: str | None = None)
         # A field that fails because its variable is unset is explained by both lines.
         extra = "".join(f"\n  {u.message()}" for u in unset)
         raise ConfigError(describe_validation_error(error, data, source) + extra) from None
-    if base_dir is not None:
-        config.base_dir = base_dir
+    resolve_vendors(config.models, config.vendors, source)
+    config.base_dir = base_dir if base_dir is not None else os.getcwd()
     config._unset = unset
     return config
 

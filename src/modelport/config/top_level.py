@@ -12,8 +12,7 @@ from modelport.config.base import _Strict
 from modelport.config.env import UnsetVariable
 from modelport.config.model_kinds import ModelConfig
 from modelport.config.server import ServerConfig
-from modelport.config.upstream_models import OpenAIUpstreamModel, VendorSpec
-from modelport.config.vendors import apply_vendor
+from modelport.config.upstream_models import VendorSpec
 from modelport.errors import ConfigError
 
 
@@ -25,8 +24,9 @@ class Config(_Strict):
         description="Online APIs added (or built-in ones overridden) without code; "
         "models name them with `vendor:`.",
     )
-    # Folder the config came from; relative models_dir is resolved against it.
-    base_dir: str = Field(default_factory=os.getcwd, exclude=True)
+    # Folder the config came from (set by whoever reads it); relative models_dir is
+    # resolved against it.
+    base_dir: str = Field("", exclude=True)
     # The file it was read from (None: the built-in config); the default database follows it.
     source_file: str | None = Field(None, exclude=True)
     # ${VAR}s that were not set when the file was read. They stay in their fields as
@@ -58,15 +58,6 @@ class Config(_Strict):
                     )
                 if target == model.name or target in model.aliases:
                     raise ValueError(f"model '{model.name}' lists itself in its fallbacks")
-        return self
-
-    @model_validator(mode="after")
-    def _vendors_resolved(self) -> "Config":
-        """Fill each vendor model's base URL and key from its vendor entry, so that every
-        later reader (the gateway, `modelport check`) sees where requests really go."""
-        for model in self.models:
-            if isinstance(model, OpenAIUpstreamModel) and model.vendor is not None:
-                apply_vendor(model, self.vendors)
         return self
 
     def unset_variables(self, models: list[Any]) -> tuple[list[str], list[str]]:

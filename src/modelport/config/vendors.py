@@ -11,6 +11,7 @@ from importlib import resources
 import yaml
 
 from modelport.config.upstream_models import OpenAIUpstreamModel, VendorSpec
+from modelport.errors import ConfigError
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -58,6 +59,19 @@ def vendor_query(spec: VendorSpec, model: OpenAIUpstreamModel) -> dict[str, str]
     params = url_params(spec, model)
     where = f"model '{model.name}' (vendor {model.vendor})"
     return {name: render(value, params, where) for name, value in spec.query.items()}
+
+
+def resolve_vendors(models: list, user_vendors: dict[str, VendorSpec], source: str) -> None:
+    """Fill each `vendor:` model's base URL and key from its vendor entry (the built-in
+    vendors file, the config's `vendors:`, the key's variable), so that every later reader
+    (the gateway, `modelport check`) sees where requests really go. Runs after the file
+    was validated: the schema itself reads no other file and no environment."""
+    for model in models:
+        if isinstance(model, OpenAIUpstreamModel) and model.vendor is not None:
+            try:
+                apply_vendor(model, user_vendors)
+            except ValueError as error:
+                raise ConfigError(f"{source}: model '{model.name}': {error}") from None
 
 
 def apply_vendor(model: OpenAIUpstreamModel, user_vendors: dict[str, VendorSpec]) -> None:
