@@ -103,3 +103,22 @@ def test_without_metrics_the_history_says_so(tmp_path):
     with _app(tmp_path, metrics=False) as client:
         body = client.get("/admin/metrics/history", headers=ADMIN).json()
     assert body["enabled"] is False and body["times"] == [] and "chat-a" in body["live"]
+
+
+def test_errors_count_every_answer_of_400_and_up_to_a_model_as_the_usage_rows_do(gateway, fake):
+    """The console's Metrics "errors" and its Usage error count read the same answers: a
+    usage row is written for each request that named a model, and counts as an error with
+    a status of 400 or more; an upstream failure and a 429 both count (429s also on their
+    own line). A body refused before its model is read has no usage row and no model here."""
+    history = gateway.state.metrics_history
+    history.sample(now=1000.0)
+    fake.script(Reply(json=ANSWER),
+                Reply(status=500, json={"error": {"message": "boom"}}),
+                Reply(status=429, json={"error": {"message": "slow down"}}))
+    statuses = [gateway.chat("remote").status_code for _ in range(3)]
+    assert gateway.chat("remote", temperature="hot").status_code == 400
+    history.sample(now=1010.0)
+    assert statuses == [200, 502, 429]
+    remote = history.view()["models"]["remote"]
+    assert remote["errors_per_s"] == [0.2]  # the 502 and the 429, in 10 s
+    assert remote["requests_per_s"] == [0.3]

@@ -2,7 +2,7 @@
 
 A background task reads the Prometheus counters and histograms the gateway already keeps
 (api.metrics) every 10 seconds and stores the difference from the previous reading in a
-ring buffer: requests/s, tokens/s, 429s/s and errors/s, latency and time-to-first-token
+ring buffer: requests/s, tokens/s, 429s/s and errors/s (answers of 400 and up, as usage rows count them), latency and time-to-first-token
 percentiles over the interval, and requests in flight at the sampling moment. Requests
 pay nothing for it: the hot path only increments the counters it always did.
 
@@ -70,12 +70,14 @@ def read_counters(families: Iterable[Any], models: set[str]) -> dict[str, _Readi
             name = sample.name
             if name == "modelport_requests_total":
                 reading.requests += sample.value
+                # Errors as the usage records count them (every answer with a status of
+                # 400 or more), so the Metrics and Usage pages agree.
+                if int(sample.labels.get("status") or 0) >= 400:
+                    reading.errors += sample.value
             elif name == "modelport_tokens_total":
                 reading.tokens += sample.value
             elif name == "modelport_rate_limited_total":
                 reading.rate_limited += sample.value
-            elif name == "modelport_upstream_errors_total":
-                reading.errors += sample.value
             elif name == "modelport_request_duration_seconds_bucket":
                 _add_bucket(reading.latency, sample)
             elif name == "modelport_time_to_first_token_seconds_bucket":

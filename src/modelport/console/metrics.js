@@ -12,7 +12,7 @@ const CHARTS = [
   { title: "Latency", unit: "s", series: [["p50", "latency_p50_s", "a"], ["p95", "latency_p95_s", "b"]] },
   { title: "Time to first token", unit: "s", series: [["p50", "ttft_p50_s", "a"], ["p95", "ttft_p95_s", "b"]] },
   { title: "In flight", unit: "requests", series: [["in flight", "in_flight", "a"]] },
-  { title: "Refused (429) and failed", unit: "req/s", series: [["429", "rate_limited_per_s", "b"], ["errors", "errors_per_s", "c"]] },
+  { title: "Errors (status 400 and up, as Usage counts them), of which 429", unit: "req/s", series: [["errors", "errors_per_s", "c"], ["429", "rate_limited_per_s", "b"]] },
 ];
 
 export function mount(root) {
