@@ -3,8 +3,9 @@
 A background task reads the Prometheus counters and histograms the gateway already keeps
 (api.metrics) every 10 seconds and stores the difference from the previous reading in a
 ring buffer: requests/s, tokens/s, 429s/s and errors/s (answers of 400 and up, as usage
-rows count them), latency and time-to-first-token percentiles over the interval, and requests in flight at the sampling moment. Requests
-pay nothing for it: the hot path only increments the counters it always did.
+rows count them), latency and time-to-first-token percentiles over the interval, and
+requests in flight at the sampling moment. Requests pay nothing for it: the hot path only
+increments the counters it always did.
 
     GET /admin/metrics/history?since=<unix time>   (behind the master key)
 
