@@ -81,6 +81,10 @@ class PayloadTooLargeError(ModelportError):
     code = "payload_too_large"
 
 
+class MethodNotAllowedError(InvalidRequestError):
+    status = 405
+
+
 class RateLimitError(ModelportError):
     status = 429
     type = "rate_limit_error"
@@ -155,8 +159,26 @@ def error_envelope(
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
-def envelope_bytes(error: ModelportError) -> bytes:
-    return orjson.dumps(error.envelope())
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def error_http(error: ModelportError,
+               body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """The one HTTP form of an error, for the gateway and the workers alike: its status,
+    its headers (Retry-After, WWW-Authenticate...) and the JSON body, the OpenAI envelope
+    unless `body` is another API's shape of the same error (Anthropic's)."""
+    return (error.status, {**JSON_HEADERS, **error.headers},
+            orjson.dumps(body if body is not None else error.envelope()))
+
+
+async def send_error(send: Any, error: ModelportError,
+                     body: dict[str, Any] | None = None) -> None:
+    """`error_http` as raw ASGI messages, for middleware that answers before any app."""
+    status, headers, payload = error_http(error, body)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                            for k, v in headers.items()]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def normalize_upstream_error(status: int, body: bytes) -> UpstreamError | InvalidRequestError:

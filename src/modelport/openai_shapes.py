@@ -1,4 +1,6 @@
-"""OpenAI response shapes, built by providers that translate from something else."""
+"""Every OpenAI response shape modelport writes: chat completions and their chunks, text
+completions, embeddings (floats or base64) and the /v1/models card, for the workers and
+for the providers that translate from another API."""
 
 from __future__ import annotations
 
@@ -18,6 +20,50 @@ def completion_id() -> str:
 def usage_dict(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
+
+
+def chat_message(content: str | None, tool_calls: list[dict[str, Any]] | None = None, *,
+                 role: str = "assistant", refusal: str | None = None,
+                 reasoning: str | None = None) -> dict[str, Any]:
+    """An answer's message; `content` as given (null beside tool calls is the caller's rule)."""
+    message: dict[str, Any] = {"role": role, "content": content, "refusal": refusal}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+class ResponseShape:
+    """The id/object/created/model head shared by an answer and all its chunks
+    (`chat.completion` or `text_completion`)."""
+
+    def __init__(self, id_prefix: str, object_name: str, model: str):
+        self.id = f"{id_prefix}-{uuid.uuid4().hex}"
+        self.object = object_name
+        self.created = int(time.time())
+        self.model = model
+
+    def body(self, **fields: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": self.object, "created": self.created,
+                "model": self.model, "system_fingerprint": None, **fields}
+
+    def chunk(self, choices: list[dict[str, Any]], include_usage: bool, usage: Any = None) -> bytes:
+        payload = self.body(choices=choices)
+        if self.object == "chat.completion":
+            payload["object"] = "chat.completion.chunk"
+        if include_usage:
+            payload["usage"] = usage  # OpenAI sends null on every chunk but the last
+        return sse_event(payload)
+
+
+def model_card(id: str, created: int = 0, **extra: Any) -> dict[str, Any]:
+    """One entry of GET /v1/models; `extra` carries modelport's own fields (status...)."""
+    return {"id": id, "object": "model", "created": created, "owned_by": "modelport", **extra}
+
+
+def model_list(cards: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": cards}
 
 
 def chat_completion(
@@ -66,12 +112,16 @@ class ChunkWriter:
     done = DONE
 
 
-def embeddings_response(model: str, vectors: list[list[float]], encoding_format: str,
+def embeddings_response(model: str, vectors: Any, encoding_format: str,
                         usage: dict[str, int] | None = None) -> dict[str, Any]:
-    def encode(vector: list[float]) -> list[float] | str:
+    """`vectors`: lists of floats, or a numpy array (one row per input) as engines give."""
+    def encode(vector: Any) -> list[float] | str:
+        numeric = hasattr(vector, "astype")  # a numpy row: its bytes, without a Python list
         if encoding_format == "base64":
-            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
-        return vector
+            packed = (vector.astype("<f4").tobytes() if numeric
+                      else struct.pack(f"<{len(vector)}f", *vector))
+            return base64.b64encode(packed).decode("ascii")
+        return vector.tolist() if numeric else vector
 
     return {
         "object": "list", "model": model,

@@ -9,7 +9,7 @@ import logging
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route, Router, request_response
 
 from modelport.api import relay, responses
@@ -29,7 +29,7 @@ from modelport.limits.shared import SharedKeyLimiter
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
 from modelport.api.state import GatewayState
-from modelport.errors import InvalidRequestError, ModelportError
+from modelport.errors import InvalidRequestError, ModelportError, error_http
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -50,9 +50,9 @@ async def rerank(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.RERANK)
 
 
-def _error_response(request: Request, error: ModelportError) -> JSONResponse:
-    return JSONResponse(error_payload(request.url.path, error), status_code=error.status,
-                        headers=error.headers)
+def _error_response(request: Request, error: ModelportError) -> Response:
+    status, headers, body = error_http(error, error_payload(request.url.path, error))
+    return Response(body, status_code=status, headers=headers)
 
 
 async def _on_modelport_error(request: Request, error: Exception) -> Response:

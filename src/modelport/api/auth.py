@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-import orjson
-
 from modelport.api.access_log import record_of
 from modelport.api.envelopes import error_payload
-from modelport.errors import AuthenticationError
+from modelport.errors import AuthenticationError, send_error
 from modelport.workers.worker_auth import bearer_matches, key_matches, offered_key
 
 
@@ -59,12 +57,6 @@ class BearerAuth:
                 await self.app(scope, receive, send)
                 return
             message = refusal or message
-        error = AuthenticationError(message)
-        body = orjson.dumps(error_payload(scope["path"], error))
-        await send({
-            "type": "http.response.start", "status": error.status,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"www-authenticate", b"Bearer")],
-        })
-        await send({"type": "http.response.body", "body": body})
+        error = AuthenticationError(message, headers={"WWW-Authenticate": "Bearer"})
+        await send_error(send, error, error_payload(scope["path"], error))
 

@@ -16,16 +16,11 @@ import numpy as np
 
 from modelport.config import CrossEncoderModel
 from modelport.engines.batching import BatchQueue, Job, load_offline
+from modelport.engines.protocol import Scored
 from modelport.errors import ConfigError
 
 # Pairs gathered per trip to the engine thread, in forward batches.
 GATHER_BATCHES = 4
-
-
-@dataclass
-class Scored:
-    scores: np.ndarray  # one relevance score per document, in the documents' order
-    prompt_tokens: int
 
 
 @dataclass

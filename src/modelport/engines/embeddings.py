@@ -16,6 +16,7 @@ from typing import Sequence, Union
 import numpy as np
 
 from modelport.config import SentenceTransformersModel
+from modelport.engines.protocol import Embedded
 from modelport.engines.batching import BatchQueue, Job, load_offline, padded_batches
 from modelport.errors import ContextLengthError, InvalidRequestError
 
@@ -30,12 +31,6 @@ GATHER_BATCHES = 4
 FORWARD_COST_TOKENS_PER_THREAD = 36
 
 Inputs = Union[Sequence[str], Sequence[Sequence[int]]]
-
-
-@dataclass
-class Embedded:
-    vectors: np.ndarray  # (len(inputs), dimensions) float32
-    prompt_tokens: int
 
 
 @dataclass

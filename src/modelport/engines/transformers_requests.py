@@ -9,9 +9,14 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Callable, Union
 
+from modelport.engines.protocol import (  # noqa: F401  (the events of a generation)
+    Failed,
+    Finished,
+    GenerationEvent,
+    TextDelta,
+)
 from modelport.engines.text_streaming import IncrementalDecoder, StopSequenceFilter
 from modelport.engines.transformers_sampling import SamplingParams
 from modelport.errors import ModelportError
@@ -19,24 +24,6 @@ from modelport.errors import ModelportError
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # "stop", "length", or "cancelled" (the client is gone)
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ModelportError
-
-
-GenerationEvent = Union[TextDelta, Finished, Failed]
 EventSink = Callable[[GenerationEvent], None]
 
 _ids = itertools.count(1)

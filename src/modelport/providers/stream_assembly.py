@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from modelport.openai_shapes import chat_message
 from modelport.sse import DONE_MARKERS
 from modelport.errors import MalformedUpstreamError, normalize_upstream_error
 
@@ -64,15 +65,10 @@ class _Choice:
                 self.logprobs[key].extend(value)
 
     def chat_message(self) -> dict[str, Any]:
-        message: dict[str, Any] = {"role": self.role,
-                                   "content": "".join(self.text) if self.text or not
-                                   self.tool_calls else None,
-                                   "refusal": self.refusal}
-        if self.reasoning:
-            message["reasoning_content"] = "".join(self.reasoning)
-        if self.tool_calls:
-            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-        return message
+        return chat_message(
+            "".join(self.text) if self.text or not self.tool_calls else None,
+            [self.tool_calls[i] for i in sorted(self.tool_calls)],
+            role=self.role, refusal=self.refusal, reasoning="".join(self.reasoning))
 
 
 class CompletionAssembler:

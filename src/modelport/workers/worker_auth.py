@@ -14,9 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from modelport.errors import AuthenticationError, ConfigError, ModelportError, PayloadTooLargeError
+from modelport.errors import AuthenticationError, ConfigError, PayloadTooLargeError, send_error
 from modelport.workers.ports import bind_error_message, bind_socket, is_loopback
 
 WORKER_SECRET_ENV = "MODELPORT_WORKER_SECRET"
@@ -81,14 +79,14 @@ class WorkerGuard:
             return
         if (self._keys and scope["path"] not in _OPEN_PATHS
                 and not bearer_matches(dict(scope["headers"]).get(b"authorization"), self._keys)):
-            await _answer(send, AuthenticationError(
-                "Incorrect or missing worker key; send 'Authorization: Bearer <key>'"),
-                [(b"www-authenticate", b"Bearer")])
+            await send_error(send, AuthenticationError(
+                "Incorrect or missing worker key; send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"}))
             return
         try:
             body = await self._read_body(scope, receive)
         except PayloadTooLargeError as error:
-            await _answer(send, error)
+            await send_error(send, error)
             return
         if body is None:  # the client left before sending its body
             return
@@ -121,13 +119,6 @@ class WorkerGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-
-async def _answer(send: Any, error: ModelportError,
-                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": error.status,
-                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
-    await send({"type": "http.response.body", "body": orjson.dumps(error.envelope())})
 
 
 def serve_guarded(app: Any, access: WorkerAccess, host: str, port: int, **options: Any) -> None:
