@@ -94,9 +94,14 @@ class ResponseFormat(BaseModel):
         return self
 
 
+# Engines keep token counts in 32-bit integers: a larger max_tokens wrapped round to a
+# negative number (or to no limit at all) instead of being refused.
+MAX_TOKENS_LIMIT = 2**31 - 1
+
+
 class _SamplingFields(OpenAIRequest):
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)
@@ -126,7 +131,7 @@ class _SamplingFields(OpenAIRequest):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

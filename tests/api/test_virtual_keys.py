@@ -192,3 +192,27 @@ def test_static_and_master_keys_have_no_limits_and_no_headers(gateway):
     answer = chat(gateway, MASTER)
     assert answer.status_code == 200
     assert "x-ratelimit-limit-requests" not in answer.headers
+
+
+@pytest.mark.parametrize("max_tokens", [2**64 - 1, 10**12, 2**31])
+def test_a_max_tokens_no_engine_can_hold_is_a_clear_400(gateway, fake, max_tokens):
+    secret, _ = new_key(gateway, tpm=1000)
+    before = len(fake.requests)
+    for field in ("max_tokens", "max_completion_tokens"):
+        refused = chat(gateway, secret, **{field: max_tokens})
+        assert refused.status_code == 400
+        error = refused.json()["error"]
+        assert error["param"] == field and "2147483647" in error["message"]
+        assert "-" not in error["message"].split("2147483647")[0][-30:]  # no wrapped number
+    assert len(fake.requests) == before
+
+
+def test_key_metadata_has_a_size_limit(gateway):
+    big = {"notes": "x" * 5000}
+    refused = gateway.post("/admin/keys", headers=ADMIN, json={"name": "big", "metadata": big})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "metadata"
+    assert "at most 4096" in refused.json()["error"]["message"]
+    _, key_id = new_key(gateway, metadata={"team": "search"})
+    patched = gateway.patch(f"/admin/keys/{key_id}", headers=ADMIN, json={"metadata": big})
+    assert patched.status_code == 400

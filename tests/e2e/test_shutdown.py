@@ -136,3 +136,29 @@ def test_sighup_reloads_an_unchanged_config_without_touching_its_worker(tmp_path
         assert health["ready"] and health["models"][MODEL]["worker"]["pid"] == pid
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_stop_signal_ends_the_drain_at_once(tmp_path, sig):
+    server = start_server(tmp_path, drain_timeout_s=120)
+    try:
+        readers = streams(server, 2, max_tokens=1900)
+        workers = [m["worker"]["pid"] for m in server.health()["models"].values()]
+        server.process.send_signal(sig)
+        time.sleep(1.0)
+        assert all(reader.is_alive() for reader in readers)  # still draining
+        started = time.monotonic()
+        server.process.send_signal(sig)
+        assert server.process.wait(30) == 0
+        assert time.monotonic() - started < 15
+        for reader in readers:
+            reader.join(30)
+            assert reader.failure is None
+            assert reader.events[-1] == "[DONE]"
+            assert reader.events[-2]["error"]["code"] == "server_shutting_down"
+        assert not any(pid_alive(pid) for pid in workers)  # the shutdown still ran
+        log = server.log()
+        assert f"second {sig.name}: stopping without waiting" in log
+        assert "Traceback" not in log and "CancelledError" not in log
+    finally:
+        server.stop()

@@ -39,6 +39,9 @@ unloaded (400, code not_a_local_model); an unknown name is a 404 (model_not_foun
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,10 +60,12 @@ from modelport.errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
+    ModelportError,
     NotFoundError,
     PermissionDeniedError,
 )
 from modelport.protocol import parse_json_body
+from modelport.store.database import unreachable
 from modelport.store.keys import KeyStore, VirtualKey, period_start
 from modelport.store.usage import GROUPINGS, UsageRecorder
 
@@ -213,6 +218,40 @@ def _validated(model: type, data: dict[str, Any]) -> Any:
                                   param=field) from None
 
 
+DATABASE_WAIT_S = 5.0  # a database that does not answer by then is away (a 503)
+
+
+class DatabaseUnavailableError(ModelportError):
+    status = 503
+    type = "service_unavailable"
+    code = "database_unavailable"
+
+
+Handler = Callable[[Request], Awaitable[JSONResponse]]
+
+
+def _needs_database(handler: Handler) -> Handler:
+    """A route that reads or writes keys or usage: a database that is away is a 503 in
+    the envelope, said at once or within DATABASE_WAIT_S, never a 500 or a hang. Serving
+    goes on meanwhile: keys are checked from memory, usage rows wait in their queue."""
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> JSONResponse:
+        try:
+            async with asyncio.timeout(DATABASE_WAIT_S):
+                return await handler(request)
+        except ModelportError:
+            raise
+        except Exception as error:
+            if not unreachable(error):
+                raise
+            raise DatabaseUnavailableError(
+                f"the keys and usage database is unreachable ({type(error).__name__}); "
+                "requests are still served, keys from memory; retry shortly",
+                headers={"Retry-After": "5"}) from None
+
+    return guarded
+
+
 def admin_app(state: GatewayState) -> MasterKeyGate:
     """The /admin routes behind the master key, to be mounted at /admin."""
     routes = AdminRoutes(state)
@@ -223,11 +262,11 @@ def admin_app(state: GatewayState) -> MasterKeyGate:
         Route("/models/{name:path}/unload", models.unload, methods=["POST"]),
         Route("/models/{name:path}", models.show, methods=["GET"]),
         Route("/reload", models.reload, methods=["POST"]),
-        Route("/keys", routes.create, methods=["POST"]),
-        Route("/keys", routes.list_keys, methods=["GET"]),
-        Route("/keys/{key_id}", routes.show, methods=["GET"]),
-        Route("/keys/{key_id}", routes.patch, methods=["PATCH"]),
-        Route("/keys/{key_id}", routes.revoke, methods=["DELETE"]),
-        Route("/usage", routes.usage_summary, methods=["GET"]),
+        Route("/keys", _needs_database(routes.create), methods=["POST"]),
+        Route("/keys", _needs_database(routes.list_keys), methods=["GET"]),
+        Route("/keys/{key_id}", _needs_database(routes.show), methods=["GET"]),
+        Route("/keys/{key_id}", _needs_database(routes.patch), methods=["PATCH"]),
+        Route("/keys/{key_id}", _needs_database(routes.revoke), methods=["DELETE"]),
+        Route("/usage", _needs_database(routes.usage_summary), methods=["GET"]),
         Route("/metrics/history", history_endpoint, methods=["GET"]),
     ]), state.config.server.master_key)

@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelport.errors import InvalidRequestError
@@ -13,6 +14,8 @@ from modelport.errors import InvalidRequestError
 # Bounded by the database's integer columns (a larger number would fail in PostgreSQL).
 Limit = Annotated[int, Field(ge=1, le=2**31 - 1, strict=True)]
 Budget = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
+# Every key lives in every gateway's memory and is read on each request's way through.
+METADATA_LIMIT_BYTES = 4096
 _RELATIVE = re.compile(r"^(\d+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -37,6 +40,16 @@ class _KeyFields(BaseModel):
             raise ValueError("an empty list allows no model; send null (or leave it out) "
                              "to allow every model")
         return models
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+        if metadata is not None:
+            size = len(orjson.dumps(metadata))
+            if size > METADATA_LIMIT_BYTES:
+                raise ValueError(f"is {size} bytes as JSON; at most {METADATA_LIMIT_BYTES} "
+                                 "(labels, not documents)")
+        return metadata
 
     @field_validator("expires_at")
     @classmethod

@@ -3,7 +3,8 @@
 On SIGTERM or Ctrl-C the gateway stops accepting connections, lets the requests in
 flight finish for up to `server.drain_timeout_s`, ends the rest properly (an error event
 and `[DONE]` for streams, a 503 for the others), stops its workers and exits 0. A second
-Ctrl-C stops at once. SIGHUP reloads the configuration file (reload.py).
+Ctrl-C or SIGTERM ends the drain at once (the workers are still stopped), a third
+stops without that. SIGHUP reloads the configuration file (reload.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class DrainingServer(uvicorn.Server):
         self.drain_timeout_s = drain_timeout_s
         self.on_hangup = on_hangup
         self.on_stop_signal = on_stop_signal
+        self.hurry = False  # a second stop signal: the drain ends at once
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -53,8 +55,18 @@ class DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            logger.warning("second interrupt: stopping without waiting for requests")
+        if self.should_exit:
+            # A second SIGTERM is an operator (or a supervisor) insisting, as a second
+            # Ctrl-C is: the drain ends now, requests still running end as past it, and
+            # the shutdown still stops the workers and writes the usage rows. Only a
+            # third skips that too (uvicorn's force_exit leaves the lifespan unfinished).
+            if self.hurry:
+                self.force_exit = True
+                return
+            logger.warning("second %s: stopping without waiting for requests",
+                           signal.Signals(sig).name)
+            self.hurry = True
+            return
         super().handle_exit(sig, frame)
         if self.on_stop_signal is not None:
             self.on_stop_signal(sig)
@@ -72,7 +84,8 @@ class DrainingServer(uvicorn.Server):
             server.close()  # stop accepting before draining, so the drain can end
         for connection in list(self.server_state.connections):
             connection.shutdown()  # idle keep-alive connections close; busy ones after the answer
-        await self.in_flight.drain(self.drain_timeout_s, forced=lambda: self.force_exit)
+        await self.in_flight.drain(self.drain_timeout_s,
+                                   forced=lambda: self.hurry or self.force_exit)
         await super().shutdown(sockets)
 
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, with_conf
 from typing_extensions import NotRequired, TypedDict
 
 from modelport.errors import InvalidRequestError
-from modelport.protocol import validate_request
+from modelport.protocol import MAX_TOKENS_LIMIT, validate_request
 from modelport.protocol_parts import Name
 
 _OPEN = ConfigDict(extra="allow")
@@ -155,7 +155,7 @@ class CountTokensRequest(BaseModel):
 
 class MessagesRequest(CountTokensRequest):
     # Required, as Anthropic requires it: there is no server-side default to fall back on.
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS_LIMIT)
     stop_sequences: list[Name] | None = Field(None, max_length=16)
     temperature: float | None = Field(None, ge=0, le=1)
     top_p: float | None = Field(None, ge=0, le=1)

@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator, wit
 from typing_extensions import NotRequired, TypedDict
 
 from modelport.errors import InvalidRequestError
-from modelport.protocol import OpenAIRequest
+from modelport.protocol import MAX_TOKENS_LIMIT, OpenAIRequest
 
 _OPEN = ConfigDict(extra="allow")
 Name = Annotated[str, Field(min_length=1)]
@@ -174,7 +174,7 @@ class ResponsesRequest(OpenAIRequest):
     tools: list[FunctionTool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     text: TextConfig | None = None

@@ -114,3 +114,16 @@ def _upgrade(connection: Connection) -> None:
     after = MigrationContext.configure(connection).get_current_revision()
     if after != before:
         logger.info("database schema upgraded from revision %s to %s", before or "(none)", after)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database is away (down, stopped, refusing connections),
+    rather than that a query was wrong."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if isinstance(error, (OperationalError, InterfaceError, OSError, TimeoutError)):
+        return True
+    cause = getattr(error, "orig", None) or error.__cause__
+    # asyncpg's errors of a lost connection are not OSErrors; their names say so.
+    return cause is not None and cause is not error and (
+        unreachable(cause) or "Connection" in type(cause).__name__)
