@@ -36,6 +36,7 @@ def model_view(state: GatewayState, deployment: Deployment) -> dict[str, Any]:
         if deployment.is_local and deployment.pid else None,
         "file_bytes": loader.file_bytes(deployment) if deployment.is_local else None,
         "in_flight": deployment.in_flight,
+        "queue": deployment.queue.view(),
         "restarts": deployment.restarts,
         "last_error": deployment.last_error or None,
         "strategy": getattr(deployment.config, "strategy", "least_busy"),

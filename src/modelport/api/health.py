@@ -44,6 +44,7 @@ def _report(state: GatewayState) -> dict:
             "engine": d.engine,
             "load": d.load,
             "in_flight": d.in_flight,
+            "queue": d.queue.view(),
             "restarts": d.restarts,
             **({"worker": {"pid": d.pid, "url": d.base_url}} if d.is_local else {}),
             **({"detail": d.detail} if d.detail else {}),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -299,8 +300,19 @@ class _ModelStateCollector:
         in_flight = GaugeMetricFamily("modelport_requests_in_flight",
                                       "Requests being answered or waiting, by model.", labels=["model"])
         queued = GaugeMetricFamily("modelport_requests_queued",
-                                   "Requests waiting for a free slot of a local model.",
-                                   labels=["model"])
+                                   "Requests waiting for a free slot of a model (in the "
+                                   "gateway's queue or a worker's).", labels=["model"])
+        oldest = GaugeMetricFamily("modelport_queue_oldest_wait_seconds",
+                                   "How long the model's longest-waiting queued request has "
+                                   "waited.", labels=["model"])
+        waited = CounterMetricFamily("modelport_queue_wait_seconds",
+                                     "Seconds requests that queued waited for a slot, in all.",
+                                     labels=["model"])
+        waits = CounterMetricFamily("modelport_queue_waits",
+                                    "Requests that waited in the model's queue.", labels=["model"])
+        refused = CounterMetricFamily("modelport_queue_refused",
+                                      "Requests answered 429 by the model's queue (full, or "
+                                      "waited queue_timeout_s).", labels=["model"])
         restarts = GaugeMetricFamily("modelport_worker_restarts",
                                      "Times a model's worker was restarted.", labels=["model"])
         status = GaugeMetricFamily("modelport_model_status",
@@ -318,7 +330,12 @@ class _ModelStateCollector:
             slots = getattr(deployment.config, "parallel", None)
             waiting = sum(max(0, r.in_flight - slots) for r in deployment.replicas) \
                 if slots else 0
-            queued.add_metric([name], waiting)
+            queue = deployment.queue
+            queued.add_metric([name], waiting + queue.queue.length)
+            oldest.add_metric([name], queue.queue.oldest_wait_s(time.monotonic()))
+            waited.add_metric([name], queue.waited_s_total)
+            waits.add_metric([name], queue.queued_total)
+            refused.add_metric([name], queue.refused_total)
             restarts.add_metric([name], deployment.restarts)
             for value in DeploymentStatus:
                 status.add_metric([name, value.value], 1 if deployment.status is value else 0)
@@ -326,7 +343,8 @@ class _ModelStateCollector:
                 replica_in_flight.add_metric([name, replica.name], replica.in_flight)
                 replica_ready.add_metric([name, replica.name],
                                          1 if replica.status is DeploymentStatus.READY else 0)
-        return [in_flight, queued, restarts, status, replica_in_flight, replica_ready]
+        return [in_flight, queued, oldest, waited, waits, refused, restarts, status,
+                replica_in_flight, replica_ready]
 
 
 async def _worker_metrics(models: ModelRegistry, scrape_worker: WorkerScrape) -> bytes:

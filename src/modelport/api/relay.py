@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.api import key_checks
+from modelport.api import key_checks, queueing
 from modelport.api.access_log import AccessRecord, record_of
 from modelport.api.body import read_body
 from modelport.api.inflight import InFlight
@@ -40,6 +40,7 @@ from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.progress import PendingAnswer, StreamProgress
 from modelport.routing.registry import ModelRegistry
+from modelport.routing.scheduler import Ticket, queue_ms
 from modelport.providers.upstream import UpstreamReply
 from modelport.workers.on_demand import ModelLoader
 
@@ -164,9 +165,12 @@ class Outcome:
     answer: UpstreamReply | OpenedStream
     request: OpenAIRequest
     replica: Replica
+    ticket: Ticket | None = None  # its place in the requested model's queue
 
     def release(self) -> None:
         self.served.release(self.replica)
+        if self.ticket is not None:
+            self.requested.queue.give_back(self.ticket)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -174,6 +178,9 @@ class Outcome:
                    "x-modelport-replica": self.replica.name}
         if self.served is not self.requested:
             headers["x-modelport-fallback-from"] = self.requested.name
+        waited = queue_ms(self.ticket)
+        if waited is not None:
+            headers[queueing.QUEUE_MS_HEADER] = waited
         return headers
 
 
@@ -209,15 +216,22 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
         async with PendingAnswer(replica):  # the stall watch may end the wait
             return await call(endpoint.path, body, parsed)
 
-    if requested.on_demand and requested.status is not DeploymentStatus.READY:
-        work = _load_then_serve(state.loader, requested, plan, answer, data,
-                                state.shared_routing)
-    else:
-        work = failover.serve(plan, answer, body=data, listener=state.shared_routing)
-    served, replica, reply = await _unless_client_leaves(request, state.in_flight, work)
+    ticket = queueing.ticket_for(request.headers, record.key, data, _max_tokens(parsed))
+    if not requested.queue.try_take(ticket):
+        await _unless_client_leaves(request, state.in_flight, requested.queue.wait(ticket))
+    try:
+        if requested.on_demand and requested.status is not DeploymentStatus.READY:
+            work = _load_then_serve(state.loader, requested, plan, answer, data,
+                                    state.shared_routing)
+        else:
+            work = failover.serve(plan, answer, body=data, listener=state.shared_routing)
+        served, replica, reply = await _unless_client_leaves(request, state.in_flight, work)
+    except BaseException:
+        requested.queue.give_back(ticket)
+        raise
     record.model = served.name
     record.replica = replica.name
-    return Outcome(served, requested, reply, parsed, replica)
+    return Outcome(served, requested, reply, parsed, replica, ticket)
 
 
 async def _load_then_serve(loader: ModelLoader, requested: Deployment,

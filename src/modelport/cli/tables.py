@@ -92,6 +92,9 @@ def models_table(url: str, cards: list[dict], states: dict) -> Table:
             status.append("on demand")
         if live.get("in_flight"):
             status.append(f"{live['in_flight']} in flight")
+        queue = live.get("queue") or {}
+        if queue.get("length"):
+            status.append(f"{queue['length']} queued (oldest {queue['oldest_wait_s']:.1f}s)")
         if live.get("restarts"):
             status.append(f"{live['restarts']} restarts")
         replicas = live.get("replicas") or []

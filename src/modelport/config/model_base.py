@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 
 from modelport.config.base import MaskedKey, _Strict
 
@@ -72,7 +72,22 @@ class _ModelBase(_Strict):
         "(default: server.load_timeout_s).",
     )
     max_queue: int = Field(
-        64, ge=0, description="Requests allowed to wait beyond the running ones before 429."
+        64, ge=0, validation_alias=AliasChoices("max_queue", "queue_max"),
+        description="Requests allowed to wait in the gateway's queue for this model beyond "
+        "the running ones before 429 (also written queue_max).",
+    )
+    queue_timeout_s: float = Field(
+        60.0, gt=0, description="How long a request waits in the model's queue for a free "
+        "slot before it is answered 429 with Retry-After.",
+    )
+    reserved_slots: int = Field(
+        0, ge=0, description="Running slots held back for requests of a class above standard "
+        "and for keys below their fair share, so a person's request starts at once while a "
+        "script fills the others (docs/scheduling.md).",
+    )
+    queue_aging_s: float = Field(
+        30.0, ge=0, description="A queued request is served before those of the next class up "
+        "that arrived this many seconds after it (0: strict priority).",
     )
     price: Price | None = Field(
         None, description="What a million tokens cost, for the cost column of usage.",

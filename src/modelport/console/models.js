@@ -13,6 +13,13 @@ function bytes(value) {
   return mib >= 1024 ? `${number(mib / 1024, 1)} GiB` : `${number(mib, 0)} MiB`;
 }
 
+// Requests waiting in the gateway's queue for the model, and how long the oldest has.
+function queued(queue) {
+  if (!queue) return "—";
+  if (!queue.length) return "0";
+  return `${number(queue.length)} (oldest ${number(queue.oldest_wait_s, 1)} s)`;
+}
+
 export function mount(root) {
   const status = h("p", { role: "status", "aria-live": "polite" });
   const updated = h("p", { class: "muted" }, "Loading…");
@@ -20,11 +27,11 @@ export function mount(root) {
   const controlNote = h("p", { class: "note", hidden: true });
   const tbody = h("tbody");
   const headers = ["Model", "Kind", "Engine", "State"].concat(session.admin
-    ? ["In flight", "Restarts", "Memory", "Last used", "Last error", "Actions"] : []);
+    ? ["In flight", "Queued", "Restarts", "Memory", "Last used", "Last error", "Actions"] : []);
   const grid = table(headers, [], "Models served by this gateway");
   grid.querySelector("tbody").replaceWith(tbody);
-  // Memory and last use come only with model control (GET /admin/models).
-  const CONTROL_ONLY = ["Memory", "Last used"];
+  // Memory, last use and the queue come only with model control (GET /admin/models).
+  const CONTROL_ONLY = ["Queued", "Memory", "Last used"];
   grid.querySelectorAll("thead th").forEach((th) => {
     if (CONTROL_ONLY.includes(th.textContent)) th.dataset.col = "control";
   });
@@ -81,6 +88,7 @@ export function mount(root) {
     cells.State.replaceChildren(h("span", { class: `badge state-${info.state}` }, info.state));
     if (!session.admin) return;
     cells["In flight"].textContent = number(info.in_flight);
+    cells.Queued.textContent = queued(info.queue);
     cells.Restarts.textContent = number(info.restarts);
     cells.Memory.textContent = bytes(info.memory_bytes);
     cells["Last used"].textContent = info.last_used ? when(info.last_used) : "—";

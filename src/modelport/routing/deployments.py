@@ -21,6 +21,7 @@ from modelport.routing.replica import (
     Replica,
 )
 from modelport.routing.retry import NO_RETRIES, RetryPolicy
+from modelport.routing.scheduler import ModelQueue, QueueSettings
 from modelport.routing.strategies import (
     AffinityTable,
     least_busy,
@@ -76,6 +77,8 @@ class Deployment:
         self.fallbacks: tuple[Deployment, ...] = ()
         self._turn = 0
         self.affinity = AffinityTable()
+        # Requests beyond its running slots wait here (routing.scheduler), in fair order.
+        self.queue = ModelQueue(config.name, self.serving_slots, queue_settings(config))
 
     def __repr__(self) -> str:
         return f"Deployment({self.name!r}, {len(self.replicas)} replicas, {self.status.value})"
@@ -170,11 +173,20 @@ class Deployment:
     def limit(self) -> int:
         return self._limit
 
+    def serving_slots(self) -> int:
+        """Requests its ready replicas run at once: what its queue dispatches into."""
+        replicas = self.replicas
+        if len(replicas) == 1:  # the common case, on every request
+            replica = replicas[0]
+            return replica.capacity if replica.status is DeploymentStatus.READY else 0
+        return sum(r.capacity for r in replicas if r.status is DeploymentStatus.READY)
+
     # -- named transitions: the only ways code outside routing changes a deployment -------
 
     def reconfigure(self, config: ModelConfig, limit: int, load: str) -> None:
         """New settings that need no new workers (a reload): in effect from the next request."""
         self.config, self.load, self._limit = config, load, limit
+        self.queue.configure(queue_settings(config))
         for replica in self._moved_together():
             replica.limit = limit
 
@@ -332,6 +344,11 @@ def running_slots(config: ModelConfig) -> int:
     if isinstance(config, OpenAIUpstreamModel):
         return config.max_concurrency
     return getattr(config, "parallel", None) or getattr(config, "batch_size", None) or 1
+
+
+def queue_settings(config: ModelConfig) -> QueueSettings:
+    return QueueSettings(queue_max=config.max_queue, queue_timeout_s=config.queue_timeout_s,
+                         reserved_slots=config.reserved_slots, aging_s=config.queue_aging_s)
 
 
 def retry_policy(config: ModelConfig) -> RetryPolicy:

@@ -119,7 +119,7 @@ class FairQueue:
         """Fill free slots from the queue, best first; the tickets that now run."""
         started: list[Ticket] = []
         while self.length and self.in_flight < self.capacity:
-            ticket = self._best(reserved_only=self._free() <= self.reserved_slots)
+            ticket = self._best(reserved_only=self._free() <= self._reserved())
             if ticket is None:
                 break
             self._take_out(ticket)
@@ -173,11 +173,15 @@ class FairQueue:
     def _free(self) -> int:
         return self.capacity - self.in_flight
 
+    def _reserved(self) -> int:
+        # At least one slot stays open to everyone, whatever was configured.
+        return min(self.reserved_slots, self.capacity - 1)
+
     def _may_take(self, ticket: Ticket) -> bool:
         free = self._free()
         if free <= 0:
             return False
-        return free > self.reserved_slots or self._privileged(ticket)
+        return free > self._reserved() or self._privileged(ticket)
 
     def _privileged(self, ticket: Ticket) -> bool:
         """May take a reserved slot: a class above standard, or a key below its fair share
@@ -188,7 +192,7 @@ class FairQueue:
         for waiting in self._classes.values():
             flows.update(flow for flow, queue in waiting.flows.items() if queue)
         flows.add(ticket.flow)
-        share = (self.capacity - self.reserved_slots) / len(flows)
+        share = (self.capacity - self._reserved()) / len(flows)
         return self.running.get(ticket.flow, 0) < share
 
     def _tag(self, ticket: Ticket) -> None:
