@@ -340,6 +340,10 @@ def build_state(config: Config, names: list[str] | None = None) -> GatewayState:
                                                lambda: state.config.models_dir_path())
         state.shared_routing = SharedRouting(registry, str.__str__(config.server.redis_url))
         state.services.append(state.shared_routing)
+        from modelport.store.key_events import KeyEvents
+
+        # Revocations and new keys reach the other gateways at once, not at the next poll.
+        state.services.append(KeyEvents(store.keys, str.__str__(config.server.redis_url)))
     state.services.append(StallWatch(registry, supervisor, lambda: state.config.server,
                                      state.shared_routing))
     return state
