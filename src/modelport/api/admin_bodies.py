@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelport.api.queueing import check_key_scheduling
 from modelport.errors import InvalidRequestError
 
 # Bounded by the database's integer columns (a larger number would fail in PostgreSQL).
@@ -49,6 +50,7 @@ class _KeyFields(BaseModel):
             if size > METADATA_LIMIT_BYTES:
                 raise ValueError(f"is {size} bytes as JSON; at most {METADATA_LIMIT_BYTES} "
                                  "(labels, not documents)")
+        check_key_scheduling(metadata)  # its priority and weight, read on every request
         return metadata
 
     @field_validator("expires_at")

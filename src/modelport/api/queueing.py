@@ -3,7 +3,9 @@ class, weight and expected tokens, taken from the virtual key and what the reque
 
 A key's class and weight are its `priority` and `weight` (kept with the key's metadata); a
 request may ask for a lower class with the `x-modelport-priority` header or
-`metadata.priority` in its body, never a higher one than its key allows.
+`metadata.priority` in its body, never a higher one than its key allows (`standard` for a
+key without one). Requests without a virtual key (no auth, the master key, static keys)
+get the class they ask for.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import orjson
 
 from modelport.errors import InvalidRequestError
 from modelport.routing.fair_queue import Ticket
-from modelport.routing.priority import granted, parse_priority
+from modelport.routing.priority import DEFAULT, granted, parse_priority
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -50,17 +52,16 @@ def asked_priority(headers: Mapping[str, str], body: dict[str, Any]) -> int | No
     return None
 
 
-def key_scheduling(key: Any) -> tuple[int | None, float]:
-    """A virtual key's class (None: none set, requests get `standard` unless they ask for
-    less) and weight. The admin API checks both when they are set; a value written into
+def key_scheduling(key: Any) -> tuple[int, float]:
+    """A virtual key's class (`standard` unless set) and weight. The admin API checks both when they are set; a value written into
     the database by other means that does not parse is left out, with a log line."""
     metadata = key.metadata
     priority, weight = metadata.get("priority"), metadata.get("weight", 1.0)
     try:
-        allowed = None if priority is None else parse_priority(priority)
+        allowed = DEFAULT if priority is None else parse_priority(priority)
     except InvalidRequestError:
         logger.warning("key '%s': priority %r is not a class; using standard", key.name, priority)
-        allowed = None
+        allowed = DEFAULT
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
         logger.warning("key '%s': weight %r is not a positive number; using 1", key.name, weight)
         weight = 1.0

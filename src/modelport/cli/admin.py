@@ -86,16 +86,25 @@ def create_key(
     budget_period: str = typer.Option("total", help="day, month or total."),
     expires: Optional[str] = typer.Option(None, help="30d, 12h … from now, or an ISO time."),
     meta: list[str] = typer.Option(None, "--meta", help="NAME=VALUE label (repeatable)."),
+    priority: Optional[str] = typer.Option(
+        None, help="Highest class its requests get in a model's queue: interactive, "
+        "standard (default), batch, or 0-100."),
+    weight: Optional[float] = typer.Option(
+        None, help="Its share of a busy model against keys of weight 1 (default 1)."),
     url: Optional[str] = url_option(),
     config: Optional[str] = _config_option(),
     master_key: Optional[str] = _master_key_option(),
     as_json: bool = _json_option(),
 ) -> None:
     """Create a key; its secret is printed once and cannot be shown again."""
+    metadata: dict = _metadata(meta or [])
+    # Kept with the key's labels; the gateway checks them (docs/scheduling.md).
+    metadata.update({k: v for k, v in (("priority", priority), ("weight", weight))
+                     if v is not None})
     fields = {"name": name, "models": model or None, "rpm": rpm, "tpm": tpm,
               "max_parallel": max_parallel, "budget_tokens": budget_tokens,
               "budget_period": budget_period, "expires_at": _expiry(expires),
-              "metadata": _metadata(meta or [])}
+              "metadata": metadata}
     _, client = _client(url, config, master_key)
     created = _run(lambda: client.create_key({k: v for k, v in fields.items() if v is not None}))
     if as_json:
