@@ -47,7 +47,7 @@ function chat(models) {
   const temperature = h("input", { type: "number", min: "0", max: "2", step: "0.1", value: "0.7" });
   const maxTokens = h("input", { type: "number", min: "1", step: "1", value: "256" });
   const transcript = h("div", { class: "transcript", role: "log", "aria-live": "polite", "aria-label": "Conversation" });
-  const prompt = h("textarea", { rows: "3", placeholder: "Ask something… (Ctrl+Enter sends)" });
+  const prompt = h("textarea", { rows: "3", placeholder: "Ask something… (Enter sends, Shift+Enter starts a new line)" });
   const send = h("button", { type: "submit" }, "Send");
   const stop = h("button", { type: "button", disabled: true }, "Stop");
   const clear = h("button", { type: "button" }, "Clear");
@@ -132,7 +132,11 @@ function chat(models) {
     h("div", { class: "row" }, send, stop, clear), stats);
   form.addEventListener("submit", ask);
   prompt.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
+    // An Enter that ends an input method's composition (pinyin and the like) only picks
+    // the characters; it must not send a half-typed message.
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+    event.preventDefault();
+    form.requestSubmit();
   });
   stop.addEventListener("click", () => controller && controller.abort());
   clear.addEventListener("click", () => { history.length = 0; transcript.replaceChildren(); stats.textContent = ""; });
