@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -87,7 +88,7 @@ def run_wrk(url: str, script: Path, connections: int, seconds: int,
     sampler.start()
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-        capture_output=True, text=True, check=True)
+        capture_output=True, text=True, check=True, timeout=seconds + 60)
     sampler.join()
     used = sum(cpu_seconds(g) for g in gateways) - before
     requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1, help="server.processes")
     parser.add_argument("--redis-url", help="server.redis_url (needed with --processes > 1)")
     args = parser.parse_args()
+    # A stop signal unwinds through the finally below, which stops the upstream and gateway.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ["MODELPORT_DATA_DIR"] = tempfile.mkdtemp(prefix="modelport-bench-")
     os.environ["BENCH_MASTER_KEY"] = MASTER
     cores = sorted(os.sched_getaffinity(0))
@@ -123,7 +126,13 @@ def main() -> None:
     server: dict = {"master_key": "${BENCH_MASTER_KEY}", "processes": args.processes}
     if args.redis_url:
         server["redis_url"] = args.redis_url
-    gateway = ServeProcess(model, server).start()
+    gateway = ServeProcess(model, server)
+    try:
+        gateway.start(timeout=120)
+    except BaseException:
+        gateway.stop()
+        upstream_process.terminate()
+        raise
     primary = psutil.Process(gateway.process.pid)
     if args.processes == 1 and len(cores) > 1:
         pin_every_thread(gateway.process.pid, cores[:1])
