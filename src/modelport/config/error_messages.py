@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelport.config.model_kinds import MODEL_KINDS
+from modelport.config.model_kinds import ENGINE_NAMES, MODEL_KINDS
 from modelport.config.server import ServerConfig
 
 
@@ -64,10 +64,7 @@ def describe_validation_error(error: ValidationError, data: Any, source: str) ->
             hint = f"did you mean '{suggestion[0]}'? " if suggestion else ""
             message = f"unknown field; {hint}allowed fields: {', '.join(sorted(allowed))}"
         elif kind == "union_tag_invalid" or kind == "union_tag_not_found":
-            message = (
-                "`engine` must be one of: llamacpp, sentence-transformers, cross-encoder, "
-                "transformers, vllm, auto, openai, plugin"
-            )
+            message = f"`engine` must be one of: {', '.join(ENGINE_NAMES)}"
         elif kind == "missing":
             message = "required field is missing"
         else:

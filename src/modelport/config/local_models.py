@@ -174,6 +174,16 @@ class VllmModel(_LocalWorkerModel):
         return self
 
 
+class EchoModel(_LocalWorkerModel):
+    """A test engine without weights: answers with the last user message, word by word,
+    and embeds texts as deterministic hash vectors (engines/echo.py)."""
+
+    engine: Literal["echo"]
+    path: str = Field(".", description="Not read: the echo engine has no files.")
+    dimensions: int = Field(16, ge=1, le=4096, description="Length of the hash vectors.")
+    word_delay_s: float = Field(0.0, ge=0, le=10, description="Pause before each word.")
+
+
 class AutoModel(_LocalWorkerModel):
     """A local model whose engine is chosen at start-up from the files and hardware."""
 

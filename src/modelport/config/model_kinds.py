@@ -9,6 +9,7 @@ from pydantic import Field
 from modelport.config.local_models import (
     AutoModel,
     CrossEncoderModel,
+    EchoModel,
     LlamaCppModel,
     SentenceTransformersModel,
     TransformersModel,
@@ -24,6 +25,7 @@ ModelConfig = Annotated[
         CrossEncoderModel,
         TransformersModel,
         VllmModel,
+        EchoModel,
         AutoModel,
         OpenAIUpstreamModel,
         PluginModel,
@@ -32,8 +34,9 @@ ModelConfig = Annotated[
 ]
 # Every model class, in the union's order (what a config error lists the fields of).
 MODEL_KINDS: tuple[type, ...] = get_args(get_args(ModelConfig)[0])
-LOCAL_ENGINES = ("llamacpp", "sentence-transformers", "cross-encoder", "transformers", "vllm",
-                 "auto")
+ENGINE_NAMES: tuple[str, ...] = tuple(get_args(kind.model_fields["engine"].annotation)[0]
+                                      for kind in MODEL_KINDS)
+LOCAL_ENGINES = tuple(name for name in ENGINE_NAMES if name not in ("openai", "plugin"))
 EMBEDDING_ENGINES = ("sentence-transformers",)
 
 

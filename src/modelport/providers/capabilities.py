@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelport.config import EMBEDDING_ENGINES, ModelConfig, OpenAIUpstreamModel, serves_rerank_only
-from modelport.reranking import CROSS_ENCODER, EMBEDDING_SIMILARITY, UPSTREAM
+from modelport.config import ModelConfig, OpenAIUpstreamModel, serves_rerank_only
+from modelport.engines.protocol import CHAT, COMPLETIONS, EMBEDDINGS
+from modelport.engines.registry import ENGINES, GENERATES
+from modelport.reranking import CROSS_ENCODER, UPSTREAM
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,15 @@ class Capabilities:
         if serves_rerank_only(config):
             return cls(chat=False, completions=False, embeddings=False, streaming=False,
                        tools=False, vision=False, rerank=CROSS_ENCODER)
-        if config.engine in EMBEDDING_ENGINES:
-            return cls(chat=False, completions=False, embeddings=True, streaming=False,
-                       tools=False, vision=False, rerank=EMBEDDING_SIMILARITY)
         if isinstance(config, OpenAIUpstreamModel):
             # A plain OpenAI-compatible API (vLLM, another gateway) may serve anything.
             return cls(embeddings=True, rerank=UPSTREAM)
+        spec = ENGINES.get(config.engine)
+        if spec is None:  # engine: auto, a chat model until its files choose the engine
+            return cls(vision=False)
         # vLLM answers a clear 400 itself when its model takes no images; our llama.cpp
         # and transformers workers load no image or audio encoder (llama.cpp answers 500).
-        return cls(vision=config.engine == "vllm")
+        generates = bool(spec.capabilities & GENERATES)
+        return cls(chat=CHAT in spec.capabilities, completions=COMPLETIONS in spec.capabilities,
+                   embeddings=EMBEDDINGS in spec.capabilities, streaming=generates,
+                   tools=generates, vision=spec.vision, rerank=spec.rerank)

@@ -10,8 +10,7 @@ from modelport.config import CrossEncoderModel
 from modelport.engines.cross_encoder import CrossEncoderEngine
 from modelport.engines.protocol import RERANK, Scored
 from modelport.protocol import RerankRequest
-from modelport.workers.app import EngineAdapter, serve, worker_app
-from modelport.workers.worker_auth import WorkerAccess
+from modelport.workers.app import EngineAdapter, worker_app
 
 
 class CrossEncoderWorker(EngineAdapter):
@@ -33,7 +32,3 @@ def build_app(engine: CrossEncoderEngine) -> Starlette:
 def load(model: CrossEncoderModel, path: Path) -> CrossEncoderWorker:
     return CrossEncoderWorker(CrossEncoderEngine(model, path))
 
-
-def run(model: CrossEncoderModel, path: Path, host: str, port: int,
-        access: WorkerAccess) -> None:
-    serve(load(model, path), access, host, port)

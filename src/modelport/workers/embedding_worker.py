@@ -13,8 +13,7 @@ from modelport.engines.embeddings import EmbeddingEngine
 from modelport.engines.protocol import EMBEDDINGS, RERANK, Embedded, Scored
 from modelport.errors import InvalidRequestError
 from modelport.protocol import EmbeddingRequest, RerankRequest
-from modelport.workers.app import EngineAdapter, serve, worker_app
-from modelport.workers.worker_auth import WorkerAccess
+from modelport.workers.app import EngineAdapter, worker_app
 
 
 class EmbeddingWorker(EngineAdapter):
@@ -56,7 +55,3 @@ def build_app(engine: EmbeddingEngine) -> Starlette:
 def load(model: SentenceTransformersModel, path: Path) -> EmbeddingWorker:
     return EmbeddingWorker(EmbeddingEngine(model, path))
 
-
-def run(model: SentenceTransformersModel, path: Path, host: str, port: int,
-        access: WorkerAccess) -> None:
-    serve(load(model, path), access, host, port)

@@ -10,17 +10,15 @@ from pathlib import Path
 from modelport.config import (
     AutoModel,
     Config,
-    CrossEncoderModel,
     LlamaCppModel,
     ModelConfig,
     OpenAIUpstreamModel,
-    SentenceTransformersModel,
-    TransformersModel,
     VllmModel,
 )
 from modelport.config.cpus import usable_cpus
 from modelport.errors import ConfigError
 from modelport.config.locations import resolve_location
+from modelport.engines.registry import ENGINES
 from modelport.workers.ports import port_problem
 from modelport.workers.worker_auth import worker_access
 
@@ -51,8 +49,7 @@ def concrete_model(model: ModelConfig, path: Path) -> ModelConfig:
         fields["context_length"] = model.context_length
     elif engine == "vllm" and model.context_length:
         fields["max_model_len"] = model.context_length
-    classes = {"llamacpp": LlamaCppModel, "transformers": TransformersModel, "vllm": VllmModel}
-    return classes[engine].model_validate(fields)
+    return ENGINES[engine].config.model_validate(fields)
 
 
 def _wait_for_port(host: str, port: int, owner: str, wait_s: float = 5.0) -> str | None:
@@ -110,22 +107,15 @@ def run_worker(config: Config, name: str, host: str | None = None, port: int | N
     model = concrete_model(model, path)
     if registration is not None:
         _announce(model, host, port, registration)
-    if isinstance(model, LlamaCppModel):
+    spec = ENGINES.get(model.engine)
+    if spec is not None and spec.load is not None:
+        from modelport.workers.app import serve
+
+        serve(spec.loader()(model, path), access, host, port, timeout_graceful_shutdown=5)
+    elif isinstance(model, LlamaCppModel):
         from modelport.workers import llamacpp_worker
 
         llamacpp_worker.run(model, path, host, port, access)
-    elif isinstance(model, SentenceTransformersModel):
-        from modelport.workers import embedding_worker
-
-        embedding_worker.run(model, path, host, port, access)
-    elif isinstance(model, CrossEncoderModel):
-        from modelport.workers import cross_encoder_worker
-
-        cross_encoder_worker.run(model, path, host, port, access)
-    elif isinstance(model, TransformersModel):
-        from modelport.workers import transformers_worker
-
-        transformers_worker.run(model, path, host, port, access)
     elif isinstance(model, VllmModel):
         from modelport.engines.selection import check_vllm_requested, gpu_available, vllm_available
         from modelport.engines.vllm_command import vllm_command, vllm_env

@@ -1,9 +1,9 @@
 """The transformers engine on the worker app: one Hugging Face checkpoint behind the OpenAI
 HTTP API (workers/app.py serves it).
 
-`run()` loads the model and then serves (the port opens only once the model is ready,
-so /health answering at all means loaded). `build_app()` is the app factory the tests
-use in-process. Generation runs on the engine's threads; `TransformersWorker` bridges
+`load()` is the registry's loader (the worker opens its port only once it returns, so
+/health answering at all means loaded); `build_app()` is the app factory the tests use
+in-process. Generation runs on the engine's threads; `TransformersWorker` bridges
 their events onto the event loop and reads the chat prompt and tool calls, which need
 the tools layer above the engines.
 """
@@ -37,14 +37,13 @@ from modelport.errors import InvalidRequestError
 from modelport.protocol import ChatCompletionRequest, CompletionRequest
 from modelport.tools.calls import Content
 from modelport.tools.support import ToolSupport, analyse_template
-from modelport.workers.app import EngineAdapter, serve, worker_app
+from modelport.workers.app import EngineAdapter, worker_app
 from modelport.workers.chat_tools import (
     ToolPlan,
     forced_continuations,
     plan_tools,
     template_message,
 )
-from modelport.workers.worker_auth import WorkerAccess
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +51,6 @@ log = logging.getLogger(__name__)
 def build_app(engine: TransformersEngine) -> Starlette:
     """The worker's OpenAI app around an already loaded engine."""
     return worker_app(TransformersWorker(engine))
-
-
-def run(model: TransformersModel, path: Path, host: str, port: int,
-        access: WorkerAccess) -> None:
-    """Load `model` from `path`, then serve it on host:port until interrupted (blocking)."""
-    serve(load(model, path), access, host, port, timeout_graceful_shutdown=5)
 
 
 def load(model: TransformersModel, path: Path) -> "TransformersWorker":
