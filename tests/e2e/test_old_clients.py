@@ -78,9 +78,11 @@ class NullOpeningUpstream(ThreadedApp):
 
 
 @pytest.fixture(scope="session")
-def old_sdk(request) -> str:
-    """A folder holding openai 0.28 alone (its dependencies are in the test environment)."""
-    target = Path(request.config.cache.mkdir("openai-0.28"))
+def old_sdk(request, tmp_path_factory) -> str:
+    """A folder holding openai 0.28 alone (its dependencies are in the test environment):
+    kept in pytest's cache between runs, or made for this run when the cache is off."""
+    cache = getattr(request.config, "cache", None)
+    target = Path(cache.mkdir("openai-0.28")) if cache else tmp_path_factory.mktemp("openai")
     if not (target / "openai" / "version.py").exists():
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
                         "--target", str(target), OLD_SDK], check=True, timeout=300)
