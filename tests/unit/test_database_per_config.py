@@ -37,3 +37,23 @@ def test_a_configured_data_dir_and_the_built_in_config_keep_modelport_db(tmp_pat
     config = load_config(write(tmp_path / "c" / "modelport.yaml", "{data_dir: state}"))
     assert sqlite_file(database_url(config)) == tmp_path / "c" / "state" / "modelport.db"
     assert sqlite_file(database_url(parse_config({}))) == tmp_path / "data" / "modelport.db"
+
+
+def test_start_up_says_where_the_database_earlier_versions_shared_is(tmp_path, monkeypatch):
+    from modelport.cli.startup_notes import startup_notes
+
+    monkeypatch.setenv("MODELPORT_DATA_DIR", str(tmp_path / "data"))
+    config = load_config(write(tmp_path / "modelport.yaml"))
+    own = sqlite_file(database_url(config))
+
+    def warnings() -> list[str]:
+        return [text for level, text in startup_notes(config) if "earlier versions" in text]
+
+    assert warnings() == []  # no shared database of an earlier version: nothing to say
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "modelport.db").write_bytes(b"")
+    [warning] = warnings()
+    assert str(own) in warning
+    assert f"server.database_url: sqlite:///{tmp_path / 'data' / 'modelport.db'}" in warning
+    own.write_bytes(b"")  # once this config's own database exists, it is not said again
+    assert warnings() == []

@@ -140,7 +140,7 @@ def serve(
     if not follower:
         from modelport.cli.startup_notes import startup_notes
 
-        for level, note in startup_notes(cfg.server):
+        for level, note in startup_notes(cfg):
             logging.getLogger("modelport").log(level, "%s", note)
     if not run_gateway(build_app(state), cfg.server.host, cfg.server.port, state.in_flight,
                        cfg.server.drain_timeout_s,
