@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,7 +29,7 @@ from modelport.limits.local import LocalKeyLimiter
 from modelport.limits.shared import SharedKeyLimiter
 from modelport.api.models import get_model, list_models
 from modelport.api.openapi import openapi_endpoint
-from modelport.api.state import GatewayState
+from modelport.api.state import GatewayState, Service
 from modelport.errors import InvalidRequestError, ModelportError, error_http
 
 logger = logging.getLogger("modelport.gateway")
@@ -94,68 +95,12 @@ def _v1_routes() -> list[Route]:
 
 
 def build_app(state: GatewayState) -> AccessLog:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):  # noqa: ANN202
-        # The database first: a wrong URL stops the start before any model loads.
-        if state.store is not None:
-            await state.store.start()
-        try:
-            if state.lifecycle is not None:
-                await state.lifecycle.start()
-            if state.loader is not None:
-                state.loader.start()
-            if state.remote_replicas is not None:
-                await state.remote_replicas.start()
-            for service in state.services:
-                await service.start()
-            if state.reloader is not None:
-                state.reloader.attach()
-            if state.processes is not None:  # after the database is migrated
-                await state.processes.start()
-            await state.limiter.start()
-            # Everything built so far lives as long as the process; left to the collector,
-            # each full collection walks it again (hundreds of thousands of objects once
-            # the database and HTTP libraries are loaded), and requests that keep objects
-            # alive for a while (usage rows waiting for their batch) make those frequent.
-            gc.freeze()
-            # A request allocates thousands of objects that refcounting frees within
-            # milliseconds; with the default threshold (700) the collector ran every few
-            # requests and walked every request still in flight each time. 20,000 lets most
-            # of them go first (measured: 15-25% less gateway CPU a request at 64 in flight).
-            gc.set_threshold(20_000, 10, 10)
-            if state.metrics_history is not None:
-                state.metrics_history.start()
-            yield
-        finally:
-            if state.processes is not None:  # they relay to the workers: they go first
-                await state.processes.stop()
-            if state.metrics_history is not None:
-                await state.metrics_history.stop()
-            for service in reversed(state.services):
-                await service.stop()
-            if state.loader is not None:
-                await state.loader.stop()
-            if state.remote_replicas is not None:
-                await state.remote_replicas.stop()
-            if state.reloader is not None:
-                await state.reloader.detach()
-            if state.lifecycle is not None:
-                await state.lifecycle.stop()
-            for client in {id(p): p for p in (*state.clients.values(), *(
-                    p for d in state.registry for p in d.providers()))}.values():
-                await client.close()
-            await finished.drain()
-            await state.limiter.close()
-            if state.store is not None:
-                await state.store.stop()  # after the drain: the last requests' usage is written
-
     server = state.config.server
     v1_routes = _v1_routes()
     # Virtual keys work once the admin API that makes them is on (a master key is set).
     virtual_keys = state.keys if server.master_key else None
     auth = BearerAuth(Router(routes=v1_routes), server.api_keys, master_key=server.master_key,
                       virtual_keys=virtual_keys)
-    v1 = Mount("/v1", app=auth)
     admin = admin_app(state)
     state.key_gates = [lambda s: auth.use_keys(s.api_keys, s.master_key),
                        lambda s: admin.use_key(s.master_key)]
@@ -163,30 +108,19 @@ def build_app(state: GatewayState) -> AccessLog:
     state.limiter = (SharedKeyLimiter(RedisCounters(server.redis_url), tokens_used,
                                       on_outage=server.limits_on_outage)
                      if server.redis_url else LocalKeyLimiter(tokens_used))
-    finished = FinishedRequests(state.usage if server.usage else None)
-    observers: list = [finished]
+    state.finished = FinishedRequests(state.usage if server.usage else None)
+    observers: list = [state.finished]
     routes = [
         Route("/", to_console, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/health/ready", readiness, methods=["GET"]),
         Route("/openapi.json", openapi_endpoint(), methods=["GET"]),
-        v1,
+        Mount("/v1", app=auth),
         Mount("/admin", app=admin),
         Mount("/ui", app=ConsoleFiles()),
     ]
     if server.metrics:
-        state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
-                                                        if "{" not in r.path],
-                                       peers=lambda: state.peer_metrics.snapshots()
-                                       if state.peer_metrics is not None else ())
-        observers.insert(0, state.metrics.observe)
-        state.metrics_history = MetricsHistory(state.metrics, state.registry)
-        scrape = metrics_endpoint
-        if server.metrics_auth:
-            gate = MasterKeyGate(request_response(metrics_endpoint), server.master_key)
-            state.key_gates.append(lambda s: gate.use_key(s.master_key))
-            scrape = gate
-        routes.insert(2, Route("/metrics", scrape, methods=["GET"]))
+        observers.insert(0, _with_metrics(state, v1_routes, routes))
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -194,8 +128,56 @@ def build_app(state: GatewayState) -> AccessLog:
             HTTPException: _on_http_error,
             Exception: _on_unexpected,
         },
-        lifespan=lifespan,
+        lifespan=_lifespan(state),
     )
     app.state.gateway = state
-    state.log_bodies = state.config.server.log_prompts or logger.isEnabledFor(logging.DEBUG)
+    state.log_bodies = server.log_prompts or logger.isEnabledFor(logging.DEBUG)
     return AccessLog(app, observers=observers)
+
+
+def _with_metrics(state: GatewayState, v1_routes: list[Route], routes: list) -> Callable:
+    """/metrics (behind the master key when metrics_auth) and the history the console
+    charts; the observer that counts each finished request."""
+    server = state.config.server
+    state.metrics = GatewayMetrics(state.registry, ["/v1" + r.path for r in v1_routes
+                                                    if "{" not in r.path],
+                                   peers=lambda: state.peer_metrics.snapshots()
+                                   if state.peer_metrics is not None else ())
+    state.metrics_history = MetricsHistory(state.metrics, state.registry)
+    scrape = metrics_endpoint
+    if server.metrics_auth:
+        gate = MasterKeyGate(request_response(metrics_endpoint), server.master_key)
+        state.key_gates.append(lambda s: gate.use_key(s.master_key))
+        scrape = gate
+    routes.insert(2, Route("/metrics", scrape, methods=["GET"]))
+    return state.metrics.observe
+
+
+def _lifespan(state: GatewayState) -> Callable:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):  # noqa: ANN202
+        started: list[Service] = []
+        try:
+            for service in state.ordered_services():
+                await service.start()
+                started.append(service)
+            _tune_collector()
+            yield
+        finally:
+            for service in reversed(started):
+                await service.stop()
+
+    return lifespan
+
+
+def _tune_collector() -> None:
+    # Everything built so far lives as long as the process; left to the collector, each
+    # full collection walks it again (hundreds of thousands of objects once the database
+    # and HTTP libraries are loaded), and requests that keep objects alive for a while
+    # (usage rows waiting for their batch) make those frequent.
+    gc.freeze()
+    # A request allocates thousands of objects that refcounting frees within milliseconds;
+    # with the default threshold (700) the collector ran every few requests and walked
+    # every request still in flight each time. 20,000 lets most of them go first
+    # (measured: 15-25% less gateway CPU a request at 64 in flight).
+    gc.set_threshold(20_000, 10, 10)
