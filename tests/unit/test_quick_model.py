@@ -179,3 +179,12 @@ def test_pull_add_to_config_writes_the_entry_that_serves_the_download(tmp_path, 
     assert [(m.name, m.path) for m in loaded.models] == [("chat-q4", "org/repo-GGUF/chat-q4.gguf")]
     assert resolve_location(loaded.models[0].path, loaded.models_dir_path()) == \
         tmp_path / "models" / "org" / "repo-GGUF" / "chat-q4.gguf"
+
+
+def test_add_to_config_never_writes_a_file_that_lost_a_model(tmp_path):
+    path = tmp_path / "modelport.yaml"
+    flow = 'models: [{name: old, engine: openai, base_url: "http://127.0.0.1:9/v1"}]\n'
+    path.write_text(flow)
+    with pytest.raises(ConfigError, match="add it by hand"):
+        add_model(path, {"name": "new", "engine": "auto", "path": "org/repo"})
+    assert path.read_text() == flow

@@ -42,12 +42,16 @@ def add_model(config_path: Path, entry: dict) -> None:
     """Add `entry` to the config file (created when missing); the result must load, or the
     file is left as it was."""
     text = config_path.read_text(encoding="utf-8") if config_path.is_file() else ""
-    if text.strip():
-        labels = {label for model in config_from_text(text, config_path).models
-                  for label in [model.name, *model.aliases]}
-        if entry["name"] in labels:
-            raise ConfigError(f"{config_path} already has a model named '{entry['name']}'; "
-                              "the download is there, the config was left as it was")
+    before = [model.name for model in config_from_text(text, config_path).models] \
+        if text.strip() else []
+    if entry["name"] in before:
+        raise ConfigError(f"{config_path} already has a model named '{entry['name']}'; "
+                          "the download is there, the config was left as it was")
     updated = with_model(text, entry)
-    config_from_text(updated, config_path)  # raises before anything is written
+    after = [model.name for model in config_from_text(updated, config_path).models]
+    if after != [entry["name"], *before]:
+        # A layout this edit does not understand (a flow list, an anchor): never write a
+        # file that lost a model.
+        raise ConfigError(f"{config_path}: could not add the model to its `models:` list "
+                          f"without changing the others; add it by hand:\n  {entry_line(entry)}")
     config_path.write_text(updated, encoding="utf-8")
