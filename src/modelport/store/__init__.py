@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Config, Price
-from modelport.store.database import database_url, migrate, open_engine, redacted
+from modelport.store.database import data_dir, database_url, migrate, open_engine, redacted
+from modelport.store.journal import UsageJournal
 from modelport.store.keys import KeyStore, VirtualKey
+from modelport.store.sqlite_usage import sqlite_file
 from modelport.store.usage import UsageRecorder, UsageRow
 
 __all__ = ["KeyStore", "Store", "UsageRecorder", "UsageRow", "VirtualKey"]
@@ -21,9 +25,10 @@ class StoreError(RuntimeError):
 
 
 class Store:
-    def __init__(self, url: str, prices: dict[str, Price] | None = None) -> None:
+    def __init__(self, url: str, prices: dict[str, Price] | None = None,
+                 journal: UsageJournal | None = None) -> None:
         self.url = url
-        self.usage = UsageRecorder(prices)
+        self.usage = UsageRecorder(prices, journal=journal)
         self.keys = KeyStore(self.usage)
         self._engine: AsyncEngine | None = None
 
@@ -31,7 +36,8 @@ class Store:
     def from_config(cls, config: Config) -> "Store":
         prices = {label: model.price for model in config.models if model.price is not None
                   for label in (model.name, *model.aliases)}
-        return cls(database_url(config), prices)
+        url = database_url(config)
+        return cls(url, prices, _journal_beside(url, config))
 
     async def start(self) -> None:
         engine = open_engine(self.url)
@@ -53,3 +59,15 @@ class Store:
         await self.usage.close()
         await self._engine.dispose()
         self._engine = None
+
+
+def _journal_beside(url: str, config: Config) -> UsageJournal | None:
+    """The usage journal beside a SQLite file, or in the data folder for a database
+    elsewhere; none for an in-memory database (nothing outlives the process anyway)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        file = sqlite_file(parsed.database)
+        if file is None:
+            return None
+        return UsageJournal(Path(file).parent, Path(file).stem + "-usage")
+    return UsageJournal(data_dir(config), "usage-" + (parsed.database or "db"))

@@ -3,7 +3,9 @@
 `record` only appends to a bounded in-memory buffer; a background task writes the
 buffer every `interval_s` or as soon as `batch_rows` are waiting, and `close` writes
 what is left, so a clean shutdown loses nothing. If the database is away, rows wait in
-the buffer (up to `max_buffer`; beyond it new rows are dropped and counted).
+the buffer (up to `max_buffer`; beyond it new rows are dropped and counted). With a
+journal (store.journal) every row is also on local disk within its flush window, so a
+process killed with -9 loses only that window: the next start writes the rest.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from modelport.config import Price
+from modelport.store.journal import UsageJournal
 from modelport.store.schema import USAGE_COLUMNS
+from modelport.store.schema import usage as usage_table
 from modelport.store.sqlite_usage import SqliteUsageWriter, insert_statements, sqlite_file
 from modelport.store.summary import aggregate, daily_increments, upsert_daily
 
@@ -49,9 +54,18 @@ class UsageRow:
 
 
 _COLUMNS = USAGE_COLUMNS
-_AT, _KEY, _MODEL, _PROMPT, _COMPLETION, _COST = (USAGE_COLUMNS.index(name) for name in (
-    "at", "key_id", "model", "prompt_tokens", "completion_tokens", "cost"))
+_AT, _KEY, _MODEL, _ENDPOINT, _STATUS, _PROMPT, _COMPLETION, _LATENCY, _COST = (
+    USAGE_COLUMNS.index(name) for name in (
+        "at", "key_id", "model", "endpoint", "status", "prompt_tokens", "completion_tokens",
+        "latency_ms", "cost"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAYS: dict[int, str] = {}
+
+
+def _micros(at: datetime) -> int:
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // timedelta(microseconds=1)
 
 
 def _day(timestamp: float) -> str:
@@ -90,8 +104,10 @@ def _postgres_insert() -> str:
 
 class UsageRecorder:
     def __init__(self, prices: Mapping[str, Price] | None = None, *, max_buffer: int = 100_000,
-                 batch_rows: int = 1000, interval_s: float = 1.0) -> None:
+                 batch_rows: int = 1000, interval_s: float = 1.0,
+                 journal: UsageJournal | None = None) -> None:
         self._prices = dict(prices or {})
+        self._journal = journal
         self._max_buffer = max_buffer
         self._batch_rows = batch_rows
         self._interval_s = interval_s
@@ -114,7 +130,37 @@ class UsageRecorder:
             self._sqlite = SqliteUsageWriter(path) if path is not None else None
         self._wake = asyncio.Event()  # bound to the loop the app runs on
         self._stopping = False
+        if self._journal is not None:
+            for row in await self._not_stored(self._journal.open()):
+                self._buffer.append(row)
+                self._journal.append(row)
         self._writer = asyncio.create_task(self._write_forever(), name="usage-writer")
+
+    async def _not_stored(self, rows: list[tuple]) -> list[tuple]:
+        """The rows of a journal the database does not hold yet (a gateway may have died
+        between committing a batch and marking it so), each once."""
+        if not rows:
+            return rows
+        assert self._engine is not None
+        low = min(row[_AT] for row in rows) - 1
+        high = max(row[_AT] for row in rows) + 1
+        table = usage_table
+        async with self._engine.connect() as connection:
+            found = await connection.execute(
+                select(table.c.at, table.c.model, table.c.endpoint, table.c.status,
+                       table.c.latency_ms).where(
+                    table.c.at >= datetime.fromtimestamp(low, UTC),
+                    table.c.at <= datetime.fromtimestamp(high, UTC)))
+            seen = {(_micros(at), model, endpoint, status, latency)
+                    for at, model, endpoint, status, latency in found}
+        fresh = []
+        for row in rows:
+            identity = (round(row[_AT] * 1_000_000), row[_MODEL], row[_ENDPOINT],
+                        row[_STATUS], row[_LATENCY])
+            if identity not in seen:
+                seen.add(identity)
+                fresh.append(row)
+        return fresh
 
     def record(self, row: UsageRow) -> None:
         """Queue one row; never waits."""
@@ -136,9 +182,11 @@ class UsageRecorder:
                 logger.error("usage buffer full (%d rows): the database does not keep up or "
                              "is away; %d row(s) dropped so far", self._max_buffer, self.dropped)
             return
-        self._buffer.append((at, None, key_id, model, deployment, endpoint, status,
-                             prompt_tokens, completion_tokens, cached_tokens, latency_ms,
-                             ttft_ms, streamed, cost))
+        row = (at, None, key_id, model, deployment, endpoint, status, prompt_tokens,
+               completion_tokens, cached_tokens, latency_ms, ttft_ms, streamed, cost)
+        self._buffer.append(row)
+        if self._journal is not None:
+            self._journal.append(row)
         if len(self._buffer) >= self._batch_rows:
             self._wake.set()
 
@@ -166,6 +214,8 @@ class UsageRecorder:
             if not self._buffer:
                 return
             self._writing, self._buffer = self._buffer, []
+            # Every row the journal has so far is in this batch (or an earlier one).
+            journaled = self._journal.rows if self._journal is not None else 0
             try:
                 await self._insert(self._writing)
             except BaseException:
@@ -173,6 +223,8 @@ class UsageRecorder:
                 raise
             finally:
                 self._writing = []
+            if self._journal is not None:
+                self._journal.committed(journaled)
 
     async def close(self) -> None:
         # The writer finishes the batch it is writing (cancelling it mid-commit could
@@ -190,6 +242,8 @@ class UsageRecorder:
         if self._sqlite is not None:
             await self._sqlite.close()
             self._sqlite = None
+        if self._journal is not None:
+            self._journal.close()
 
     async def _write_forever(self) -> None:
         failures = 0
