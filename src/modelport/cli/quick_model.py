@@ -18,16 +18,17 @@ from modelport.config.locations import MODELSCOPE_PREFIX, modelscope_id, resolve
 from modelport.errors import ConfigError
 
 
-def add_located_models(config: Config, values: list[str]) -> list[str]:
+def add_located_models(config: Config, values: list[str], download: bool = True) -> list[str]:
     """The model names `serve --model` selects: configured names as they are; each value
-    that is a location instead becomes a model of its own, added to `config`."""
+    that is a location instead becomes a model of its own, added to `config`. Without
+    `download` (`check`), a Hugging Face id not downloaded yet is a ConfigError."""
     labels = {label for model in config.models for label in [model.name, *model.aliases]}
     names = []
     for value in values:
         if value in labels:
             names.append(value)
             continue
-        entry = located_entry(value, config.models_dir_path())
+        entry = located_entry(value, config.models_dir_path(), download)
         if entry is None:
             names.append(value)  # neither: select_models says which names exist
             continue
@@ -41,7 +42,7 @@ def add_located_models(config: Config, values: list[str]) -> list[str]:
     return names
 
 
-def located_entry(value: str, models_dir: Path) -> dict | None:
+def located_entry(value: str, models_dir: Path, download: bool = True) -> dict | None:
     """A config entry for the model at `value`, or None when `value` is no location."""
     if value.startswith(MODELSCOPE_PREFIX):
         repo_id, filename = modelscope_id(value)
@@ -56,7 +57,7 @@ def located_entry(value: str, models_dir: Path) -> dict | None:
     except PullError:
         return None
     return _entry(model_name(repo_id, filename or None),
-                  str(_hugging_face_copy(repo_id, filename or None, models_dir)))
+                  str(_hugging_face_copy(repo_id, filename or None, models_dir, download)))
 
 
 def _entry(name: str, path: str) -> dict:
@@ -68,7 +69,8 @@ def _parsed(entry: dict, base_dir: str) -> ModelConfig:
                         base_dir=base_dir).models[0]
 
 
-def _hugging_face_copy(repo_id: str, filename: str | None, models_dir: Path) -> Path:
+def _hugging_face_copy(repo_id: str, filename: str | None, models_dir: Path,
+                       download: bool) -> Path:
     """models_dir/org/repo[/file] (what `modelport pull` writes), else the Hugging Face
     cache's copy, else a download into models_dir (a PullError where there is no hub)."""
     pulled = models_dir / repo_id / filename if filename else models_dir / repo_id
@@ -77,6 +79,11 @@ def _hugging_face_copy(repo_id: str, filename: str | None, models_dir: Path) -> 
     cached = _hugging_face_cache(repo_id, filename)
     if cached is not None:
         return cached
+    if not download:
+        wanted = f"{repo_id}:{filename}" if filename else repo_id
+        raise ConfigError(f"--model {wanted}: not downloaded yet (neither in {pulled} nor in "
+                          "the Hugging Face cache); `serve` would download it, or run "
+                          f"`modelport pull {repo_id}{' --file ' + filename if filename else ''}`")
     return pull(repo_id, models_dir, filename=filename)
 
 
