@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -15,13 +14,12 @@ from fixtures.hf_checkpoint import smollm2_base_checkpoint, smollm2_checkpoint  
 from modelport.config import TransformersModel
 from modelport.engines.text_streaming import IncrementalDecoder, StopSequenceFilter
 from modelport.engines.transformers_engine import (
-    AdmissionGate,
     Finished,
     SamplingParams,
     TextDelta,
     TransformersEngine,
 )
-from modelport.errors import ConfigError, ContextLengthError, RateLimitError
+from modelport.errors import ConfigError, ContextLengthError
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 CHATML_TEMPLATE = (
@@ -103,44 +101,6 @@ def test_stop_filter_releases_held_text_that_was_not_a_stop():
 def test_stop_filter_stops_at_the_earliest_of_several_stops():
     stops = StopSequenceFilter(["zzz", "b"])
     assert stops.push("a b c zzz") == "a "
-
-
-# -- admission gate (no model) ----------------------------------------------------------
-
-
-def test_gate_refuses_beyond_parallel_plus_queue_with_retry_after():
-    gate = AdmissionGate(parallel=1, max_queue=1)
-    first, second = object(), object()
-    gate.enter(first)
-    assert gate.wait_for_slot(first, lambda: False)
-    gate.enter(second)
-    with pytest.raises(RateLimitError) as refused:
-        gate.enter(object())
-    assert refused.value.status == 429
-    assert refused.value.headers["Retry-After"] == "1"
-    gate.release()
-    assert gate.wait_for_slot(second, lambda: False)
-    assert gate.counts() == (1, 0)
-
-
-def test_gate_serves_the_queue_in_order_and_drops_cancelled_waiters():
-    gate = AdmissionGate(parallel=1, max_queue=3)
-    running, leaving, next_in_line = object(), object(), object()
-    for ticket in (running, leaving, next_in_line):
-        gate.enter(ticket)
-    assert gate.wait_for_slot(running, lambda: False)
-    admitted = []
-    waiter = threading.Thread(
-        target=lambda: admitted.append(gate.wait_for_slot(next_in_line, lambda: False))
-    )
-    waiter.start()
-    assert gate.wait_for_slot(leaving, lambda: True) is False  # its client went away
-    time.sleep(0.1)
-    assert admitted == []  # the slot is still taken
-    gate.release()
-    waiter.join(timeout=5)
-    assert admitted == [True]
-    assert gate.counts() == (1, 0)
 
 
 # -- generation with the real checkpoint -------------------------------------------------

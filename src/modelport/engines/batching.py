@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import RateLimitError
+from modelport.engines.admission import Admission
 
 logger = logging.getLogger("modelport.engines")
 
@@ -82,13 +82,14 @@ class BatchQueue:
         self.name = name
         self._run = run
         self._gather_limit = gather
-        self.max_waiting = max_waiting
+        # Every request counts from its arrival to its answer: gathered jobs wait in
+        # the batch queue below, not in the admission's own queue.
+        self.admission = Admission(name, max_waiting)
         self._threads = threads
         self._thread_name = thread_name
         self._executor: ThreadPoolExecutor | None = None
         self._queue: asyncio.Queue[Job] | None = None
         self._worker: asyncio.Task | None = None
-        self.in_flight = 0
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._thread_name,
@@ -106,16 +107,13 @@ class BatchQueue:
     async def submit(self, job: Job) -> Any:
         """The job's result, or 429 at once when `max_waiting` requests are already in."""
         assert self._queue is not None, "engine not started"
-        if self.in_flight >= self.max_waiting:
-            raise RateLimitError(
-                f"model '{self.name}' queue is full", headers={"Retry-After": "1"}
-            )
-        self.in_flight += 1
+        if not self.admission.try_acquire():
+            raise self.admission.refusal()
         try:
             self._queue.put_nowait(job)
             return await job.future
         finally:
-            self.in_flight -= 1
+            self.admission.release()
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None

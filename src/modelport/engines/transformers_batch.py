@@ -27,7 +27,7 @@ from modelport.engines.transformers_requests import (
 from modelport.engines.transformers_sampling import TokenChooser
 
 if TYPE_CHECKING:
-    from modelport.engines.transformers_engine import AdmissionGate
+    from modelport.engines.admission import Admission
     from modelport.engines.transformers_loading import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class BatchedDecoding:
     """The engine's batch loop thread; `start` hands it a generation already queued in
     the gate, whose `parallel` bounds the rows."""
 
-    def __init__(self, checkpoint: LoadedCheckpoint, gate: AdmissionGate, settle: Settle,
+    def __init__(self, checkpoint: LoadedCheckpoint, gate: Admission, settle: Settle,
                  decode: Callable[[list[int]], str], eos_ids: frozenset[int],
                  pad_id: int | None):
         self._model_defaults = checkpoint.model.generation_config
@@ -100,7 +100,7 @@ class BatchedDecoding:
             while not self._closing:
                 self._retire_done()
                 self._drop_cancelled_waiters()
-                free = self._gate.parallel - len(self._rows) - len(self._pending)
+                free = self._gate.limit - len(self._rows) - len(self._pending)
                 self._pending.extend(self._gate.take(free))
                 if self._pending:
                     # One group of newcomers per step, so a long prompt's prefill holds

@@ -2,7 +2,8 @@
 
 Concurrency model: up to `parallel` requests generate at once (continuous batching, one
 forward pass per step for all of them: transformers_batch), up to `max_queue` more wait in
-FIFO order, and any request beyond that is refused at once with RateLimitError (429).
+FIFO order, and any request beyond that is refused at once with RateLimitError (429): the
+engine's Admission (engines/admission.py).
 Checkpoints the batch cannot serve (transformers_batch_plan says which) fall back to one
 thread and one generate() call per request (transformers_threads). Callers receive events
 through a callback invoked on the engine's threads; nothing here blocks an event loop.
@@ -15,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from modelport.config import TransformersModel
+from modelport.engines.admission import Admission
 from modelport.engines.transformers_batch import BatchCounters, BatchedDecoding
 from modelport.engines.transformers_batch_plan import BatchSupport
 from modelport.engines.transformers_loading import LoadedCheckpoint, load_checkpoint
@@ -34,14 +35,9 @@ from modelport.engines.transformers_requests import (  # noqa: F401  (the engine
 )
 from modelport.engines.transformers_sampling import SamplingParams  # noqa: F401
 from modelport.engines.transformers_threads import ThreadPerRequest
-from modelport.errors import ContextLengthError, InvalidRequestError, RateLimitError
+from modelport.errors import ContextLengthError, InvalidRequestError
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_SECONDS = 1
-# How often a queued request re-checks whether its client has gone away.
-_QUEUE_POLL_SECONDS = 0.05
-
 
 @dataclass(frozen=True)
 class Completion:
@@ -66,68 +62,6 @@ class EngineStats:
         return self.running + self.waiting
 
 
-class AdmissionGate:
-    """`parallel` slots plus a FIFO queue of `max_queue`; beyond that, refuse at once."""
-
-    def __init__(self, parallel: int, max_queue: int):
-        self.parallel = parallel
-        self.max_queue = max_queue
-        self._condition = threading.Condition()
-        self._running = 0
-        self._queue: deque[object] = deque()
-
-    def enter(self, ticket: object) -> None:
-        with self._condition:
-            if self._running + len(self._queue) >= self.parallel + self.max_queue:
-                raise RateLimitError(
-                    f"the model is busy: {self._running} request(s) generating and "
-                    f"{len(self._queue)} waiting (parallel {self.parallel}, max_queue "
-                    f"{self.max_queue}); retry in {RETRY_AFTER_SECONDS}s",
-                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-                )
-            self._queue.append(ticket)
-
-    def wait_for_slot(self, ticket: object, is_cancelled: Callable[[], bool]) -> bool:
-        """Block until `ticket` may run (True) or was cancelled while queued (False)."""
-        with self._condition:
-            while not (self._queue[0] is ticket and self._running < self.parallel):
-                if is_cancelled():
-                    self._queue.remove(ticket)
-                    self._condition.notify_all()
-                    return False
-                self._condition.wait(_QUEUE_POLL_SECONDS)
-            self._queue.popleft()
-            self._running += 1
-            self._condition.notify_all()
-            return True
-
-    def take(self, count: int) -> list[Any]:
-        """Up to `count` tickets from the head of the queue, now running (the batch loop)."""
-        with self._condition:
-            taken = [self._queue.popleft() for _ in range(min(max(count, 0), len(self._queue)))]
-            self._running += len(taken)
-            return taken
-
-    def drop_waiting(self, should_drop: Callable[[Any], bool]) -> list[Any]:
-        """Remove the queued tickets that `should_drop` picks (cancelled ones)."""
-        with self._condition:
-            dropped = [ticket for ticket in self._queue if should_drop(ticket)]
-            for ticket in dropped:
-                self._queue.remove(ticket)
-            if dropped:
-                self._condition.notify_all()
-            return dropped
-
-    def release(self, count: int = 1) -> None:
-        with self._condition:
-            self._running -= count
-            self._condition.notify_all()
-
-    def counts(self) -> tuple[int, int]:
-        with self._condition:
-            return self._running, len(self._queue)
-
-
 class TransformersEngine:
     """Generates for one loaded checkpoint; see the module docstring for concurrency."""
 
@@ -138,8 +72,8 @@ class TransformersEngine:
         self._tokenizer = checkpoint.tokenizer
         batched = checkpoint.batch.batched
         # One thread runs every forward pass of a batch, so only threads need serializing.
-        self._gate = AdmissionGate(
-            1 if checkpoint.serialize_forward and not batched else parallel, max_queue)
+        self._gate = Admission(
+            name, 1 if checkpoint.serialize_forward and not batched else parallel, max_queue)
         # Fast tokenizers raise "Already borrowed" when two threads encode at once.
         self._tokenizer_lock = threading.Lock()
         self._eos_ids = _eos_token_ids(checkpoint)
@@ -151,7 +85,7 @@ class TransformersEngine:
         self._runner: BatchedDecoding | ThreadPerRequest = runner(
             checkpoint, self._gate, self._settle, self.decode, self._eos_ids,
             self._pad_token_id())
-        log.info("model '%s': %s", name, checkpoint.batch.describe(name, self._gate.parallel))
+        log.info("model '%s': %s", name, checkpoint.batch.describe(name, self._gate.limit))
 
     @classmethod
     def load(cls, model: TransformersModel, path: Path) -> TransformersEngine:
@@ -223,7 +157,7 @@ class TransformersEngine:
         """Queue a generation; raises ContextLengthError or RateLimitError now."""
         max_new_tokens = self._max_new_tokens(len(prompt_ids), params.max_tokens)
         generation = Generation(list(prompt_ids), max_new_tokens, params, on_event)
-        self._gate.enter(generation)
+        self._gate.join(generation)
         with self._live_lock:
             self._live.add(generation)
         self._runner.start(generation)

@@ -22,12 +22,12 @@ from modelport.engines.transformers_requests import (
 from modelport.engines.transformers_sampling import StopWhen, generate_options
 
 if TYPE_CHECKING:
-    from modelport.engines.transformers_engine import AdmissionGate
+    from modelport.engines.admission import Admission
     from modelport.engines.transformers_loading import LoadedCheckpoint
 
 
 class ThreadPerRequest:
-    def __init__(self, checkpoint: LoadedCheckpoint, gate: AdmissionGate, settle: Settle,
+    def __init__(self, checkpoint: LoadedCheckpoint, gate: Admission, settle: Settle,
                  decode: Callable[[list[int]], str], eos_ids: frozenset[int], pad_id: int | None):
         import torch
 
@@ -39,7 +39,7 @@ class ThreadPerRequest:
         self._pad_id = pad_id
         # torch's pool is sized for the process (OMP_NUM_THREADS, set by the worker from
         # the CPUs it may use); each running request takes its share.
-        self._threads_each = max(1, torch.get_num_threads() // gate.parallel)
+        self._threads_each = max(1, torch.get_num_threads() // gate.limit)
 
     def start(self, generation: Generation) -> None:
         threading.Thread(target=self._run, args=(generation,),
@@ -53,7 +53,7 @@ class ThreadPerRequest:
 
         # Sets this thread's own OpenMP team size (and the default for later threads).
         torch.set_num_threads(self._threads_each)
-        if not self._gate.wait_for_slot(generation, lambda: generation.cancelled):
+        if not self._gate.wait(generation, is_cancelled=lambda: generation.cancelled):
             self._settle(generation, Finished("cancelled", generation.prompt_tokens, 0))
             return
         try:
