@@ -6,9 +6,9 @@ gateway -> worker over HTTP) against transformers' own batched generation in thi
 
 Every request is a text completion that counts on from its own start ("17, 18, 19,"),
 temperature 0, so each produces exactly --max-tokens tokens on both sides; tokens/s is
-all completion tokens over the level's wall time. Each round runs every level through
-modelport and then in-process, with the machine's other work affecting both alike; the
-table keeps each level's median round. torch gets the threads the worker gets (its usable
+all completion tokens over the level's wall time. Each round runs each level through
+modelport and in-process back to back (in alternating order), so the machine's other
+work weighs on both alike; the table keeps each level's median round. torch gets the threads the worker gets (its usable
 CPUs), and both sides run with the worker's OpenMP settings.
 """
 
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -125,6 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(value) for value in args.streams.split(",")]
     checkpoint = (args.checkpoint or default_checkpoint()).resolve()
+    # A `timeout` or Ctrl-C still stops the server below (its own session outlives us).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     load_before = os.getloadavg()
 
     serve = ServeProcess([{"name": "bench", "engine": "transformers", "path": str(checkpoint),
@@ -136,18 +139,20 @@ def main() -> None:
     try:
         through_modelport(url, 2, 8)  # warm-up of both
         in_process.run(2, 8)
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
             for level in levels:
-                tokens, wall = through_modelport(url, level, args.max_tokens)
-                if tokens != level * args.max_tokens:
-                    raise SystemExit(f"modelport gave {tokens} tokens at {level} streams")
-                rounds.setdefault(("modelport", level), []).append(tokens / wall)
-            for level in levels:
-                tokens, wall = in_process.run(level, args.max_tokens)
-                rounds.setdefault(("in-process", level), []).append(tokens / wall)
+                # Each level's sides back to back, their order alternating from round to
+                # round, so that the other work on the machine weighs on both alike.
+                sides = [("modelport", lambda n: through_modelport(url, n, args.max_tokens)),
+                         ("in-process", lambda n: in_process.run(n, args.max_tokens))]
                 if args.with_generate_batch:
-                    tokens, wall = in_process.run_generate_batch(level, args.max_tokens)
-                    rounds.setdefault(("generate_batch", level), []).append(tokens / wall)
+                    sides.append(("generate_batch",
+                                  lambda n: in_process.run_generate_batch(n, args.max_tokens)))
+                for name, run in sides[::-1] if round_index % 2 else sides:
+                    tokens, wall = run(level)
+                    if tokens != level * args.max_tokens:
+                        raise SystemExit(f"{name} gave {tokens} tokens at {level} streams")
+                    rounds.setdefault((name, level), []).append(tokens / wall)
     finally:
         serve.stop()
     load_after = os.getloadavg()
