@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from modelport.errors import InvalidRequestError
+from modelport.multipart import FilePart
 from modelport.protocol_parts import MEDIA_PARTS, ContentPart, Tool, ToolCall, ToolChoice
 
 _Request = TypeVar("_Request", bound="OpenAIRequest")
@@ -314,3 +315,32 @@ def validate_request(model: Type[_Request], data: dict[str, Any]) -> _Request:
         relevant = _relevant(error.errors(include_url=False))
         details = "; ".join(f"{param or 'body'}: {message}" for param, message in relevant[:5])
         raise InvalidRequestError(f"invalid request: {details}", param=relevant[0][0] or None) from None
+
+
+class AudioTranscriptionRequest(OpenAIRequest):
+    """/v1/audio/transcriptions: a multipart form with the audio file and the model; the
+    other fields (language, prompt, response_format, temperature ...) go upstream as sent."""
+
+    model: str
+    file: Any
+    stream: bool = False
+
+    @field_validator("file")
+    @classmethod
+    def _an_uploaded_file(cls, value: Any) -> Any:
+        if not isinstance(value, FilePart):
+            raise ValueError("must be an uploaded file (a multipart/form-data file field)")
+        if not value.data:
+            raise ValueError("the uploaded file is empty")
+        return value
+
+    @field_validator("stream", mode="before", check_fields=False)
+    @classmethod
+    def _not_streamed(cls, value: Any) -> Any:
+        if value not in (None, False, "false", "False", "0", ""):
+            raise ValueError("streamed transcriptions are not relayed; leave `stream` out")
+        return False
+
+    def wants_text(self) -> bool:
+        """response_format text, srt or vtt: the answer is text, not a JSON object."""
+        return (self.model_extra or {}).get("response_format") in ("text", "srt", "vtt")

@@ -13,7 +13,7 @@ import modelport
 
 PACKAGE = Path(modelport.__file__).parent
 # What every layer may use: errors, protocol types, SSE framing, OpenAI and rerank shapes.
-CORE_CONTRACTS = {"__init__", "__main__", "errors", "protocol", "protocol_parts", "sse",
+CORE_CONTRACTS = {"__init__", "__main__", "errors", "protocol", "protocol_parts", "sse", "multipart",
                   "openai_shapes", "reranking"}
 
 

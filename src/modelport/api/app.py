@@ -51,6 +51,10 @@ async def rerank(request: Request):  # noqa: ANN201
     return await relay.handle(request, relay.RERANK)
 
 
+async def transcriptions(request: Request):  # noqa: ANN201
+    return await relay.handle(request, relay.TRANSCRIPTIONS)
+
+
 def _error_response(request: Request, error: ModelportError) -> Response:
     status, headers, body = error_http(error, error_payload(request.url.path, error))
     return Response(body, status_code=status, headers=headers)
@@ -91,6 +95,7 @@ def _v1_routes() -> list[Route]:
         Route("/messages", create_message, methods=["POST"]),
         Route("/messages/count_tokens", count_message_tokens, methods=["POST"]),
         Route("/rerank", rerank, methods=["POST"]),
+        Route("/audio/transcriptions", transcriptions, methods=["POST"]),
     ]
 
 

@@ -14,11 +14,12 @@ from starlette.responses import Response
 
 from modelport.api import key_checks, queueing
 from modelport.api.access_log import AccessRecord, record_of
-from modelport.api.body import read_body
+from modelport.api.body import read_body, read_form
 from modelport.api.inflight import InFlight
 from modelport.api.state import GatewayState
 from modelport.api.stream import ModelRenamer, RelayStreamResponse, StreamAccounting, relay_sse
 from modelport.config import OpenAIUpstreamModel
+from modelport.multipart import FilePart
 from modelport.errors import (
     ClientDisconnectedError,
     MalformedUpstreamError,
@@ -26,6 +27,7 @@ from modelport.errors import (
     ModelportError,
 )
 from modelport.protocol import (
+    AudioTranscriptionRequest,
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
@@ -53,10 +55,13 @@ class Endpoint:
     path: str
     schema: type[OpenAIRequest]
     embeddings: bool = False
+    form: bool = False  # a multipart/form-data body (its file parts are relayed as they came)
 
     def resolve(self, registry: ModelRegistry, name: str) -> Deployment:
         if self.embeddings:
             return registry.for_embeddings(name)
+        if self.schema is AudioTranscriptionRequest:
+            return registry.for_audio(name)
         if self.schema is CompletionRequest:
             return registry.for_completions(name)
         if self.schema is RerankRequest:
@@ -68,6 +73,7 @@ CHAT = Endpoint("/chat/completions", ChatCompletionRequest)
 COMPLETIONS = Endpoint("/completions", CompletionRequest)
 EMBEDDINGS = Endpoint("/embeddings", EmbeddingRequest, embeddings=True)
 RERANK = Endpoint("/rerank", RerankRequest)
+TRANSCRIPTIONS = Endpoint("/audio/transcriptions", AudioTranscriptionRequest, form=True)
 
 
 def upstream_body(deployment: Deployment, data: dict[str, Any], request: OpenAIRequest) -> dict[str, Any]:
@@ -138,10 +144,16 @@ def note_failure(record: AccessRecord, error: ModelportError) -> None:
 async def _forward(
     request: Request, endpoint: Endpoint, state: GatewayState, record: AccessRecord
 ) -> Response | RelayStreamResponse:
-    body = await read_body(request, state.config.server.max_body_bytes)
-    if state.log_bodies:
-        logger.debug("request body %s: %s", request.url.path, body[:4000].decode("utf-8", "replace"))
-    data = parse_json_body(body)
+    if endpoint.form:
+        data = await read_form(request, state.config.server.max_body_bytes)
+        if state.log_bodies:
+            logger.debug("request form %s: %r", request.url.path, data)
+    else:
+        body = await read_body(request, state.config.server.max_body_bytes)
+        if state.log_bodies:
+            logger.debug("request body %s: %s", request.url.path,
+                         body[:4000].decode("utf-8", "replace"))
+        data = parse_json_body(body)
     parsed = validate_request(endpoint.schema, data)
     unknown = parsed.unknown_fields()
     if unknown:
@@ -194,8 +206,12 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     registry = state.registry
     requested = endpoint.resolve(registry, parsed.model)  # type: ignore[attr-defined]
     record.model = record.requested = requested.name
+    # What a request's size counts from (its reservation, its expected cost): a form's
+    # text fields, as an audio file's bytes are not tokens.
+    sized = data if not endpoint.form else {
+        name: value for name, value in data.items() if not isinstance(value, FilePart)}
     if record.key is not None:
-        waiting = key_checks.admit(state.limiter, record, requested, data, _max_tokens(parsed),
+        waiting = key_checks.admit(state.limiter, record, requested, sized, _max_tokens(parsed),
                                    generates=not endpoint.embeddings
                                    and not isinstance(parsed, RerankRequest))
         if waiting is not None:
@@ -216,7 +232,7 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
         async with PendingAnswer(replica):  # the stall watch may end the wait
             return await call(endpoint.path, body, parsed)
 
-    ticket = queueing.ticket_for(request.headers, record.key, data, _max_tokens(parsed))
+    ticket = queueing.ticket_for(request.headers, record.key, sized, _max_tokens(parsed))
     if not requested.queue.try_take(ticket):
         await _unless_client_leaves(request, state.in_flight, requested.queue.wait(ticket))
     try:
@@ -345,6 +361,11 @@ def _json_response(outcome: Outcome, record: AccessRecord) -> Response:
     """The upstream's answer with the served model's name."""
     reply = outcome.answer
     assert isinstance(reply, UpstreamReply)
+    if isinstance(outcome.request, AudioTranscriptionRequest) and outcome.request.wants_text() \
+            and reply.status == 200:
+        # response_format text, srt or vtt: the transcript itself, as the upstream wrote it
+        return Response(reply.body, status_code=200, media_type="text/plain; charset=utf-8",
+                        headers={**outcome.headers, **reply.headers})
     payload, content = answer_payload(outcome, record)
     return Response(content, status_code=reply.status, media_type="application/json",
                     headers={**outcome.headers, **reply.headers})

@@ -27,6 +27,7 @@ COMPLETIONS = "completions"
 EMBEDDINGS = "embeddings"
 RERANK = "rerank"
 TOKENIZE = "tokenize"  # vLLM's chat form of /tokenize: a chat request's prompt tokens
+TRANSCRIBE = "transcribe"  # /v1/audio/transcriptions: a multipart form with the audio
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelport.config import ModelConfig, OpenAIUpstreamModel, serves_rerank_only
-from modelport.engines.protocol import CHAT, COMPLETIONS, EMBEDDINGS
+from modelport.engines.protocol import CHAT, COMPLETIONS, EMBEDDINGS, TRANSCRIBE
 from modelport.engines.registry import ENGINES, GENERATES
 from modelport.reranking import CROSS_ENCODER, UPSTREAM
 
@@ -28,6 +28,8 @@ class Capabilities:
     # How the model scores documents for /v1/rerank (reranking.CROSS_ENCODER, ...), or
     # None when it serves no /v1/rerank.
     rerank: str | None = None
+    # /v1/audio/transcriptions (a multipart form with the audio file).
+    audio: bool = False
 
     @classmethod
     def for_config(cls, config: ModelConfig) -> "Capabilities":
@@ -36,7 +38,7 @@ class Capabilities:
                        tools=False, vision=False, rerank=CROSS_ENCODER)
         if isinstance(config, OpenAIUpstreamModel):
             # A plain OpenAI-compatible API (vLLM, another gateway) may serve anything.
-            return cls(embeddings=True, rerank=UPSTREAM)
+            return cls(embeddings=True, rerank=UPSTREAM, audio=True)
         spec = ENGINES.get(config.engine)
         if spec is None:  # engine: auto, a chat model until its files choose the engine
             return cls(vision=False)
@@ -45,4 +47,5 @@ class Capabilities:
         generates = bool(spec.capabilities & GENERATES)
         return cls(chat=CHAT in spec.capabilities, completions=COMPLETIONS in spec.capabilities,
                    embeddings=EMBEDDINGS in spec.capabilities, streaming=generates,
-                   tools=generates, vision=spec.vision, rerank=spec.rerank)
+                   tools=generates, vision=spec.vision, rerank=spec.rerank,
+                   audio=TRANSCRIBE in spec.capabilities)

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from modelport.multipart import encode_form, is_form
 from modelport.sse import sse_events
 from modelport.config import VendorSpec
 from modelport.errors import UpstreamError
@@ -51,6 +52,8 @@ class OpenAICompatProvider:
             body = apply_quirks(self._quirks, body)
         if self._stream_always and path in _GENERATIONS:
             return await self._assembled(path, body, request)
+        if is_form(body):
+            return await self.client.post(path, *encode_form(body))
         reply = await self.client.post(path, orjson.dumps(body))
         if self._errors_in_body is not None:
             reply.payload = _json_or_none(reply.body)

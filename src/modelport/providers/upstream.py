@@ -153,18 +153,22 @@ class UpstreamClient:
             error.args = (error.message,)
         return _with_headers(error, headers)
 
-    async def _send(self, path: str, body: bytes, from_root: bool = False) -> aiohttp.ClientResponse:
+    async def _send(self, path: str, body: bytes, from_root: bool = False,
+                    content_type: str | None = None) -> aiohttp.ClientResponse:
         """POST once; if a pooled keep-alive connection turns out to have been closed by the
         server (llama.cpp's HTTP server closes connections after a few requests), send again
         on a fresh connection: the server never read the first attempt."""
         url = self._url(path, from_root)
+        # Per request only when it is not the session's JSON (a multipart form).
+        headers = {"Content-Type": content_type} if content_type else None
         try:
-            return await self._client().post(url, data=body, proxy=self._proxy)
+            return await self._client().post(url, data=body, proxy=self._proxy, headers=headers)
         except _STALE_CONNECTION_ERRORS as error:
             if isinstance(error, aiohttp.ClientConnectorError):
                 raise  # refused or unreachable: nothing stale about it
             # Not the pool again: another pooled connection may be just as stale.
-            return await self._fresh_client().post(url, data=body, proxy=self._proxy)
+            return await self._fresh_client().post(url, data=body, proxy=self._proxy,
+                                                   headers=headers)
 
     def _fresh_client(self) -> aiohttp.ClientSession:
         """A session whose every request opens a new connection (for the resend above)."""
@@ -177,9 +181,10 @@ class UpstreamClient:
             )
         return self._fresh_session
 
-    async def post(self, path: str, body: bytes, *, from_root: bool = False) -> UpstreamReply:
+    async def post(self, path: str, body: bytes, content_type: str | None = None, *,
+                   from_root: bool = False) -> UpstreamReply:
         try:
-            async with await self._send(path, body, from_root) as response:
+            async with await self._send(path, body, from_root, content_type) as response:
                 payload = await response.read()
                 headers = _kept_headers(response)
         except (aiohttp.ClientError, asyncio.TimeoutError) as error:

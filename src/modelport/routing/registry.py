@@ -91,6 +91,15 @@ class ModelRegistry:
             )
         return deployment
 
+    def for_audio(self, name: str) -> Deployment:
+        deployment = self.get(name)
+        if not deployment.capabilities.audio:
+            raise InvalidRequestError(
+                f"'{deployment.name}' is a {deployment.kind} model and does not transcribe "
+                "audio; use a speech-to-text model", param="model", code="wrong_model_type",
+            )
+        return deployment
+
     def plan(self, deployment: Deployment, *, stream: bool = False, tools: bool = False,
              vision: bool = False, rerank: bool = False) -> tuple[Deployment, ...]:
         """The requested model then its fallbacks, leaving out fallbacks that cannot take
