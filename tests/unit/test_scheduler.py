@@ -325,3 +325,17 @@ def test_priorities_parse_and_a_request_never_rises_above_its_key():
     assert granted(None, BATCH) == BATCH
     assert granted(INTERACTIVE, BATCH) == BATCH
     assert granted(BATCH, INTERACTIVE) == BATCH
+
+
+def test_what_a_request_really_spent_settles_its_keys_next_place():
+    queue = FairQueue(queue_max=10)
+    queue.capacity = 2
+    asked_much = Ticket("a", cost=1000.0)
+    assert queue.offer(asked_much, 0.0)
+    busy = Ticket("x", cost=100.0)
+    assert queue.offer(busy, 0.0)
+    queue.finished(asked_much, 1.0, actual_cost=10.0)  # max_tokens 1000, answered in 10
+    assert queue.offer(Ticket("y", cost=100.0), 1.0)  # the slot is taken again
+    following = Ticket("a", cost=100.0)
+    assert not queue.offer(following, 1.0)
+    assert following.start == 10.0  # not 1000: the key pays for what it used

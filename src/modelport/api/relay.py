@@ -132,6 +132,13 @@ def _max_tokens(parsed: OpenAIRequest) -> int | None:
     return limit() if limit is not None else getattr(parsed, "max_tokens", None)
 
 
+def _spent(record: AccessRecord) -> int | None:
+    """The tokens the upstream says the request used (None: it did not say)."""
+    if record.prompt_tokens is None and record.completion_tokens is None:
+        return None
+    return (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+
+
 def note_failure(record: AccessRecord, error: ModelportError) -> None:
     """What the log line and the metrics say about a request that failed with `error`."""
     record.error = error
@@ -164,7 +171,7 @@ async def _forward(
     try:
         return _json_response(outcome, record)
     finally:
-        outcome.release()
+        outcome.release(_spent(record))
 
 
 @dataclass(frozen=True)
@@ -179,10 +186,11 @@ class Outcome:
     replica: Replica
     ticket: Ticket | None = None  # its place in the requested model's queue
 
-    def release(self) -> None:
+    def release(self, tokens: int | None = None) -> None:
+        """Free its slot; `tokens` it really spent (when known) settle its key's fair share."""
         self.served.release(self.replica)
         if self.ticket is not None:
-            self.requested.queue.give_back(self.ticket)
+            self.requested.queue.give_back(self.ticket, tokens)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -344,11 +352,11 @@ class RelayedStream:
 
     async def on_close(self, disconnected: bool, ended_with: ModelportError | None) -> None:
         self._opened.close()  # drops the connection, so the upstream cancels the generation
-        self._outcome.release()
-        if self.progress is not None:
-            self._outcome.replica.stream_ended(self.progress)
         record, accounting = self._record, self.accounting
         record.take_usage(accounting.final_usage())
+        self._outcome.release(_spent(record))
+        if self.progress is not None:
+            self._outcome.replica.stream_ended(self.progress)
         error = ended_with or accounting.error
         if error is not None:
             record.error = error
