@@ -15,54 +15,55 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
-_OPEN = ConfigDict(extra="allow")
+# Parts keep the fields OpenAI adds later (they reach the upstream as sent).
+OPEN = ConfigDict(extra="allow")
 Name = Annotated[str, Field(min_length=1)]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class TextPart(TypedDict):
     type: Literal["text"]
     text: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ImageURL(TypedDict):
     url: str
     detail: NotRequired[str]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ImagePart(TypedDict):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class InputAudio(TypedDict):
     data: str
     format: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class AudioPart(TypedDict):
     type: Literal["input_audio"]
     input_audio: InputAudio
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FileData(TypedDict):
     file_data: NotRequired[str]
     file_id: NotRequired[str]
     filename: NotRequired[str]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FilePart(TypedDict):
     type: Literal["file"]
     file: FileData
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class RefusalPart(TypedDict):
     type: Literal["refusal"]
     refusal: str
@@ -88,20 +89,20 @@ ContentPart = Annotated[
 ]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionCall(TypedDict):
     name: Name
     arguments: str  # JSON text, as OpenAI sends it; the model wrote it, so it may not parse
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ToolCall(TypedDict):
     id: str
     type: Literal["function"]
     function: FunctionCall
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionDefinition(TypedDict):
     name: Name
     description: NotRequired[str | None]
@@ -109,18 +110,18 @@ class FunctionDefinition(TypedDict):
     strict: NotRequired[bool | None]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class Tool(TypedDict):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionName(TypedDict):
     name: Name
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class NamedToolChoice(TypedDict):
     type: Literal["function"]
     function: FunctionName

@@ -9,23 +9,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, with_config
+from pydantic import BaseModel, Discriminator, Field, Tag, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol import MAX_TOKENS_LIMIT, validate_request
-from modelport.protocol_parts import Name
-
-_OPEN = ConfigDict(extra="allow")
+from modelport.protocol_parts import OPEN, Name
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class TextBlock(TypedDict):
     type: Literal["text"]
     text: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ImageSource(TypedDict):
     type: Literal["base64", "url"]
     media_type: NotRequired[str]
@@ -33,13 +31,13 @@ class ImageSource(TypedDict):
     url: NotRequired[str]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ImageBlock(TypedDict):
     type: Literal["image"]
     source: ImageSource
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ToolUseBlock(TypedDict):
     type: Literal["tool_use"]
     id: Name
@@ -59,7 +57,7 @@ ToolResultPart = Annotated[
 ]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ToolResultBlock(TypedDict):
     type: Literal["tool_result"]
     tool_use_id: Name
@@ -67,7 +65,7 @@ class ToolResultBlock(TypedDict):
     is_error: NotRequired[bool]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ThinkingBlock(TypedDict):
     """Sent back by clients as part of an earlier assistant turn; models here never see it."""
 
@@ -92,12 +90,12 @@ ContentBlock = Annotated[
 
 
 class InputMessage(BaseModel):
-    model_config = _OPEN
+    model_config = OPEN
     role: Literal["user", "assistant"]
     content: str | list[ContentBlock]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ToolDefinition(TypedDict):
     name: Name
     description: NotRequired[str]
@@ -105,20 +103,20 @@ class ToolDefinition(TypedDict):
     type: NotRequired[Literal["custom"]]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class ToolChoice(TypedDict):
     type: Literal["auto", "any", "tool", "none"]
     name: NotRequired[Name]
     disable_parallel_tool_use: NotRequired[bool]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class JSONOutputFormat(TypedDict):
     type: Literal["json_schema"]
     schema: dict[str, Any]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class OutputConfig(TypedDict):
     format: NotRequired[JSONOutputFormat | None]
     effort: NotRequired[str | None]  # a reasoning budget: nothing here to spend it on
@@ -127,7 +125,7 @@ class OutputConfig(TypedDict):
 class CountTokensRequest(BaseModel):
     """What /v1/messages/count_tokens reads: the prompt half of a Messages request."""
 
-    model_config = _OPEN
+    model_config = OPEN
     model: str = Field(min_length=1)
     messages: list[InputMessage] = Field(min_length=1)
     system: str | list[TextBlock] | None = None

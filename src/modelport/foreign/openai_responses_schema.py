@@ -10,42 +10,41 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, model_validator, with_config
+from pydantic import Discriminator, Field, Tag, model_validator, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from modelport.errors import InvalidRequestError
 from modelport.protocol import MAX_TOKENS_LIMIT, OpenAIRequest
-
-_OPEN = ConfigDict(extra="allow")
-Name = Annotated[str, Field(min_length=1)]
+from modelport.protocol_parts import OPEN, Name
 
 
-@with_config(_OPEN)
+
+@with_config(OPEN)
 class InputText(TypedDict):
     type: Literal["input_text"]
     text: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class OutputText(TypedDict):
     type: Literal["output_text"]
     text: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class Refusal(TypedDict):
     type: Literal["refusal"]
     refusal: str
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class InputImage(TypedDict):
     type: Literal["input_image"]
     image_url: str
     detail: NotRequired[Literal["low", "high", "auto"] | None]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class InputFile(TypedDict):
     type: Literal["input_file"]
     file_data: str
@@ -75,14 +74,14 @@ ContentPart = _union(_PARTS, "a content part")
 Content = Union[str, list[ContentPart]]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class MessageItem(TypedDict):
     type: NotRequired[Literal["message"]]
     role: Literal["user", "system", "developer", "assistant"]
     content: Content
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionCallItem(TypedDict):
     type: Literal["function_call"]
     call_id: Name
@@ -90,7 +89,7 @@ class FunctionCallItem(TypedDict):
     arguments: str  # JSON text, as the model wrote it
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionCallOutputItem(TypedDict):
     type: Literal["function_call_output"]
     call_id: Name
@@ -121,7 +120,7 @@ Input = Annotated[
 ]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class FunctionTool(TypedDict):
     type: Literal["function"]
     name: Name
@@ -130,7 +129,7 @@ class FunctionTool(TypedDict):
     strict: NotRequired[bool | None]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class NamedFunction(TypedDict):
     type: Literal["function"]
     name: Name
@@ -139,17 +138,17 @@ class NamedFunction(TypedDict):
 ToolChoice = Union[Literal["none", "auto", "required"], NamedFunction]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class PlainTextFormat(TypedDict):
     type: Literal["text"]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class JSONObjectFormat(TypedDict):
     type: Literal["json_object"]
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class JSONSchemaFormat(TypedDict):
     type: Literal["json_schema"]
     name: Name
@@ -162,7 +161,7 @@ TextFormat = _union({"text": PlainTextFormat, "json_object": JSONObjectFormat,
                      "json_schema": JSONSchemaFormat}, "text.format")
 
 
-@with_config(_OPEN)
+@with_config(OPEN)
 class TextConfig(TypedDict):
     format: NotRequired[TextFormat | None]
 
