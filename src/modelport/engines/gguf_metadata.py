@@ -1,5 +1,6 @@
-"""Read one string from a GGUF file's metadata (e.g. `tokenizer.chat_template`) without
-loading the model: the header is parsed up to that key, skipping everything else."""
+"""Read values from a GGUF file's metadata (e.g. `tokenizer.chat_template`, the layer
+count) without loading the model: the header is parsed up to those keys, skipping
+everything else."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ _MAGIC = b"GGUF"
 # Sizes of the fixed-width value types, by GGUF type id.
 _FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 _STRING, _ARRAY = 8, 9
+# Integer types by GGUF type id: their size and struct code.
+_INTEGERS = {0: (1, "<B"), 1: (1, "<b"), 2: (2, "<H"), 3: (2, "<h"), 4: (4, "<I"),
+             5: (4, "<i"), 10: (8, "<Q"), 11: (8, "<q")}
 
 
 def read_string(path: Path, key: str) -> str | None:
@@ -29,6 +33,27 @@ def read_string(path: Path, key: str) -> str | None:
                 return _string(file).decode("utf-8", "replace") if kind == _STRING else None
             _skip(file, kind)
     return None
+
+
+def read_numbers(path: Path, keys: set[str]) -> dict[str, int]:
+    """The integer values among `keys` found in the file's metadata (missing ones left
+    out; {} for a file that is no GGUF)."""
+    found: dict[str, int] = {}
+    with open(path, "rb") as file:
+        if file.read(4) != _MAGIC or _u32(file) < 2:
+            return found
+        _u64(file)  # tensor count
+        for _ in range(_u64(file)):
+            name = _string(file).decode("utf-8", "replace")
+            kind = _u32(file)
+            if name in keys and kind in _INTEGERS:
+                size, code = _INTEGERS[kind]
+                found[name] = struct.unpack(code, _exactly(file, size))[0]
+                if len(found) == len(keys):
+                    break
+            else:
+                _skip(file, kind)
+    return found
 
 
 def _u32(file: BinaryIO) -> int:

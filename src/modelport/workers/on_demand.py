@@ -26,6 +26,7 @@ from modelport.config.locations import resolve_location
 from modelport.routing.deployments import HOLDS_WORKER, Deployment, DeploymentStatus
 from modelport.routing.eviction import Resident, choose_evictions
 from modelport.routing.registry import ModelRegistry
+from modelport.routing.residency import footprint, gguf_kv_cache_bytes
 from modelport.workers.supervisor import WorkerSupervisor
 
 logger = logging.getLogger("modelport.loader")
@@ -51,6 +52,7 @@ class ModelLoader:
         self._loading_what: dict[str, Deployment] = {}
         self._unloading: dict[str, asyncio.Task] = {}
         self._file_bytes: dict[tuple[str, str], int] = {}
+        self._kv_bytes: dict[tuple[str, str, int], int] = {}
         self._sweeper: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -156,7 +158,7 @@ class ModelLoader:
         residents = [self._resident(d) for d in self._deployments
                      if d.is_local and d is not incoming and d.status in HOLDS_WORKER
                      and d.status is not DeploymentStatus.UNLOADING]
-        plan = choose_evictions(incoming.name, self.file_bytes(incoming), residents,
+        plan = choose_evictions(incoming.name, self.memory_bytes(incoming), residents,
                                 server.max_loaded, server.memory_budget)
         if plan.problem:
             raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
@@ -171,13 +173,37 @@ class ModelLoader:
     def _resident(self, deployment: Deployment) -> Resident:
         if not deployment.on_demand:
             why = "load: always"
+        elif deployment.config.pin:
+            why = "pin: true"
         elif busy := deployment.in_flight + deployment.in_flight_elsewhere + deployment.waiting:
             why = f"{busy} requests in flight"
         elif deployment.status is not DeploymentStatus.READY:
             why = f"{deployment.status.value}"
         else:
             why = ""
-        return Resident(deployment.name, deployment.last_used, self.file_bytes(deployment), why)
+        return Resident(deployment.name, deployment.last_used, self.memory_bytes(deployment),
+                        why)
+
+    def memory_bytes(self, deployment: Deployment) -> int:
+        """What the model counts against server.memory_budget: its files and, for a GGUF
+        model, its KV cache (context_length x parallel tokens), per local replica; what its
+        workers were measured holding when that is more."""
+        replicas = max(1, len(deployment.local_replicas))
+        measured = self.supervisor.worker_memory(deployment.name) if deployment.pid else None
+        return footprint(self.file_bytes(deployment), self._kv_cache(deployment) * replicas,
+                         measured)
+
+    def _kv_cache(self, deployment: Deployment) -> int:
+        config = deployment.config
+        path = getattr(config, "path", None)
+        if config.engine != "llamacpp" or path is None:
+            return 0
+        tokens = (getattr(config, "context_length", None) or 0) * \
+            (getattr(config, "parallel", None) or 1)
+        key = (deployment.name, path, tokens)
+        if key not in self._kv_bytes:
+            self._kv_bytes[key] = _gguf_kv(path, self._models_dir(), deployment.name, tokens)
+        return self._kv_bytes[key]
 
     def file_bytes(self, deployment: Deployment) -> int:
         """Bytes of the model's files (what memory_budget counts), once per local replica
@@ -245,6 +271,14 @@ def _size_of(location: str, models_dir: Path, name: str) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _gguf_kv(location: str, models_dir: Path, name: str, tokens: int) -> int:
+    try:
+        path = resolve_location(location, models_dir, name)
+        return gguf_kv_cache_bytes(path, tokens) if path.is_file() else 0
+    except (ConfigError, OSError, ValueError):
+        return 0  # unreadable: counted by its file alone
 
 
 def _retrieve(task: asyncio.Task) -> None:
