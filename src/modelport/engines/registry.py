@@ -15,14 +15,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from modelport.config.local_models import (
-    CrossEncoderModel,
-    EchoModel,
-    LlamaCppModel,
-    SentenceTransformersModel,
-    TransformersModel,
-    VllmModel,
-)
+from modelport.config import local_models as kinds
 from modelport.engines.protocol import CHAT, COMPLETIONS, EMBEDDINGS, RERANK, TOKENIZE
 from modelport.reranking import CROSS_ENCODER, EMBEDDING_SIMILARITY
 
@@ -44,15 +37,16 @@ class EngineSpec:
 
 
 ENGINES: dict[str, EngineSpec] = {
-    "llamacpp": EngineSpec(LlamaCppModel, GENERATES),
-    "vllm": EngineSpec(VllmModel, GENERATES, vision=True),
-    "transformers": EngineSpec(TransformersModel, GENERATES | {TOKENIZE},
+    "llamacpp": EngineSpec(kinds.LlamaCppModel, GENERATES),
+    "vllm": EngineSpec(kinds.VllmModel, GENERATES, vision=True),
+    "transformers": EngineSpec(kinds.TransformersModel, GENERATES | {TOKENIZE},
                                "modelport.workers.transformers_worker:load"),
-    "sentence-transformers": EngineSpec(SentenceTransformersModel, frozenset({EMBEDDINGS, RERANK}),
+    "sentence-transformers": EngineSpec(kinds.SentenceTransformersModel,
+                                        frozenset({EMBEDDINGS, RERANK}),
                                         "modelport.workers.embedding_worker:load",
                                         rerank=EMBEDDING_SIMILARITY),
-    "cross-encoder": EngineSpec(CrossEncoderModel, frozenset({RERANK}),
+    "cross-encoder": EngineSpec(kinds.CrossEncoderModel, frozenset({RERANK}),
                                 "modelport.workers.cross_encoder_worker:load",
                                 rerank=CROSS_ENCODER),
-    "echo": EngineSpec(EchoModel, GENERATES | {EMBEDDINGS}, "modelport.engines.echo:load"),
+    "echo": EngineSpec(kinds.EchoModel, GENERATES | {EMBEDDINGS}, "modelport.engines.echo:load"),
 }

@@ -166,30 +166,31 @@ async def _body(request: Request, kind: type) -> Any:
     return validate_request(kind, parse_json_body(await request.body()))
 
 
-async def _chat(request: Request, engine: Engine) -> Response:
-    body = await _body(request, ChatCompletionRequest)
-    shape = ResponseShape("chatcmpl", "chat.completion", engine.name)
-    events = _until_disconnect(request, await engine.generate(body))
-    if body.stream:
-        return _sse(_chat_stream(shape, events, body.wants_usage_in_stream()))
-    pieces, finished = await _collect(events)
+def _chat_choice(pieces: list[ToolEvent], finished: Finished) -> dict[str, Any]:
     text, calls = collect(pieces)
-    message = chat_message(text if text or not calls else None, calls)
-    choice = {"index": 0, "message": message, "logprobs": None,
-              "finish_reason": finished.finish_reason}
-    return _json(shape.body(choices=[choice], usage=_usage(finished)))
+    return {"index": 0, "message": chat_message(text if text or not calls else None, calls),
+            "logprobs": None, "finish_reason": finished.finish_reason}
 
 
-async def _completions(request: Request, engine: Engine) -> Response:
-    body = await _body(request, CompletionRequest)
-    shape = ResponseShape("cmpl", "text_completion", engine.name)
-    events = _until_disconnect(request, await engine.generate(body))
-    if body.stream:
-        return _sse(_completion_stream(shape, events, body.wants_usage_in_stream()))
-    pieces, finished = await _collect(events)
+def _completion_choice(pieces: list[ToolEvent], finished: Finished) -> dict[str, Any]:
     text = "".join(piece.text for piece in pieces if isinstance(piece, Content))
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finished.finish_reason}
-    return _json(shape.body(choices=[choice], usage=_usage(finished)))
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finished.finish_reason}
+
+
+def _generation(kind: type, id_prefix: str, object_name: str,
+                stream: Callable[[ResponseShape, AsyncIterator[Any], bool], AsyncIterator[bytes]],
+                choice: Callable[[list[ToolEvent], Finished], dict[str, Any]]) -> Handler:
+    """The handler of a generating route (chat or text completions): one answer, or SSE."""
+    async def handler(request: Request, engine: Engine) -> Response:
+        body = await _body(request, kind)
+        shape = ResponseShape(id_prefix, object_name, engine.name)
+        events = _until_disconnect(request, await engine.generate(body))
+        if body.stream:
+            return _sse(stream(shape, events, body.wants_usage_in_stream()))
+        pieces, finished = await _collect(events)
+        return _json(shape.body(choices=[choice(pieces, finished)], usage=_usage(finished)))
+
+    return handler
 
 
 async def _embeddings(request: Request, engine: Engine) -> Response:
@@ -214,13 +215,6 @@ async def _tokenize(request: Request, engine: Engine) -> Response:
     return _json({"count": len(tokens), "tokens": tokens})
 
 
-_CAPABILITY_ROUTES: list[tuple[str, str, Handler]] = [
-    (CHAT, "/v1/chat/completions", _chat),
-    (COMPLETIONS, "/v1/completions", _completions),
-    (EMBEDDINGS, "/v1/embeddings", _embeddings),
-    (RERANK, "/v1/rerank", _rerank),
-    (TOKENIZE, "/tokenize", _tokenize),
-]
 
 
 # -- generations: disconnects, collecting, streaming ----------------------------------
@@ -332,3 +326,14 @@ async def _stream_events(
         log.exception("stream %s failed", shape.id)
         yield error_event(ModelportError(f"internal error in model '{shape.model}': {error}"))
     yield DONE
+
+
+_CAPABILITY_ROUTES: list[tuple[str, str, Handler]] = [
+    (CHAT, "/v1/chat/completions", _generation(
+        ChatCompletionRequest, "chatcmpl", "chat.completion", _chat_stream, _chat_choice)),
+    (COMPLETIONS, "/v1/completions", _generation(
+        CompletionRequest, "cmpl", "text_completion", _completion_stream, _completion_choice)),
+    (EMBEDDINGS, "/v1/embeddings", _embeddings),
+    (RERANK, "/v1/rerank", _rerank),
+    (TOKENIZE, "/tokenize", _tokenize),
+]
