@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import orjson
+
 from modelport.errors import (
     ContextLengthError,
     InvalidRequestError,
@@ -46,3 +48,34 @@ def test_a_5xx_that_names_the_request_invalid_is_the_clients_400():
     assert (error.status, error.message) == (400, "Prompt contains invalid tokens")
     assert normalize_upstream_error(500, b'{"error":{"message":"boom","type":"server_error"}}'
                                     ).status == 500
+
+
+def test_error_http_is_the_status_headers_and_envelope_of_an_error():
+    from modelport.errors import error_http
+
+    status, headers, body = error_http(ModelNotReadyError("loading", headers={"Retry-After": "3"}))
+    assert status == 503
+    assert headers == {"content-type": "application/json", "Retry-After": "3"}
+    assert orjson.loads(body) == ModelNotReadyError("loading").envelope()
+    # another API's shape of the same error (Anthropic's) keeps the status and headers
+    status, _, body = error_http(InvalidRequestError("bad"), {"type": "error"})
+    assert (status, body) == (400, b'{"type":"error"}')
+
+
+def test_send_error_answers_raw_asgi_with_the_same_bytes():
+    import asyncio
+
+    from modelport.errors import AuthenticationError, error_http, send_error
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    error = AuthenticationError("no key", headers={"WWW-Authenticate": "Bearer"})
+    asyncio.run(send_error(send, error))
+    start, body = sent
+    assert start["status"] == 401
+    assert (b"www-authenticate", b"Bearer") in start["headers"]
+    assert (b"content-type", b"application/json") in start["headers"]
+    assert body["body"] == error_http(error)[2]
