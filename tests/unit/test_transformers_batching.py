@@ -224,3 +224,24 @@ def test_check_says_how_a_transformers_model_serves_concurrent_requests(
         result.stdout + result.stderr
     assert ("model 'threaded': transformers generates each request in its own thread "
             "(not batched: sliding-window") in result.stdout
+
+
+def test_a_newcomer_whose_prefill_fails_fails_alone(engine, monkeypatch):
+    from modelport.engines.transformers_kv import ModelStep
+
+    forward = ModelStep.__call__
+
+    def prefill_fails(self, input_ids, *args):
+        if input_ids.shape[1] > 1:  # a prompt, not a decode step's one token per row
+            raise RuntimeError("CUDA out of memory")
+        return forward(self, input_ids, *args)
+
+    _, running = _submit(engine, engine.text_prompt(COUNTING), SamplingParams(temperature=0,
+                                                                             max_tokens=30))
+    assert running.first_text.wait(60)
+    monkeypatch.setattr(ModelStep, "__call__", prefill_fails)
+    _, newcomer = _submit(engine, engine.text_prompt(COUNTING), SamplingParams(max_tokens=5))
+    _wait_all(newcomer, running)
+    assert "CUDA out of memory" in newcomer.outcome.error.message
+    assert running.outcome == Finished("length", running.outcome.prompt_tokens, 30)
+    assert engine.stats().in_flight == 0

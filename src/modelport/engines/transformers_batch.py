@@ -57,7 +57,7 @@ class BatchCounters:
 
 class BatchedDecoding:
     """The engine's batch loop thread; `start` hands it a generation already queued in
-    the gate, whose `parallel` bounds the rows."""
+    the gate (engines/admission.py), whose `limit` bounds the rows."""
 
     def __init__(self, checkpoint: LoadedCheckpoint, gate: Admission, settle: Settle,
                  decode: Callable[[list[int]], str], eos_ids: frozenset[int],
@@ -98,24 +98,32 @@ class BatchedDecoding:
         log.info("batch thread: torch uses %d thread(s)", torch.get_num_threads())
         with torch.inference_mode():
             while not self._closing:
-                self._retire_done()
-                self._drop_cancelled_waiters()
-                free = self._gate.limit - len(self._rows) - len(self._pending)
-                self._pending.extend(self._gate.take(free))
-                if self._pending:
-                    # One group of newcomers per step, so a long prompt's prefill holds
-                    # the running requests back for one pass, not for every newcomer's.
-                    self._join(self._next_group())
-                    self._retire_done()  # a newcomer may be done after its first token
-                elif not self._rows:
-                    self._wake.wait(_IDLE_POLL_SECONDS)
-                    self._wake.clear()
-                    continue
-                if self._rows:
-                    self._decode_step()
+                try:
+                    self._iterate()
+                except Exception as error:  # a fault of ours: end its requests, not the loop
+                    log.exception("transformers batch loop failed")
+                    self._fail_all(error)
+                    self._fail_pending(error)
         closing = RuntimeError("the engine is shutting down")
         self._fail_all(closing)
         self._fail_pending(closing)
+
+    def _iterate(self) -> None:
+        self._retire_done()
+        self._drop_cancelled_waiters()
+        free = self._gate.limit - len(self._rows) - len(self._pending)
+        self._pending.extend(self._gate.take(free))
+        if self._pending:
+            # One group of newcomers per step, so a long prompt's prefill holds the
+            # running requests back for one pass, not for every newcomer's.
+            self._join(self._next_group())
+            self._retire_done()  # a newcomer may be done after its first token
+        elif not self._rows:
+            self._wake.wait(_IDLE_POLL_SECONDS)
+            self._wake.clear()
+            return
+        if self._rows:
+            self._decode_step()
 
     def _next_group(self) -> list[Generation]:
         """The next newcomers to prefill together: the longest waiting prompt and those
