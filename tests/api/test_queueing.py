@@ -136,3 +136,30 @@ def test_an_unknown_class_is_400(upstream):
     for answer in run(upstream, scenario):
         assert answer.status_code == 400
         assert answer.json()["error"]["code"] == "invalid_priority"
+
+
+def test_metrics_show_each_models_queue(upstream):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    upstream.script(slow(0.4), slow(0))
+
+    async def scenario(client, _state):
+        running = asyncio.ensure_future(client.post("/v1/chat/completions", json=chat()))
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(client.post("/v1/chat/completions", json=chat()))
+        await asyncio.sleep(0.1)
+        during = (await client.get("/metrics")).text
+        await running, await waiting
+        return during, (await client.get("/metrics")).text
+
+    def samples(text: str) -> dict[str, float]:
+        return {sample.name: sample.value for family in text_string_to_metric_families(text)
+                for sample in family.samples if sample.labels.get("model") == "one"}
+
+    during, after = (samples(text) for text in run(upstream, scenario))
+    assert during["modelport_requests_queued"] == 1
+    assert during["modelport_queue_oldest_wait_seconds"] >= 0.05
+    assert after["modelport_requests_queued"] == 0
+    assert after["modelport_queue_waits_total"] == 1
+    assert 0.2 <= after["modelport_queue_wait_seconds_total"] < 1.0
+    assert after["modelport_queue_refused_total"] == 0

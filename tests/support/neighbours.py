@@ -72,6 +72,8 @@ class Flood:
             response = await self.http.post("/chat/completions", json=self.body)
             if response.status_code != 200:
                 self.failures.append(response.text[:300])
+                await asyncio.sleep(0.5)  # a refusal is no answer: not counted, not hammered
+                continue
             self.done.append(time.perf_counter())
 
     async def stop(self) -> None:

@@ -326,7 +326,8 @@ class _ModelStateCollector:
         for deployment in self._models:
             name = deployment.name
             # in_flight_elsewhere: the other gateway processes' (in the primary)
-            in_flight.add_metric([name], deployment.in_flight + deployment.in_flight_elsewhere)
+            in_flight.add_metric([name], deployment.in_flight + deployment.in_flight_elsewhere
+                                 + deployment.queue.queue.length)
             slots = getattr(deployment.config, "parallel", None)
             waiting = sum(max(0, r.in_flight - slots) for r in deployment.replicas) \
                 if slots else 0

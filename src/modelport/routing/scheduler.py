@@ -121,6 +121,7 @@ class ModelQueue:
     def view(self) -> dict[str, Any]:
         """What /health, /admin/models and `modelport models` show of the queue."""
         queue = self.queue
+        queue.capacity = self._capacity()  # shown as it is now, not as the last request saw it
         return {"length": queue.length, "oldest_wait_s": round(queue.oldest_wait_s(self._clock()), 3),
                 "running": queue.in_flight, "slots": queue.capacity,
                 "queue_max": queue.queue_max, "reserved_slots": queue.reserved_slots}
