@@ -64,7 +64,7 @@ def gateway(fake):
          "upstream_model": "vendor-id", "retries": {"attempts": 1},
          "cooldown": {"failures": 1000}},
     ]})
-    gw.app.app.add_route("/probe", probe, methods=["POST"])
+    gw.app.app.app.add_route("/probe", probe, methods=["POST"])  # AccessLog > HotRoutes > app
     yield gw
     gw.close()
 

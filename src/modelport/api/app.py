@@ -20,6 +20,7 @@ from modelport.api.auth import BearerAuth
 from modelport.api.console import ConsoleFiles, to_console
 from modelport.api.envelopes import error_payload
 from modelport.api.health import health, readiness
+from modelport.api.hot_routes import HotRoutes
 from modelport.api.messages import count_message_tokens, create_message
 from modelport.api.key_checks import FinishedRequests
 from modelport.api.metrics import GatewayMetrics, metrics_endpoint
@@ -104,11 +105,22 @@ def build_app(state: GatewayState) -> AccessLog:
     v1_routes = _v1_routes()
     # Virtual keys work once the admin API that makes them is on (a master key is set).
     virtual_keys = state.keys if server.master_key else None
-    auth = BearerAuth(Router(routes=v1_routes), server.api_keys, master_key=server.master_key,
-                      virtual_keys=virtual_keys)
+    # The /v1 mount and the hot routes (hot_routes.py) each check keys; a reload's keys
+    # reach both.
+    guarded: list[BearerAuth] = []
+
+    def guard(app) -> BearerAuth:  # noqa: ANN001
+        guarded.append(BearerAuth(app, server.api_keys, master_key=server.master_key,
+                                  virtual_keys=virtual_keys))
+        return guarded[-1]
+
+    def use_keys(config) -> None:  # noqa: ANN001
+        for gate in guarded:
+            gate.use_keys(config.api_keys, config.master_key)
+
+    auth = guard(Router(routes=v1_routes))
     admin = admin_app(state)
-    state.key_gates = [lambda s: auth.use_keys(s.api_keys, s.master_key),
-                       lambda s: admin.use_key(s.master_key)]
+    state.key_gates = [use_keys, lambda s: admin.use_key(s.master_key)]
     tokens_used = state.keys.tokens_used if state.keys else None
     state.limiter = (SharedKeyLimiter(RedisCounters(server.redis_url), tokens_used,
                                       on_outage=server.limits_on_outage)
@@ -126,18 +138,18 @@ def build_app(state: GatewayState) -> AccessLog:
     ]
     if server.metrics:
         observers.insert(0, _with_metrics(state, v1_routes, routes))
+    handlers = {ModelportError: _on_modelport_error, HTTPException: _on_http_error}
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            ModelportError: _on_modelport_error,
-            HTTPException: _on_http_error,
-            Exception: _on_unexpected,
-        },
+        exception_handlers={**handlers, Exception: _on_unexpected},
         lifespan=_lifespan(state),
     )
     app.state.gateway = state
     state.log_bodies = server.log_prompts or logger.isEnabledFor(logging.DEBUG)
-    return AccessLog(app, observers=observers)
+    hot = HotRoutes(app, {"/v1/chat/completions": chat_completions,
+                          "/v1/completions": completions, "/v1/embeddings": embeddings},
+                    handlers=handlers, unexpected=_on_unexpected, guard=guard)
+    return AccessLog(hot, observers=observers)
 
 
 def _with_metrics(state: GatewayState, v1_routes: list[Route], routes: list) -> Callable:
