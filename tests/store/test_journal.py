@@ -4,7 +4,6 @@ when their gateway died (kill -9) before its batch reached the database, never t
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 
 from sqlalchemy import func, select
@@ -37,8 +36,9 @@ def test_rows_after_the_last_commit_mark_are_replayed(tmp_path):
     journal.append(_row(5))
     time.sleep(journal_module.FLUSH_S * 3)  # on disk within the window
     _die(journal)
-    with open(journal.path, "ab") as torn:
-        torn.write(b'[1796000099.0, null, "key_a"')  # the line being written at the kill
+    with open(journal.path, "r+b") as torn:  # the line being written at the kill
+        torn.seek(journal._offset)
+        torn.write(b'[1796000099.0, null, "key_a"')
     again = UsageJournal(tmp_path, "usage")
     assert again.open() == [_row(3), _row(4), _row(5)]
     assert not journal.path.exists()
@@ -70,7 +70,7 @@ def test_a_rewritten_journal_keeps_only_uncommitted_rows(tmp_path, monkeypatch):
     # Rewritten: it starts with the mark of what was committed then, not with row one.
     first = journal.path.read_bytes().split(b"\n", 1)[0]
     assert first.startswith(b'{"committed":') and first != b'{"committed":0}'
-    assert os.path.getsize(journal.path) < 2_000 + 20 * 120
+    assert len(journal.path.read_bytes().rstrip(b"\0")) < 2_000 + 20 * 120
     _die(journal)
     again = UsageJournal(tmp_path, "usage")
     assert again.open() == [_row(57), _row(58), _row(59)]
