@@ -9,7 +9,8 @@ temperature 0, so each produces exactly --max-tokens tokens on both sides; token
 all completion tokens over the level's wall time. Each round runs each level through
 modelport and in-process back to back (in alternating order), so the machine's other
 work weighs on both alike; the table keeps each level's median round. torch gets the threads the worker gets (its usable
-CPUs), and both sides run with the worker's OpenMP settings.
+CPUs), and both sides run with the worker's OpenMP settings. A third side, the engine
+called in this process (no HTTP), separates the batch loop's own cost from the serving path's.
 """
 
 from __future__ import annotations
@@ -111,6 +112,36 @@ class InProcess:
         return sum(len(output.generated_tokens) for output in outputs.values()), elapsed
 
 
+class EngineInProcess:
+    """modelport's transformers engine called in this process (no HTTP, no gateway): what
+    the batch loop itself costs beside generate()."""
+
+    def __init__(self, checkpoint: Path, device: str, parallel: int):
+        from modelport.config import TransformersModel
+        from modelport.engines.transformers_engine import TransformersEngine
+
+        self.engine = TransformersEngine.load(TransformersModel(
+            name="bench", engine="transformers", path=str(checkpoint), device=device,
+            parallel=parallel, max_queue=parallel), checkpoint)
+
+    def run(self, streams: int, max_tokens: int) -> tuple[int, float]:
+        from modelport.engines.transformers_requests import Finished
+        from modelport.engines.transformers_sampling import SamplingParams
+
+        prompts = [self.engine.text_prompt(prompt(i)) for i in range(streams)]
+        finished: list[Finished] = []
+        started = time.perf_counter()
+        generations = [self.engine.submit(ids, SamplingParams(temperature=0,
+                                                              max_tokens=max_tokens),
+                                          lambda event: isinstance(event, Finished)
+                                          and finished.append(event))
+                       for ids in prompts]
+        for generation in generations:
+            generation.wait()
+        elapsed = time.perf_counter() - started
+        return sum(event.completion_tokens for event in finished), elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -135,16 +166,19 @@ def main() -> None:
                            "max_queue": max(levels)}]).start()
     url = serve.url + "/v1/completions"
     in_process = InProcess(checkpoint, "cuda" if args.device == "cuda" else "cpu")
+    engine = EngineInProcess(checkpoint, args.device, max(levels))
     rounds: dict[tuple[str, int], list[float]] = {}
     try:
         through_modelport(url, 2, 8)  # warm-up of both
         in_process.run(2, 8)
+        engine.run(2, 8)
         for round_index in range(args.rounds):
             for level in levels:
                 # Each level's sides back to back, their order alternating from round to
                 # round, so that the other work on the machine weighs on both alike.
                 sides = [("modelport", lambda n: through_modelport(url, n, args.max_tokens)),
-                         ("in-process", lambda n: in_process.run(n, args.max_tokens))]
+                         ("in-process", lambda n: in_process.run(n, args.max_tokens)),
+                         ("engine", lambda n: engine.run(n, args.max_tokens))]
                 if args.with_generate_batch:
                     sides.append(("generate_batch",
                                   lambda n: in_process.run_generate_batch(n, args.max_tokens)))
@@ -155,6 +189,7 @@ def main() -> None:
                     rounds.setdefault((name, level), []).append(tokens / wall)
     finally:
         serve.stop()
+        engine.engine.close()
     load_after = os.getloadavg()
 
     median = {key: statistics.median(values) for key, values in rounds.items()}
@@ -162,12 +197,14 @@ def main() -> None:
     rows = []
     for level in levels:
         ours, theirs = median[("modelport", level)], median[("in-process", level)]
+        loop = median[("engine", level)]
         rows.append([level, round(ours, 1), round(theirs, 1), round(ours / theirs, 3),
-                     round(ours / one_stream, 2)])
+                     round(ours / one_stream, 2), round(loop, 1), round(loop / theirs, 3)])
         if args.with_generate_batch:
             rows[-1].append(round(median[("generate_batch", level)], 1))
     columns = ["streams", "modelport tok/s", "in-process generate() tok/s",
-               "modelport / in-process", f"modelport / {levels[0]} stream"]
+               "modelport / in-process", f"modelport / {levels[0]} stream",
+               "engine in-process tok/s", "engine / generate()"]
     print_table(f"transformers batching, {checkpoint.name}, {args.device}, "
                 f"{args.max_tokens} tokens per request, median of {args.rounds} rounds",
                 columns + (["generate_batch() tok/s"] if args.with_generate_batch else []), rows)
