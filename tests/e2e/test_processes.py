@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -201,6 +202,24 @@ def test_sigterm_stops_every_process(server):
     assert all(pid_alive(pid) for pid in pids)
     assert server.stop() == 0
     wait_for(lambda: not any(pid_alive(pid) for pid in pids), 10, "every process gone")
+
+
+def test_ready_only_once_every_process_listens(tmp_path):
+    # Connections opened right after "ready" would otherwise all go to the primary and,
+    # kept alive, stay there.
+    instance = ModelportServer({"server": {"processes": 3}, "models": [
+        {"name": "remote", "engine": "openai", "base_url": "http://127.0.0.1:9/v1"}]}, tmp_path)
+    instance.start(60)
+    try:
+        assert instance.process is not None
+        primary = psutil.Process(instance.process.pid)
+        gateways = [primary, *(child for child in primary.children() if "serve" in child.cmdline())]
+        listening = [p.pid for p in gateways if any(
+            c.status == psutil.CONN_LISTEN and c.laddr.port == instance.port
+            for c in p.net_connections(kind="tcp"))]
+        assert len(gateways) == 3 and len(listening) == 3, (gateways, listening)
+    finally:
+        instance.stop()
 
 
 def test_check_shows_the_processes_and_refuses_virtual_keys_without_redis(tmp_path):

@@ -53,6 +53,10 @@ def _report(state: GatewayState) -> dict:
         for d in state.registry
     }
     ready = all(d.status is DeploymentStatus.READY or d.on_demand for d in state.registry)
+    if state.all_listening is not None:
+        # Ready only once the other gateway processes listen too: connections opened
+        # before then would all stay with the ones listening.
+        ready = ready and state.all_listening()
     report = {
         "status": "ok" if ready else "degraded",
         "ready": ready,

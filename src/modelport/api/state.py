@@ -126,6 +126,10 @@ class GatewayState:
     # The other gateway processes of this machine, started by the one the user started
     # when server.processes > 1; None otherwise.
     processes: ProcessGroup | None = None
+    # With server.processes > 1: whether every gateway process of this machine listens on
+    # the port (the primary looks at its followers, a follower hears it at each sync);
+    # /health/ready waits for it. None in a single process.
+    all_listening: Callable[[], bool] | None = None
     # Cool-downs and in-flight counts shared with other gateways through Redis, with
     # server.redis_url; None without it.
     shared_routing: SharedRouting | None = None

@@ -4,7 +4,8 @@ followers through their environment only (never a command line, never a log).
 
     POST /sync                   a follower's use of the models and its request counts ->
                                  the replica table, the version of the virtual keys and
-                                 the other processes' requests in flight on each worker
+                                 the other processes' requests in flight on each worker,
+                                 whether every gateway process listens yet
     POST /metrics {"pid", "metrics"}   a follower's fresh request counts -> the server's
                                  /metrics text (every process's counts, the workers' own)
     POST /history {"since"}      the server's metrics history and models' state (console)
@@ -125,8 +126,10 @@ class ControlServer:
         apply_reports(self._state.registry, self._reports.values(), time.monotonic())
         self._on_sync(pid)
         others = (use for follower, use in self._reports.items() if follower != pid)
+        listening = self._state.all_listening
         return {"table": replica_table(self._state.registry), "keys": self.keys_version,
-                "in_flight": in_flight_by_replica(others, self._state.registry)}
+                "in_flight": in_flight_by_replica(others, self._state.registry),
+                "listening": listening() if listening is not None else True}
 
     async def _restart(self, request: web.Request) -> dict[str, Any]:
         """Restart the worker a follower saw stall, if it is still the one it saw (same
@@ -206,7 +209,8 @@ class ControlClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def sync(self, report: dict[str, Any]) -> dict[str, Any]:
-        """{"table": the replica table, "keys": the version of the virtual keys}."""
+        """{"table": the replica table, "keys": the version of the virtual keys,
+        "in_flight": the other processes' requests, "listening": every process listens}."""
         return await self._call("/sync", report, timeout_s=5.0)
 
     async def restart(self, replica: str, pid: int | None, why: str,

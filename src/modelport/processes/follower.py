@@ -82,6 +82,8 @@ class ReplicaMirror:
         self._keys_version: int | None = None
         if state.keys is not None:
             state.keys.listeners.append(self._keys_changed)
+        self._all_listening = False
+        state.all_listening = lambda: self._all_listening
 
     async def start(self) -> None:
         deadline = time.monotonic() + _FIRST_SYNC_S
@@ -118,6 +120,7 @@ class ReplicaMirror:
                 and self._state.keys is not None:
             await self._state.keys.reload()  # a key was changed through another process
         self._keys_version = answer["keys"]
+        self._all_listening = answer.get("listening", True)
 
     def apply(self, table: dict[str, Any]) -> None:
         apply_table(self._state.registry, table, self._readdress)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from modelport.api.state import GatewayState
 from modelport.processes.control import ControlServer
+from modelport.processes.listening import listens
 from modelport.processes.wire import CONTROL_SECRET_ENV, CONTROL_URL_ENV, PROCESS_INDEX_ENV
 from modelport.workers.lifetime import die_with_parent
 
@@ -59,12 +60,26 @@ class GatewayProcesses:
         self._followers: list[Follower] = []
         self._stopping = False
         self._replacing: asyncio.Task | None = None
+        self._all_listened = False
+        state.all_listening = self.listening
 
     async def start(self) -> None:
         self._text = self._read_text().encode()
         await self.control.start()
         for index in range(1, self._count):
             self._add(index)
+
+    def listening(self) -> bool:
+        """Whether the followers started with this process all listen on the gateway's
+        port (then for good: a follower restarted or replaced later must not make the
+        primary look unready while it serves). Until they do, every new connection goes
+        to the primary and, kept alive, stays there."""
+        if not self._all_listened:
+            port = self._state.config.server.port
+            self._all_listened = all(
+                follower.process is not None and listens(follower.process.pid, port)
+                for follower in self._followers if not follower.retired)
+        return self._all_listened
 
     def forward(self, sig: int) -> None:
         """The gateway got a stop signal: its followers get the same (called from the
