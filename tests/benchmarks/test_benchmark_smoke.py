@@ -165,3 +165,9 @@ def test_startup_smoke():
     assert set(data["serve_worker_ready_s"]) == {"smollm2-135m-instruct#0", "all-minilm-l6-v2#0"}
     assert list(data["embedding_phases_s"]) == [
         "import torch", "import sentence_transformers", "load the model", "first forward pass"]
+
+
+def test_chaos_smoke():
+    data = run("chaos.py", "--minutes", "0.45", "--cycle-s", "25")
+    assert data["faults"] >= 5 and data["answered"] > 0  # every kind of fault at least once
+    assert data["small_budget"]["budget"] > 0 and "rows_lost" in data

@@ -67,6 +67,10 @@ class PostgresServer:
         os.chmod(self.root, 0o700)
         self._as_postgres(self.bin / "initdb", "-D", self.data, "-U", USER, "--auth=trust",
                           "-E", "UTF8", "--no-sync")
+        return self.start_again()
+
+    def start_again(self) -> "PostgresServer":
+        """Start the server on its data (after `stop`), on the same port."""
         # Socket in our own folder (the system one, /var/run/postgresql, may not exist);
         # fsync off: test data need not survive a power cut.
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} "
@@ -89,6 +93,11 @@ class PostgresServer:
             return None
 
     def stop(self) -> None:
+        self.halt()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data for `start_again`."""
         pid = self.pid
         try:
             self._as_postgres(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop",
@@ -99,4 +108,3 @@ class PostgresServer:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        shutil.rmtree(self.root, ignore_errors=True)
