@@ -11,7 +11,9 @@ the app's own.
 The hot path keeps what the layers it skips did: the same key check (its own `BearerAuth`),
 the same exception handlers (a ModelportError or HTTPException becomes its envelope, any
 other exception a 500 envelope that is then re-raised for the access log to note), and
-`request.app` is the Starlette app the handlers read the gateway state from.
+`request.app` is the Starlette app the handlers read the gateway state from. Whether an
+answer has started is read from the access record, so the access log must wrap this app (as
+build_app does): that saves wrapping `send` once more for every message of a stream.
 """
 
 from __future__ import annotations
