@@ -90,8 +90,10 @@ def test_keys_through_the_cli_survive_a_restart(tmp_path, request, kind):
         assert [(k["id"], k["revoked"]) for k in after["data"]] == [(key_id, True)]
     finally:
         restarted.stop()
-    if kind == "sqlite":
-        assert (tmp_path / "data" / "modelport.db").is_file()
+    if kind == "sqlite":  # the config file's own database (<config name>-<hash>.db)
+        databases = [p.name for p in (tmp_path / "data").glob("*.db")]
+        assert len(databases) == 1
+        assert databases[0].startswith(server.config_path.stem + "-")
 
 
 def test_keys_commands_explain_a_missing_master_key():
