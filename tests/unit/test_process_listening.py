@@ -1,4 +1,4 @@
-"""processes.listening: whether a process listens on a port, from /proc (the primary's
+"""workers.listeners: whether a process listens on a port, from /proc (the primary's
 readiness waits for its followers with it)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 
-from modelport.processes.listening import listens
+from modelport.workers import listeners
+from modelport.workers.listeners import listens
 from support.server import free_port
 
 
@@ -46,5 +47,6 @@ def test_a_listener_counts_only_for_the_process_that_holds_it():
         assert not listens(other.pid, port)  # gone
 
 
-def test_without_proc_every_process_counts_as_listening(tmp_path):
-    assert listens(os.getpid(), free_port(), proc=tmp_path)
+def test_without_proc_every_process_counts_as_listening(tmp_path, monkeypatch):
+    monkeypatch.setattr(listeners, "_PROC", tmp_path)  # a system with no /proc/net
+    assert listens(os.getpid(), free_port())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from modelport.api.state import GatewayState
 from modelport.processes.control import ControlServer
-from modelport.processes.listening import listens
+from modelport.workers.listeners import listens
 from modelport.processes.wire import CONTROL_SECRET_ENV, CONTROL_URL_ENV, PROCESS_INDEX_ENV
 from modelport.workers.lifetime import die_with_parent
 

@@ -2,7 +2,10 @@
 
 Used when a port is taken, to tell "a modelport server is already serving here" apart from
 some other program: only processes of the same user can be seen, which is the case that
-matters (a user's own server started earlier).
+matters (a user's own server started earlier). And by the primary gateway process before
+it calls itself ready: a follower's socket is bound (SO_REUSEPORT) long before its app
+listens, and until it does the kernel gives every new connection to the processes already
+listening; kept alive, those connections stay there for good.
 """
 
 from __future__ import annotations
@@ -29,6 +32,30 @@ def _listening_inodes(port: int) -> set[str]:
     return inodes
 
 
+def listens(pid: int, port: int) -> bool:
+    """Whether `pid` holds a socket listening on `port` (IPv4 or IPv6); where there is no
+    /proc to read nothing can be known, and it counts as listening."""
+    if not (_PROC / "net").is_dir():
+        return True
+    sockets = _listening_inodes(port)
+    if not sockets:
+        return False
+    try:
+        return bool(_socket_links(_PROC / str(pid)) & sockets)
+    except OSError:
+        return False  # gone, or not ours to look at
+
+
+def _socket_links(process: Path) -> set[str]:
+    links = set()
+    for fd in (process / "fd").iterdir():
+        try:
+            links.add(os.readlink(fd))
+        except OSError:
+            continue  # closed meanwhile
+    return links
+
+
 def listener_pids(port: int) -> set[int]:
     """The processes (of this user) holding a listening socket on `port`."""
     sockets = _listening_inodes(port)
@@ -39,7 +66,7 @@ def listener_pids(port: int) -> set[int]:
         if not process.name.isdigit():
             continue
         try:
-            links = {os.readlink(fd) for fd in (process / "fd").iterdir()}
+            links = _socket_links(process)
         except OSError:
             continue  # another user's, or gone
         if links & sockets:
