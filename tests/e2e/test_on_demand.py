@@ -165,7 +165,7 @@ def test_admin_model_routes_need_the_master_key_and_know_the_models(server):
     assert {m["name"] for m in listing} == {SMOL, GEMMA, IDLE, IMPATIENT}
     assert set(listing[0]) == {"object", "name", "state", "engine", "load", "last_used", "pid",
                                "memory_bytes", "file_bytes", "in_flight", "restarts",
-                               "last_error", "strategy", "replicas"}
+                               "last_error", "strategy", "replicas", "queue"}
     missing = admin(server, "POST", "/models/nope/load")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     bad = admin(server, "POST", f"/models/{SMOL}/load", params={"wait": "maybe"})
