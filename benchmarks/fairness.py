@@ -59,7 +59,7 @@ def admission_cost_us(rounds: int = 50_000) -> float:
     from modelport.api.queueing import ticket_for
     from modelport.config import parse_config
     from modelport.routing.deployments import Deployment, DeploymentStatus
-    from modelport.routing.scheduler import queue_ms
+    from modelport.admission.model_queue import queue_ms
 
     config = parse_config({"models": [{"name": "zero", "engine": "openai",
                                        "base_url": "http://127.0.0.1:9/v1"}]})

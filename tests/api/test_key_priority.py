@@ -10,7 +10,7 @@ from modelport.api.app import build_app
 from modelport.api.queueing import ticket_for
 from modelport.config import parse_config
 from modelport.gateway.build import build_state
-from modelport.routing.priority import CLASSES
+from modelport.admission.priority import CLASSES
 from modelport.store.keys import VirtualKey
 
 MASTER = "mk-test-master-key-0123456789"

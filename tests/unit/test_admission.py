@@ -1,4 +1,4 @@
-"""Admission (engines/admission.py), the one primitive for work that waits for capacity:
+"""Admission (admission/threaded.py), the one primitive for work that waits for capacity:
 bounded running count, bounded FIFO queue, 429 with Retry-After beyond both."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from modelport.engines.admission import Admission
+from modelport.admission.threaded import Admission
 from modelport.engines.batching import BatchQueue, Job
 from modelport.errors import RateLimitError
 

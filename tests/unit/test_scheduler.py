@@ -10,9 +10,9 @@ import heapq
 import pytest
 
 from modelport.errors import InvalidRequestError, RateLimitError
-from modelport.routing.fair_queue import FairQueue, QueueFull, Ticket
-from modelport.routing.priority import CLASSES, granted, parse_priority
-from modelport.routing.scheduler import ModelQueue, QueueSettings, queue_ms
+from modelport.admission.fair_queue import FairQueue, QueueFull, Ticket
+from modelport.admission.priority import CLASSES, granted, parse_priority
+from modelport.admission.model_queue import ModelQueue, QueueSettings, queue_ms
 
 BATCH, STANDARD, INTERACTIVE = CLASSES["batch"], CLASSES["standard"], CLASSES["interactive"]
 

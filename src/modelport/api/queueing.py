@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from modelport.errors import InvalidRequestError
-from modelport.routing.fair_queue import Ticket
-from modelport.routing.priority import DEFAULT, granted, parse_priority
+from modelport.admission.fair_queue import Ticket
+from modelport.admission.priority import DEFAULT, granted, parse_priority
 
 logger = logging.getLogger("modelport.gateway")
 

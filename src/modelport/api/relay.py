@@ -42,7 +42,7 @@ from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
 from modelport.routing.progress import PendingAnswer, StreamProgress
 from modelport.routing.registry import ModelRegistry
-from modelport.routing.scheduler import Ticket, queue_ms
+from modelport.admission.model_queue import Ticket, queue_ms
 from modelport.providers.upstream import UpstreamReply
 from modelport.workers.on_demand import ModelLoader
 

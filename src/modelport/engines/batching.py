@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.engines.admission import Admission
+from modelport.admission.threaded import Admission
 
 logger = logging.getLogger("modelport.engines")
 

@@ -27,7 +27,7 @@ from modelport.engines.transformers_requests import (
 from modelport.engines.transformers_sampling import TokenChooser
 
 if TYPE_CHECKING:
-    from modelport.engines.admission import Admission
+    from modelport.admission.threaded import Admission
     from modelport.engines.transformers_loading import LoadedCheckpoint
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class BatchCounters:
 
 class BatchedDecoding:
     """The engine's batch loop thread; `start` hands it a generation already queued in
-    the gate (engines/admission.py), whose `limit` bounds the rows."""
+    the gate (admission/threaded.py), whose `limit` bounds the rows."""
 
     def __init__(self, checkpoint: LoadedCheckpoint, gate: Admission, settle: Settle,
                  decode: Callable[[list[int]], str], eos_ids: frozenset[int],

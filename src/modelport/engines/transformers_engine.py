@@ -3,7 +3,7 @@
 Concurrency model: up to `parallel` requests generate at once (continuous batching, one
 forward pass per step for all of them: transformers_batch), up to `max_queue` more wait in
 FIFO order, and any request beyond that is refused at once with RateLimitError (429): the
-engine's Admission (engines/admission.py).
+engine's Admission (admission/threaded.py).
 Checkpoints the batch cannot serve (transformers_batch_plan says which) fall back to one
 thread and one generate() call per request (transformers_threads). Callers receive events
 through a callback invoked on the engine's threads; nothing here blocks an event loop.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from modelport.config import TransformersModel
-from modelport.engines.admission import Admission
+from modelport.admission.threaded import Admission
 from modelport.engines.transformers_batch import BatchCounters, BatchedDecoding
 from modelport.engines.transformers_batch_plan import BatchSupport
 from modelport.engines.transformers_loading import LoadedCheckpoint, load_checkpoint

@@ -22,7 +22,7 @@ from modelport.engines.transformers_requests import (
 from modelport.engines.transformers_sampling import StopWhen, generate_options
 
 if TYPE_CHECKING:
-    from modelport.engines.admission import Admission
+    from modelport.admission.threaded import Admission
     from modelport.engines.transformers_loading import LoadedCheckpoint
 
 

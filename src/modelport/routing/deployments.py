@@ -21,7 +21,7 @@ from modelport.routing.replica import (
     Replica,
 )
 from modelport.routing.retry import NO_RETRIES, RetryPolicy
-from modelport.routing.scheduler import ModelQueue, QueueSettings
+from modelport.admission.model_queue import ModelQueue, QueueSettings
 from modelport.routing.strategies import (
     AffinityTable,
     least_busy,
@@ -77,7 +77,7 @@ class Deployment:
         self.fallbacks: tuple[Deployment, ...] = ()
         self._turn = 0
         self.affinity = AffinityTable()
-        # Requests beyond its running slots wait here (routing.scheduler), in fair order.
+        # Requests beyond its running slots wait here (admission.model_queue), in fair order.
         self.queue = ModelQueue(config.name, self.serving_slots, queue_settings(config))
 
     def __repr__(self) -> str:

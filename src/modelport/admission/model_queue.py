@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelport.errors import RateLimitError
-from modelport.routing.fair_queue import FairQueue, QueueFull, Ticket
+from modelport.admission.fair_queue import FairQueue, QueueFull, Ticket
 
 # How often a waiting request looks again at its model's slots, which can grow without a
 # request finishing (a replica becoming ready, a reload raising `parallel`).

@@ -29,7 +29,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelport.routing.priority import CLASS_STEP, CLASSES, DEFAULT
+from modelport.admission.priority import CLASS_STEP, CLASSES, DEFAULT
 
 # A request of a class above this one may take a reserved slot whatever its key runs.
 _RESERVED_FOR_CLASS = DEFAULT
