@@ -2,9 +2,11 @@
 slots, two virtual keys sharing it.
 
 - Noisy neighbour: key A keeps 32 long requests in flight; key B, sending one request at a
-  time, gets its first token (median of 5) within 2x its time alone plus one of A's
-  requests alone (it waits for one slot, never behind A's queue), and A's flood runs at >= 0.95 of the rate
-  of exactly two requests in flight (the queue wastes no slot: work-conserving).
+  time, waits for one slot to free, never behind A's 30 queued requests: its first token
+  comes within 2x its time alone plus two of A's requests as they run two at a time (behind
+  the queue it would wait for some fifteen of them). A's flood keeps both slots busy: at
+  least 0.9 of the rate of exactly two requests in flight (a wasted slot would halve it).
+  The scheduling benchmark (benchmarks/fairness.py) measures both more closely.
 - An interactive request that arrives behind 32 queued batch requests is dispatched next.
 """
 
@@ -91,11 +93,10 @@ def test_a_flood_of_one_key_neither_blocks_another_nor_wastes_a_slot(gateway):
     assert not failures, (failures, report)
     assert queue["length"] >= 20, report  # A's requests wait in the gateway, not the worker
     waits = [seconds for seconds, _ in b_flooded]
-    assert median(waits) <= 2 * b_alone + a_alone, report
-    # Never behind A's queue (30 requests, ~15 of A's at a time per slot): at worst B
-    # waits for the whole of one of A's requests, slowed by the other one running beside it.
-    assert max(waits) <= 2 * b_alone + 3 * a_alone, report
-    assert flooded >= 0.95 * two_in_flight, report
+    # One of A's requests while another runs beside it: what a slot takes to free.
+    per_slot = 2 / two_in_flight
+    assert max(waits) <= 2 * b_alone + 2 * per_slot, report
+    assert flooded >= 0.9 * two_in_flight, report
 
 
 def test_interactive_behind_32_batch_requests_is_dispatched_next(gateway):
