@@ -193,3 +193,8 @@ class AutoModel(_LocalWorkerModel):
     options: dict[str, Any] = Field(
         default_factory=dict, description="Options passed to the chosen engine."
     )
+
+
+# Every local engine's config class, in the order they are defined here: the model kinds
+# of the config (config/model_kinds.py) are these and the online ones.
+LOCAL_MODELS: tuple[type[_LocalWorkerModel], ...] = tuple(_LocalWorkerModel.__subclasses__())

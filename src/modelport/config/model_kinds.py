@@ -6,30 +6,13 @@ from typing import Annotated, Any, Union, get_args
 
 from pydantic import Field
 
-from modelport.config.local_models import (
-    AutoModel,
-    CrossEncoderModel,
-    EchoModel,
-    LlamaCppModel,
-    SentenceTransformersModel,
-    TransformersModel,
-    VllmModel,
-)
+from modelport.config.local_models import LOCAL_MODELS
 from modelport.config.upstream_models import OpenAIUpstreamModel, PluginModel
 
 
+# A new local engine's config class joins by being defined in local_models.py.
 ModelConfig = Annotated[
-    Union[
-        LlamaCppModel,
-        SentenceTransformersModel,
-        CrossEncoderModel,
-        TransformersModel,
-        VllmModel,
-        EchoModel,
-        AutoModel,
-        OpenAIUpstreamModel,
-        PluginModel,
-    ],
+    Union[(*LOCAL_MODELS, OpenAIUpstreamModel, PluginModel)],  # type: ignore[valid-type]
     Field(discriminator="engine"),
 ]
 # Every model class, in the union's order (what a config error lists the fields of).
