@@ -42,3 +42,17 @@ def test_a_builtin_chat_template_reaches_llamacpp_as_its_jinja_text():
     # llama.cpp's own template names pass through as they are.
     assert build_params(model(chat_template="chatml"), Path("m.gguf"), "127.0.0.1", 1
                         ).chat_template == "chatml"
+
+
+def test_a_lane_adds_engine_slots_that_only_the_reserved_may_take():
+    from modelport.routing.deployments import queue_settings, running_slots
+
+    laned = model(parallel=2, lane_slots=1, reserved_slots=1, context_length=512)
+    params = build_params(laned, Path("m.gguf"), "127.0.0.1", 1)
+    assert params.n_parallel == 3
+    assert params.n_ctx == 3 * 512  # the lane's slot gets a whole context too
+    assert running_slots(laned) == 3
+    assert queue_settings(laned).reserved_slots == 2  # the lane's and the configured one
+    plain = model(parallel=2)
+    assert build_params(plain, Path("m.gguf"), "127.0.0.1", 1).n_parallel == 2
+    assert (running_slots(plain), queue_settings(plain).reserved_slots) == (2, 0)

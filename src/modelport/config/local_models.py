@@ -71,6 +71,12 @@ class LlamaCppModel(_LocalWorkerModel):
     parallel: int = Field(
         4, ge=1, le=256, description="Slots decoded together (continuous batching)."
     )
+    lane_slots: int = Field(
+        0, ge=0, le=16, description="Slots the engine runs beyond `parallel`, open only to "
+        "requests that may take a reserved slot (a class above standard, a key below its "
+        "fair share): a person's first token does not wait for a script's request to end. "
+        "Costs these slots' KV cache, not throughput while unused (docs/scheduling.md)."
+    )
     threads: int | None = Field(None, ge=1, description="CPU threads (when omitted: one per "
                                 "physical core this process may use; see `modelport check`).")
     gpu_layers: int = Field(0, ge=-1, description="Layers offloaded to the GPU (-1: all).")
@@ -85,6 +91,11 @@ class LlamaCppModel(_LocalWorkerModel):
         "turns it off). llama.cpp's own default, 8 GiB, let one worker grow by 1 GB in a "
         "30-minute soak."
     )
+
+    @property
+    def engine_slots(self) -> int:
+        """Slots llama.cpp decodes together: the open ones and the lane's."""
+        return self.parallel + self.lane_slots
 
 
 class SentenceTransformersModel(_LocalWorkerModel):

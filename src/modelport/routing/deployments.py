@@ -343,12 +343,15 @@ def running_slots(config: ModelConfig) -> int:
     """Requests a model's worker runs at once."""
     if isinstance(config, OpenAIUpstreamModel):
         return config.max_concurrency
-    return getattr(config, "parallel", None) or getattr(config, "batch_size", None) or 1
+    return (getattr(config, "engine_slots", None) or getattr(config, "parallel", None)
+            or getattr(config, "batch_size", None) or 1)
 
 
 def queue_settings(config: ModelConfig) -> QueueSettings:
+    # A lane's slots are reserved ones the engine runs on top of `parallel`.
+    reserved = config.reserved_slots + getattr(config, "lane_slots", 0)
     return QueueSettings(queue_max=config.max_queue, queue_timeout_s=config.queue_timeout_s,
-                         reserved_slots=config.reserved_slots, aging_s=config.queue_aging_s)
+                         reserved_slots=reserved, aging_s=config.queue_aging_s)
 
 
 def retry_policy(config: ModelConfig) -> RetryPolicy:

@@ -30,9 +30,9 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     # llama.cpp checks these itself on every route but /health (and answers 401).
     params.api_keys = list(access.keys) if access else []
     params.model_alias = {model.name}
-    params.n_parallel = model.parallel
+    params.n_parallel = model.engine_slots
     # Each slot gets the full per-request context; llama.cpp splits n_ctx across slots.
-    params.n_ctx = model.context_length * model.parallel
+    params.n_ctx = model.context_length * model.engine_slots
     params.cont_batching = True
     params.ctx_shift = False  # an over-long prompt is an error, never silently shifted away
     params.endpoint_slots = True
@@ -47,7 +47,7 @@ def build_params(model: LlamaCppModel, path: Path, host: str, port: int,  # noqa
     # (measured here: 4 streams through the gateway 149-156 -> 170-189 tok/s).
     params.cpuparams.poll = 0
     params.cpuparams_batch.poll = 0
-    params.n_threads_http = max(4, model.parallel + 2)
+    params.n_threads_http = max(4, model.engine_slots + 2)
     params.cache_ram_mib = model.prompt_cache_mib
     params.timeout_read = 3600
     params.timeout_write = 3600

@@ -23,7 +23,12 @@ from pathlib import Path
 from modelport.config import ServerConfig
 from modelport.errors import ConfigError, ModelNotFoundError, ModelNotReadyError
 from modelport.config.locations import resolve_location
-from modelport.routing.deployments import HOLDS_WORKER, Deployment, DeploymentStatus
+from modelport.routing.deployments import (
+    HOLDS_WORKER,
+    Deployment,
+    DeploymentStatus,
+    running_slots,
+)
 from modelport.routing.eviction import Resident, choose_evictions
 from modelport.routing.registry import ModelRegistry
 from modelport.routing.residency import footprint, gguf_kv_cache_bytes
@@ -186,7 +191,7 @@ class ModelLoader:
 
     def memory_bytes(self, deployment: Deployment) -> int:
         """What the model counts against server.memory_budget: its files and, for a GGUF
-        model, its KV cache (context_length x parallel tokens), per local replica; what its
+        model, its KV cache (context_length x its slots, a lane's included), per local replica; what its
         workers were measured holding when that is more."""
         replicas = max(1, len(deployment.local_replicas))
         measured = self.supervisor.worker_memory(deployment.name) if deployment.pid else None
@@ -198,8 +203,7 @@ class ModelLoader:
         path = getattr(config, "path", None)
         if config.engine != "llamacpp" or path is None:
             return 0
-        tokens = (getattr(config, "context_length", None) or 0) * \
-            (getattr(config, "parallel", None) or 1)
+        tokens = (getattr(config, "context_length", None) or 0) * running_slots(config)
         key = (deployment.name, path, tokens)
         if key not in self._kv_bytes:
             self._kv_bytes[key] = _gguf_kv(path, self._models_dir(), deployment.name, tokens)

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from modelport.errors import ConfigError
+from modelport.routing.deployments import running_slots
 
 logger = logging.getLogger("modelport.registration")
 
@@ -230,7 +231,7 @@ class WorkerDirectory:
 
 def this_worker(model: Any, url: str) -> RemoteWorker:
     """The registry entry of a worker serving `model` (its config) at `url`."""
-    capacity = getattr(model, "parallel", None) or getattr(model, "batch_size", None) or 1
+    capacity = running_slots(model)
     return RemoteWorker(model=model.name, url=url, capacity=int(capacity),
                         engine=model.engine, host=socket.gethostname(), pid=os.getpid())
 
