@@ -110,3 +110,49 @@ def test_an_idle_model_is_unloaded_and_a_busy_one_is_not():
             await loader.stop()
     assert asyncio.run(go()) == ["a"]
 
+
+
+def starting_model(queue_timeout_s: float = 5.0) -> tuple[ModelLoader, Deployment]:
+    config = parse_config({"models": [{"name": "m", "engine": "llamacpp", "path": GGUF,
+                                       "queue_timeout_s": queue_timeout_s}]})
+    deployment = Deployment(config.models[0], "http://127.0.0.1:9/v1", 8,
+                            status=DeploymentStatus.STARTING)
+    loader = ModelLoader(ModelRegistry([deployment]), StandInSupervisor(),
+                         lambda: config.server, lambda: config.models_dir_path())
+    return loader, deployment
+
+
+def test_a_request_to_a_model_still_starting_waits_until_it_is_ready():
+    async def go():
+        loader, deployment = starting_model()
+        waiting = asyncio.ensure_future(loader.ensure_loaded(deployment))
+        await asyncio.sleep(0.2)
+        still_waiting = not waiting.done()
+        deployment.replicas[0].status = DeploymentStatus.READY  # its worker answered
+        await asyncio.wait_for(waiting, 1)
+        return still_waiting
+    assert asyncio.run(go())
+
+
+def test_a_starting_model_is_not_waited_for_past_its_queue_timeout_or_when_a_fallback_can_answer():
+    async def go():
+        loader, deployment = starting_model(queue_timeout_s=0.2)
+        started = asyncio.get_running_loop().time()
+        await loader.ensure_loaded(deployment)  # acquire then answers for its state
+        waited = asyncio.get_running_loop().time() - started
+        started = asyncio.get_running_loop().time()
+        await loader.ensure_loaded(deployment, wait_for_start=False)
+        return waited, asyncio.get_running_loop().time() - started
+    waited, not_waited = asyncio.run(go())
+    assert 0.2 <= waited < 1.0
+    assert not_waited < 0.05
+
+
+def test_a_restarting_model_is_not_waited_for():
+    async def go():
+        loader, deployment = starting_model()
+        deployment.replicas[0].status = DeploymentStatus.RESTARTING  # it crashed or stalled
+        started = asyncio.get_running_loop().time()
+        await loader.ensure_loaded(deployment)
+        return asyncio.get_running_loop().time() - started
+    assert asyncio.run(go()) < 0.05

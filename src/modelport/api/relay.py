@@ -263,9 +263,10 @@ async def _load_then_serve(loader: ModelLoader, requested: Deployment,
                            body: dict[str, Any], listener: failover.RoutingListener | None,
                            ) -> tuple[Deployment, Replica, T]:
     """Load an on-demand model first (the wait ends with the client, like the answer);
-    when it cannot load, its fallbacks may still answer."""
+    when it cannot load, its fallbacks may still answer. A model still starting is waited
+    for only when no fallback could answer meanwhile."""
     try:
-        await loader.ensure_loaded(requested)
+        await loader.ensure_loaded(requested, wait_for_start=len(plan) == 1)
     except ModelNotReadyError:
         if len(plan) == 1:
             raise

@@ -73,10 +73,18 @@ class ModelLoader:
 
     # -- loading -------------------------------------------------------------------------
 
-    async def ensure_loaded(self, deployment: Deployment) -> None:
-        """Return once an on-demand model is ready (loading it if needed); other models
-        are left to `Deployment.acquire`, which answers for their state."""
-        if deployment.status is DeploymentStatus.READY or not deployment.on_demand:
+    async def ensure_loaded(self, deployment: Deployment, wait_for_start: bool = True) -> None:
+        """Return once an on-demand model is ready (loading it if needed). A model whose
+        workers of ours are starting (the gateway's start, a reload) is waited for too,
+        within its queue_timeout_s, when `wait_for_start`: a client of a gateway that was
+        just restarted waits seconds instead of being refused. Other states are left to
+        `Deployment.acquire`, which answers for them."""
+        if deployment.status is DeploymentStatus.READY:
+            return
+        if not deployment.on_demand:
+            if wait_for_start and deployment.status is DeploymentStatus.STARTING \
+                    and deployment.local_replicas:
+                await self._until_started(deployment)
             return
         timeout = deployment.config.load_timeout_s or self._settings().load_timeout_s
         with deployment.waiting_for_load():
@@ -87,6 +95,11 @@ class ModelLoader:
                     f"model '{deployment.name}' is still loading after {timeout:g} s "
                     "(load_timeout_s); retry shortly", code="model_loading",
                     headers={"Retry-After": str(max(1, round(timeout / 4)))}) from None
+
+    async def _until_started(self, deployment: Deployment) -> None:
+        deadline = time.monotonic() + deployment.config.queue_timeout_s
+        while deployment.status is DeploymentStatus.STARTING and time.monotonic() < deadline:
+            await asyncio.sleep(_POLL_S)
 
     async def load(self, deployment: Deployment) -> None:
         """Load a model (any local one; the admin API's load) and wait until it is ready."""
