@@ -33,9 +33,14 @@ def engine() -> EmbeddingEngine:
 
 
 @pytest.fixture(scope="module")
-def alone(engine) -> dict[str, np.ndarray]:
-    """Each text's vector, encoded on its own by sentence-transformers."""
-    return {text: engine.model.encode(text, convert_to_numpy=True) for text in TEXTS}
+def alone() -> dict[str, np.ndarray]:
+    """Each text's vector, encoded on its own by sentence-transformers (the engine serves
+    MiniLM on its own encoder: these are the vectors it must give)."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(resolve_location(MINILM, Path("."), EMBED)), device="cpu",
+                                local_files_only=True)
+    return {text: model.encode(text, convert_to_numpy=True) for text in TEXTS}
 
 
 async def _serve(engine, requests: list[tuple[dict, int]]) -> list[httpx.Response]:
@@ -64,7 +69,7 @@ def test_concurrent_requests_each_get_their_own_answer(engine, alone):
     single = [({"model": EMBED, "input": TEXTS[i % len(TEXTS)]}, 16) for i in range(512)]
     pairs = [({"model": EMBED, "input": [TEXTS[i % len(TEXTS)], TEXTS[(i * 5 + 1) % len(TEXTS)]]},
               48) for i in range(192)]
-    ids = engine.tokenizer(TEXTS[5], add_special_tokens=False)["input_ids"]
+    ids, = engine.encoder.token_ids([TEXTS[5]], special_tokens=False)
     by_ids = ({"model": EMBED, "input": ids}, 16)
     too_long = ({"model": EMBED, "input": [TEXTS[1], "word " * (engine.max_tokens + 10)]}, 48)
     requests = single + pairs

@@ -221,6 +221,7 @@ def check(
     from modelport.config import EMBEDDING_ENGINES, OpenAIUpstreamModel, load_policy
     from modelport.config.cpus import usable_cpus
     from modelport.config.defaults import find_config
+    from modelport.engines.embedding_plan import encoder_choice
     from modelport.engines.transformers_batch_plan import folder_batch_support
     from modelport.gateway.build import validate_startup
     from modelport.config.locations import resolve_location
@@ -237,7 +238,9 @@ def check(
     report = validate_startup(cfg, selected or None, allow_public)
     rows: list[CheckRow] = []
     tool_notes: list[str] = []
-    batch_notes: list[str] = []  # how each transformers model serves concurrent requests
+    # How each transformers model serves concurrent requests, and what encodes each
+    # embedding model's texts.
+    batch_notes: list[str] = []
     for entry in cfg.models:
         missing = False
         if isinstance(entry, OpenAIUpstreamModel) and getattr(entry, "provider", None):
@@ -264,6 +267,8 @@ def check(
         if entry.engine == "transformers" and not missing:
             batch_notes.append(folder_batch_support(entry, Path(location)).describe(
                 entry.name, entry.parallel))
+        if entry.engine in EMBEDDING_ENGINES and not missing:
+            batch_notes.append(encoder_choice(Path(location)).describe(entry.name))
         rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
                              load_policy(entry), missing,
                              tools=None if support is None else support.can_call_tools))

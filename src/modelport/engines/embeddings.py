@@ -1,4 +1,5 @@
-"""sentence-transformers embedding engine with micro-batching of concurrent requests.
+"""The embedding engine (engines/text_encoders.py: sentence-transformers or modelport's own
+BERT encoder) with micro-batching of concurrent requests.
 
 Requests that arrive while a batch is encoding are gathered into the next batch, so
 many small concurrent requests cost a few forward passes instead of one each. One thread
@@ -17,7 +18,8 @@ import numpy as np
 
 from modelport.config import SentenceTransformersModel
 from modelport.engines.protocol import Embedded
-from modelport.engines.batching import BatchQueue, Job, load_offline, padded_batches
+from modelport.engines.batching import BatchQueue, Job, padded_batches
+from modelport.engines.text_encoders import open_encoder
 from modelport.errors import ContextLengthError, InvalidRequestError
 
 # Texts gathered per trip to the engine thread, in forward batches. Gathering several
@@ -43,21 +45,15 @@ class _Job(Job):
 class EmbeddingEngine:
     def __init__(self, model: SentenceTransformersModel, path: Path) -> None:
         self.name = model.name
-        self.model = load_offline("SentenceTransformer", model, path)
-        self.tokenizer = self.model.tokenizer
+        self.encoder = open_encoder(model, path)
         self.batch_size = model.batch_size
         self.threads = model.threads
-        limit = self.model.max_seq_length or 512
+        limit = self.encoder.max_seq_length
         self.max_tokens = min(model.max_input_tokens or limit, limit)
-        self.dimensions = self.model.get_embedding_dimension() if hasattr(
-            self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
-        self.vocab_size = self.tokenizer.vocab_size
-        self._pad_id = self.tokenizer.pad_token_id or 0
-        self._type_ids = "token_type_ids" in self.tokenizer.model_input_names
+        self.dimensions = self.encoder.dimensions
+        self.vocab_size = self.encoder.vocab_size
+        self._pad_id = self.encoder.pad_id
         self._prefix, self._suffix = self._special_tokens()
-        # ST's encode() prepends the model's default prompt, if it names one; so do we.
-        default_prompt = getattr(self.model, "default_prompt_name", None)
-        self._prompt = (self.model.prompts or {}).get(default_prompt, "") if default_prompt else ""
         self.batches = BatchQueue(
             model.name, self._run, gather=model.batch_size * GATHER_BATCHES,
             max_waiting=model.max_queue + model.batch_size, threads=model.threads,
@@ -65,8 +61,8 @@ class EmbeddingEngine:
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids the tokenizer puts before and after a text ([CLS] ... [SEP] for BERT)."""
-        plain = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        plain, = self.encoder.token_ids(["a"], special_tokens=False)
+        full, = self.encoder.token_ids(["a"])
         for start in range(len(full) - len(plain) + 1):
             if full[start:start + len(plain)] == plain:
                 return full[:start], full[start + len(plain):]
@@ -121,11 +117,9 @@ class EmbeddingEngine:
 
     def _token_ids(self, jobs: list[_Job]) -> list[list[list[int]]]:
         """Per job, the token ids of each input with special tokens, in one tokenizer call."""
-        texts = [self._prompt + text for job in jobs if not job.is_ids for text in job.inputs]
-        encoded = iter(self.tokenizer(
-            texts, add_special_tokens=True, truncation=False, padding=False,
-            return_attention_mask=False, return_token_type_ids=False,
-        )["input_ids"] if texts else [])
+        prompt = self.encoder.prompt
+        texts = [prompt + text for job in jobs if not job.is_ids for text in job.inputs]
+        encoded = iter(self.encoder.token_ids(texts) if texts else [])
         per_job = []
         for job in jobs:
             if job.is_ids:
@@ -154,9 +148,5 @@ class EmbeddingEngine:
             for chunk, input_ids, mask in padded_batches(
                     sequences, self.batch_size,
                     FORWARD_COST_TOKENS_PER_THREAD * torch.get_num_threads(), self._pad_id):
-                features = {"input_ids": input_ids, "attention_mask": mask}
-                if self._type_ids:
-                    features["token_type_ids"] = torch.zeros_like(input_ids)
-                features = {k: v.to(self.model.device) for k, v in features.items()}
-                embeddings = self.model(features)["sentence_embedding"]
+                embeddings = self.encoder.forward(input_ids, mask)
                 yield chunk, embeddings.float().cpu().numpy()
