@@ -33,9 +33,11 @@ def test_the_kv_cache_is_read_from_the_gguf_metadata():
 
 
 def test_a_measured_worker_counts_when_it_holds_more():
-    assert footprint(100, 50, None) == 150
-    assert footprint(100, 50, 400) == 400
-    assert footprint(100, 50, 120) == 150
+    assert footprint({"cpu": 150}, None) == {"cpu": 150}
+    assert footprint({"cpu": 150}, 400) == {"cpu": 400}
+    assert footprint({"cpu": 150}, 120) == {"cpu": 150}
+    # Resident memory says nothing of what a model holds on its GPU.
+    assert footprint({"cuda:0": 150}, 400) == {"cuda:0": 150}
 
 
 def loader_for(models: list[dict], **server):
@@ -59,7 +61,7 @@ def test_the_budget_counts_the_kv_cache_not_only_the_file():
         loader, supervisor, registry = loader_for(
             [{"name": n, "context_length": 2048, "parallel": 8} for n in ("a", "b")],
             memory_budget=budget)
-        assert loader.memory_bytes(registry.get("a")) == file_bytes + kv
+        assert loader.memory_bytes(registry.get("a")) == {"cpu": file_bytes + kv}
         await loader.ensure_loaded(registry.get("a"))
         await loader.ensure_loaded(registry.get("b"))
         return supervisor.halted

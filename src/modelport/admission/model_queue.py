@@ -112,11 +112,23 @@ class ModelQueue:
         if self.queue.length:
             self._dispatch()
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return self.queue.length
+
+    def release_waiting(self) -> None:
+        """Its model is leaving (unloaded): the waiting requests go on now, to wait for its
+        next load, rather than for slots that will not free."""
+        queue = self.queue
+        if not queue.length:
+            return
+        queue.capacity = queue.in_flight + queue.length + queue.reserved_slots
+        _wake(queue.dispatch(self._clock()))
+
     def _dispatch(self) -> None:
         self.queue.capacity = self._capacity()
-        for ticket in self.queue.dispatch(self._clock()):
-            if ticket.waiter is not None and not ticket.waiter.done():
-                ticket.waiter.set_result(None)
+        _wake(self.queue.dispatch(self._clock()))
 
     def view(self) -> dict[str, Any]:
         """What /health, /admin/models and `modelport models` show of the queue."""
@@ -128,6 +140,13 @@ class ModelQueue:
 
 
 _GIVEN_BACK: Any = object()
+
+
+def _wake(tickets: list[Ticket]) -> None:
+    """The dispatched tickets' requests go on."""
+    for ticket in tickets:
+        if ticket.waiter is not None and not ticket.waiter.done():
+            ticket.waiter.set_result(None)
 
 
 def queue_ms(ticket: Ticket | None) -> str | None:

@@ -89,6 +89,11 @@ class _ModelBase(_Strict):
         30.0, ge=0, description="A queued request is served before those of the next class up "
         "that arrived this many seconds after it (0: strict priority).",
     )
+    swap_max_wait_s: float | None = Field(
+        None, ge=0, description="On-demand models: how long loading this model may wait for "
+        "the models it would unload to serve their running and queued requests before they "
+        "are unloaded anyway (default: server.swap_max_wait_s).",
+    )
     pin: bool = Field(
         False, description="On-demand models: never unloaded to make room for another "
         "(server.max_loaded, server.memory_budget); idle_unload_s still applies.",

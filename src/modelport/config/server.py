@@ -10,6 +10,7 @@ from pydantic import ByteSize, Field, field_validator
 
 from modelport.config.base import MaskedKey, _Strict
 from modelport.config.cpus import usable_cpus
+from modelport.config.devices import check_memory_budget
 
 
 class ServerConfig(_Strict):
@@ -98,12 +99,34 @@ class ServerConfig(_Strict):
         None, ge=1, description="Most local models with a running worker at once; loading one "
         "more unloads the least recently used idle on-demand model.",
     )
-    memory_budget: ByteSize | None = Field(
-        None, description="Most bytes of memory local models hold at once (e.g. 8GiB): each "
-        "counts its files plus, for a GGUF model, its KV cache for context_length x parallel "
-        "tokens, or what its workers were measured holding when more; loading one more "
-        "unloads least recently used idle on-demand models (never pin: true) until it fits.",
+    memory_budget: ByteSize | dict[str, ByteSize] | None = Field(
+        None, description="Most bytes of memory local models hold at once: one size (e.g. "
+        "8GiB) for the CPU's memory, or one per device ({cpu: 8GiB, 'cuda:0': 70GiB}). A "
+        "model counts on the device it runs on: its files (times the dtype it loads in over "
+        "the files' own), plus a GGUF model's KV cache for context_length x parallel tokens, "
+        "or a vLLM model's gpu_memory_utilization of its GPUs, or what its workers were "
+        "measured holding when more; loading one more unloads idle on-demand models (never "
+        "pin: true), least recently used and cheapest to reload first, until it fits.",
     )
+    swap_max_wait_s: float | None = Field(
+        None, ge=0, description="When loading a model needs room that only models with "
+        "requests running or queued hold, serve those first for up to this many seconds, "
+        "then unload them (their running requests finish, the queued ones wait for their "
+        "next load); none: such a load is refused with 503 at once. Per model too.",
+    )
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _known_devices(cls, value: object) -> object:
+        return check_memory_budget(value)
+
+    def memory_budgets(self) -> dict[str, int] | None:
+        """The memory budget per device (one size is the CPU's), or None."""
+        budget = self.memory_budget
+        if budget is None:
+            return None
+        return {"cpu": int(budget)} if isinstance(budget, int) else {
+            device: int(size) for device, size in budget.items()}
 
     def process_count(self) -> tuple[int, str]:
         """How many gateway processes serve, and why (`processes: auto` decides here)."""

@@ -3,9 +3,13 @@
 A request that names an unloaded on-demand model waits for its worker (up to
 `load_timeout_s`, then 503 with Retry-After while the load goes on); every request that
 arrives meanwhile waits for the same load. Loading one more model than
-`server.max_loaded` (or `server.memory_budget`) allows first unloads the least recently
-used idle on-demand models (routing.eviction); when none can go, the request gets a 503
-saying why. A model idle for `idle_unload_s` is unloaded by a background sweep.
+`server.max_loaded` (or `server.memory_budget`, per device) allows first unloads idle
+on-demand models, least recently used and cheapest to reload first (routing.eviction).
+When only models with requests running or queued could make room, the load waits up to
+`swap_max_wait_s` while those requests are served, then unloads them anyway (running
+requests finish, queued ones wait for the next load); without `swap_max_wait_s` it is
+refused at once with a 503 saying why. A model idle for `idle_unload_s` is unloaded by a
+background sweep.
 
 Eviction decisions are taken one at a time (a lock), and nothing awaits between a
 waiter seeing its model ready and taking its slot, so a model is never evicted from
@@ -21,17 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelport.config import ServerConfig
-from modelport.errors import ConfigError, ModelNotFoundError, ModelNotReadyError
-from modelport.config.locations import resolve_location
-from modelport.routing.deployments import (
-    HOLDS_WORKER,
-    Deployment,
-    DeploymentStatus,
-    running_slots,
-)
+from modelport.errors import ModelNotFoundError, ModelNotReadyError
+from modelport.routing.deployments import HOLDS_WORKER, Deployment, DeploymentStatus
 from modelport.routing.eviction import Resident, choose_evictions
 from modelport.routing.registry import ModelRegistry
-from modelport.routing.residency import footprint, gguf_kv_cache_bytes
+from modelport.workers.footprints import Footprints
 from modelport.workers.supervisor import WorkerSupervisor
 
 logger = logging.getLogger("modelport.loader")
@@ -51,13 +49,12 @@ class ModelLoader:
         self._deployments = deployments  # the registry: what is served right now
         self.supervisor = supervisor
         self._settings = settings
-        self._models_dir = models_dir
         self._room = asyncio.Lock()
         self._loading: dict[str, asyncio.Task] = {}
         self._loading_what: dict[str, Deployment] = {}
         self._unloading: dict[str, asyncio.Task] = {}
-        self._file_bytes: dict[tuple[str, str], int] = {}
-        self._kv_bytes: dict[tuple[str, str, int], int] = {}
+        self.footprints = Footprints(supervisor, models_dir,
+                                     lambda: settings().memory_budgets())
         self._sweeper: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -156,6 +153,7 @@ class ModelLoader:
                     headers={"Retry-After": "1"})
             await asyncio.sleep(_POLL_S)
         deployment.loaded(time.monotonic())
+        self.footprints.loaded(deployment, time.monotonic() - started)
         logger.info("model '%s': loaded in %.1f s", deployment.name, time.monotonic() - started)
 
     async def _begin_load(self, deployment: Deployment) -> bool:
@@ -171,18 +169,34 @@ class ModelLoader:
 
     async def _make_room(self, incoming: Deployment) -> None:
         server = self._settings()
-        if server.max_loaded is None and server.memory_budget is None:
+        budgets = server.memory_budgets()
+        if server.max_loaded is None and budgets is None:
             return
-        residents = [self._resident(d) for d in self._deployments
-                     if d.is_local and d is not incoming and d.status in HOLDS_WORKER
-                     and d.status is not DeploymentStatus.UNLOADING]
-        plan = choose_evictions(incoming.name, self.memory_bytes(incoming), residents,
-                                server.max_loaded, server.memory_budget)
-        if plan.problem:
-            raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
+        wait_s = incoming.config.swap_max_wait_s
+        wait_s = server.swap_max_wait_s if wait_s is None else wait_s
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        needs = self.footprints.of(incoming)
+        while True:
+            now = time.monotonic()
+            residents = [self._resident(d) for d in self._deployments
+                         if d.is_local and d is not incoming and d.status in HOLDS_WORKER
+                         and d.status is not DeploymentStatus.UNLOADING]
+            plan = choose_evictions(incoming.name, needs, residents, server.max_loaded,
+                                    budgets, now, evict_busy=deadline is not None
+                                    and now >= deadline)
+            if not plan.problem:
+                break
+            if deadline is None or not plan.busy_would_fit:
+                raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
+            # The models in the way serve their running and queued requests meanwhile
+            # (a burst alternating between models does not swap at every request).
+            await asyncio.sleep(_POLL_S)
         by_name = {d.name: d for d in self._deployments}
         for name in plan.names:
-            self._begin_unload(by_name[name], 0.0, f"evicted to load '{incoming.name}'")
+            leaving = by_name[name]
+            busy = leaving.in_flight or leaving.in_flight_elsewhere or leaving.queue.waiting
+            self._begin_unload(leaving, server.drain_timeout_s if busy else 0.0,
+                               f"evicted to load '{incoming.name}'")
         # Room is only free once the leaving workers (evicted here or unloading for any
         # other reason) have exited.
         await asyncio.gather(*(asyncio.shield(t) for t in list(self._unloading.values())),
@@ -193,45 +207,22 @@ class ModelLoader:
             why = "load: always"
         elif deployment.config.pin:
             why = "pin: true"
-        elif busy := deployment.in_flight + deployment.in_flight_elsewhere + deployment.waiting:
-            why = f"{busy} requests in flight"
         elif deployment.status is not DeploymentStatus.READY:
             why = f"{deployment.status.value}"
         else:
             why = ""
-        return Resident(deployment.name, deployment.last_used, self.memory_bytes(deployment),
-                        why)
+        busy = (deployment.in_flight + deployment.in_flight_elsewhere + deployment.waiting
+                + deployment.queue.waiting)
+        return Resident(deployment.name, deployment.last_used, self.footprints.of(deployment),
+                        why, busy, self.footprints.reload_s(deployment))
 
-    def memory_bytes(self, deployment: Deployment) -> int:
-        """What the model counts against server.memory_budget: its files and, for a GGUF
-        model, its KV cache (context_length x its slots, a lane's included), per local replica; what its
-        workers were measured holding when that is more."""
-        replicas = max(1, len(deployment.local_replicas))
-        measured = self.supervisor.worker_memory(deployment.name) if deployment.pid else None
-        return footprint(self.file_bytes(deployment), self._kv_cache(deployment) * replicas,
-                         measured)
-
-    def _kv_cache(self, deployment: Deployment) -> int:
-        config = deployment.config
-        path = getattr(config, "path", None)
-        if config.engine != "llamacpp" or path is None:
-            return 0
-        tokens = (getattr(config, "context_length", None) or 0) * running_slots(config)
-        key = (deployment.name, path, tokens)
-        if key not in self._kv_bytes:
-            self._kv_bytes[key] = _gguf_kv(path, self._models_dir(), deployment.name, tokens)
-        return self._kv_bytes[key]
+    def memory_bytes(self, deployment: Deployment) -> dict[str, int]:
+        """What the model counts against server.memory_budget, per device."""
+        return self.footprints.of(deployment)
 
     def file_bytes(self, deployment: Deployment) -> int:
-        """Bytes of the model's files (what memory_budget counts), once per local replica
-        (each worker loads its own copy); 0 when unknown."""
-        path = getattr(deployment.config, "path", None)
-        if path is None:
-            return 0
-        key = (deployment.name, path)
-        if key not in self._file_bytes:
-            self._file_bytes[key] = _size_of(path, self._models_dir(), deployment.name)
-        return self._file_bytes[key] * max(1, len(deployment.local_replicas))
+        """Bytes of the model's files, once per local replica; 0 when unknown."""
+        return self.footprints.file_bytes(deployment)
 
     # -- unloading -----------------------------------------------------------------------
 
@@ -256,6 +247,9 @@ class ModelLoader:
     async def _unload(self, deployment: Deployment, drain_s: float, reason: str) -> None:
         deployment.set_status(DeploymentStatus.UNLOADING, reason)
         deployment.retry_in(2)
+        # Its queued requests would wait for slots that will not free: they wait for its
+        # next load instead (which they cause).
+        deployment.queue.release_waiting()
         deadline = time.monotonic() + drain_s
         while (deployment.in_flight or deployment.in_flight_elsewhere) \
                 and time.monotonic() < deadline:
@@ -278,24 +272,6 @@ class ModelLoader:
                         and not deployment.in_flight_elsewhere
                         and now - deployment.last_used >= idle_s):
                     self._begin_unload(deployment, 0.0, f"idle for {idle_s:g} s (idle_unload_s)")
-
-
-def _size_of(location: str, models_dir: Path, name: str) -> int:
-    try:
-        path = resolve_location(location, models_dir, name)
-    except ConfigError:
-        return 0
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def _gguf_kv(location: str, models_dir: Path, name: str, tokens: int) -> int:
-    try:
-        path = resolve_location(location, models_dir, name)
-        return gguf_kv_cache_bytes(path, tokens) if path.is_file() else 0
-    except (ConfigError, OSError, ValueError):
-        return 0  # unreadable: counted by its file alone
 
 
 def _retrieve(task: asyncio.Task) -> None:
