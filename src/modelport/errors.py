@@ -119,6 +119,19 @@ class UpstreamTimeoutError(UpstreamError):
         super().__init__(message, status=504, type="timeout_error", **kw)
 
 
+class ReplicaStalledError(UpstreamTimeoutError):
+    """A replica stopped making progress and was taken out of rotation. Its streams end
+    with this; a request still waiting for its answer there moves to another replica (a
+    timeout: never retried on the same one), or gets this 503 when none is left."""
+
+    code = "replica_stalled"
+
+    def __init__(self, message: str, **kw: Any):
+        super().__init__(message, **kw)
+        self.status = 503
+        self.type = "service_unavailable"
+
+
 class ModelNotReadyError(ModelportError):
     status = 503
     type = "service_unavailable"

@@ -18,7 +18,7 @@ from support.models import SMOLLM2
 from support.server import ModelportServer, pid_alive, wait_for
 
 MODEL = "smollm2"
-STALL_S = 4.0
+STALL_S = 3.0
 STREAMS = 16
 
 
@@ -47,26 +47,30 @@ def both_ready(server, timeout: float = 120) -> dict[str, dict]:
         timeout, "both replicas ready")
 
 
-def stream(server, max_tokens: int = 24, timeout: float = 120) -> dict:
+def stream(server, max_tokens: int = 24, timeout: float = 120,
+           begun: threading.Event | None = None, **fields) -> dict:
     """One streamed chat: its status, the replica that answered, whether text came, and
-    whether it ended with [DONE]."""
+    whether it ended with [DONE]; `begun` is set at its first line."""
     outcome: dict = {"started": False}
     began = time.monotonic()
     try:
         with httpx.stream("POST", server.base_url + "/chat/completions", timeout=timeout, json={
-                "model": MODEL, "stream": True, "max_tokens": max_tokens,
+                "model": MODEL, "stream": True, "max_tokens": max_tokens, **fields,
                 "messages": [{"role": "user", "content": "Count from one to twenty."}]}) as reply:
             outcome["status"] = reply.status_code
             outcome["replica"] = reply.headers.get("x-modelport-replica")
             lines = []
             for line in reply.iter_lines():
                 outcome["started"] = reply.status_code == 200
+                if begun is not None and line:
+                    begun.set()
                 lines.append(line)
             outcome["done"] = "data: [DONE]" in lines
             outcome["body"] = "\n".join(lines)
     except httpx.HTTPError as error:
         outcome["error"] = repr(error)
-    outcome["took"] = time.monotonic() - began
+    outcome["ended"] = time.monotonic()
+    outcome["took"] = outcome["ended"] - began
     return outcome
 
 
@@ -114,36 +118,64 @@ def test_a_killed_replica_fails_no_request_that_had_not_started_and_comes_back(s
     assert all(o["status"] == 200 for o in many_streams(server, count=4))
 
 
-def test_a_stopped_replica_is_taken_out_of_rotation_and_nothing_hangs(server):
+def test_a_stopped_replica_is_replaced_within_its_stall_timeout_and_nothing_waits_longer(
+        server):
     before = both_ready(server)
     victim = before[f"{MODEL}#1"]
-    caught: dict = {}
+    # Long streams under way on both replicas (least_busy spreads them), each past its
+    # first token when the worker is stopped.
+    begun = [threading.Event() for _ in range(4)]
+    running: list[dict] = [{} for _ in begun]
+    long_streams = [threading.Thread(target=lambda i=i: running[i].update(
+        stream(server, max_tokens=96, begun=begun[i], ignore_eos=True))) for i in range(4)]
+    for thread in long_streams:
+        thread.start()
+    assert all(event.wait(30) for event in begun), "the long streams did not start"
+    replaced: dict = {}
+
+    def watch_for_the_new_worker() -> None:
+        replaced["replica"] = wait_for(lambda: (
+            lambda r: r if r["state"] == "ready" and r["pid"] != victim["pid"] else None)(
+                replicas(server)[f"{MODEL}#1"]), STALL_S + 20, "the stopped worker replaced")
+        replaced["after"] = time.monotonic() - stopped_at
+
     stopped_at = time.monotonic()
     os.kill(victim["pid"], signal.SIGSTOP)
+    watcher = threading.Thread(target=watch_for_the_new_worker)
+    watcher.start()
     try:
-        # Requests sent right into the stop: whichever replica they reach, they end.
-        caught_in_stop = threading.Thread(target=lambda: caught.update(
-            outcomes=many_streams(server, count=4, max_tokens=8)))
-        caught_in_stop.start()
-        wait_for(lambda: replicas(server)[f"{MODEL}#1"]["state"] != "ready", STALL_S + 2,
-                 "the stopped replica out of rotation")
-        assert time.monotonic() - stopped_at < STALL_S + 2
-        # From now on every request goes to the other replica, and none waits for the
-        # stopped one.
-        while time.monotonic() - stopped_at < STALL_S - 0.5:
-            outcome = stream(server, max_tokens=8, timeout=30)
-            assert outcome["status"] == 200 and outcome["done"], outcome
-            assert outcome["replica"] == f"{MODEL}#0", outcome
-            assert outcome["took"] < 20, outcome
-        caught_in_stop.join(STALL_S + 30)
-        assert not caught_in_stop.is_alive(), "a request caught in the stop hung"
-        for outcome in caught["outcomes"]:
-            assert outcome["took"] < STALL_S + 30, outcome
-            # Sent before the replica was taken out: re-routed before their first byte.
-            assert outcome["started"], outcome
+        # New requests keep coming while the worker is stopped: some reach it before it
+        # is taken out of rotation (and must move to the other replica), the rest do not.
+        arrivals: list[dict] = []
+        senders = []
+        for _ in range(6):
+            senders.append(threading.Thread(target=lambda: arrivals.append(
+                stream(server, max_tokens=8, timeout=30))))
+            senders[-1].start()
+            time.sleep(0.4)
+        for thread in senders + long_streams:
+            thread.join(STALL_S + 30)
+        assert not any(t.is_alive() for t in senders + long_streams), "a request hung"
     finally:
         if pid_alive(victim["pid"]):
             os.kill(victim["pid"], signal.SIGCONT)
-    wait_for(lambda: not pid_alive(victim["pid"]), STALL_S + 10, "the stopped worker killed")
-    back = both_ready(server)
-    assert back[f"{MODEL}#1"]["pid"] != victim["pid"]
+    on_victim = [o for o in running if o["replica"] == f"{MODEL}#1"]
+    assert on_victim and len(on_victim) < len(running), running
+    for outcome in on_victim:
+        # Cut off within the stall timeout of the stop, with the stall's own error event.
+        assert outcome["ended"] - stopped_at < STALL_S + 2, outcome
+        assert outcome["done"] and '"code":"replica_stalled"' in outcome["body"].replace(
+            " ", ""), outcome["body"][-400:]
+    for outcome in running:
+        if outcome not in on_victim:
+            assert outcome["done"] and '"error"' not in outcome["body"], outcome
+    for outcome in arrivals:
+        assert outcome["status"] == 200 and outcome["done"], outcome
+        assert outcome["replica"] == f"{MODEL}#0", outcome
+        assert outcome["took"] < STALL_S + 2, outcome
+    # Killed (SIGKILL reaches a stopped process) and a new worker answering within
+    # stall_timeout_s + 5 of the stop.
+    watcher.join(STALL_S + 25)
+    assert not pid_alive(victim["pid"])
+    assert replaced["after"] < STALL_S + 5, replaced
+    assert replaced["replica"]["restarts"] >= victim["restarts"] + 1

@@ -10,10 +10,16 @@ import pytest
 
 from modelport.api.stream import StreamAccounting, relay_sse
 from modelport.config import parse_config
-from modelport.errors import ModelportError, UpstreamTimeoutError
+from modelport.errors import ModelportError, ReplicaStalledError
 from modelport.routing import failover
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
-from modelport.routing.progress import PendingAnswer, StreamProgress, silence, stall_timeout
+from modelport.routing.progress import (
+    PendingAnswer,
+    StreamProgress,
+    last_sign_of_life,
+    silence,
+    stall_timeout,
+)
 from modelport.routing.registry import ModelRegistry
 from modelport.workers.stall_watch import StallWatch
 
@@ -119,6 +125,7 @@ def test_a_stuck_worker_of_ours_is_taken_out_its_streams_ended_and_restarted():
     before_first_token.stop = ended.append
     ours.streams.add(before_first_token)
     watcher = watch(deployment, now, restarts)
+    ours.answered(980.0)  # its health probes are answered: only its streams stalled
     now[0] = 985.0
     assert watcher.check() == []  # 25 s: not yet
     now[0] = 1000.0
@@ -127,9 +134,56 @@ def test_a_stuck_worker_of_ours_is_taken_out_its_streams_ended_and_restarted():
     assert "no bytes for 40 s" in ours.detail and "restarting" in ours.detail
     assert restarts.asked == [("m#0", restarts.asked[0][1])]
     assert "health checks" in restarts.asked[0][1]
-    assert len(ended) == 2 and all(isinstance(e, UpstreamTimeoutError) for e in ended)
-    assert ended[0].status == 504 and "taken out of rotation" in ended[0].message
+    assert len(ended) == 2 and all(isinstance(e, ReplicaStalledError) for e in ended)
+    assert (ended[0].status, ended[0].code) == (503, "replica_stalled")
+    assert "taken out of rotation" in ended[0].message
     assert watcher.check() == []  # out of rotation: not judged again
+
+
+def test_a_worker_of_ours_heard_from_neither_by_probes_nor_streams_is_stuck():
+    deployment, now, restarts = served_model(), [1000.0], Restarts()
+    ours = deployment.replicas[0]
+    watcher = watch(deployment, now, restarts)
+    ended: list[ModelportError] = []
+    before_first_token = StreamProgress()  # the stopped worker never started it
+    before_first_token.stop = ended.append
+    ours.streams.add(before_first_token)
+    got_bytes = waiting(1010.0)
+    got_bytes.stop = ended.append
+    ours.streams.add(got_bytes)
+    ours.answered(1000.0)  # its last answered probe
+    assert last_sign_of_life(ours.answered_at, ours.streams) == 1010.0
+    now[0] = 1035.0  # probes unanswered for 35 s, but a stream got bytes 25 s ago
+    assert watcher.check() == []
+    # Two failed probes took it out of rotation; that does not stop the judging.
+    ours.unresponsive("not answering health checks", retry_after_s=5)
+    now[0] = 1040.0
+    assert watcher.check() == [ours]
+    assert "no answer to its health checks and no bytes on its streams for 30.0 s" \
+        in restarts.asked[0][1]
+    assert ours.status is DeploymentStatus.UNRESPONSIVE and ours.answered_at == 0.0
+    assert [e.code for e in ended] == ["replica_stalled"] * 2
+    now[0] = 2000.0
+    assert watcher.check() == []  # being restarted: not judged again until ready anew
+
+
+def test_a_healthy_worker_is_not_stuck_between_two_probes():
+    deployment, now = served_model(), [1000.0]
+    ours = deployment.replicas[0]
+    server = parse_config({"server": {"worker_stall_timeout_s": 1,
+                                      "health_check_interval_s": 5}, "models": []}).server
+    watcher = StallWatch(ModelRegistry([deployment]), Restarts(), lambda: server,
+                         clock=lambda: now[0])
+    ours.answered(1000.0)
+    now[0] = 1009.0  # two probe intervals are the least silence that counts
+    assert watcher.check() == []
+    now[0] = 1010.0
+    assert watcher.check() == [ours]
+    # A worker not ready (starting, restarting) is not heard from, so not judged either.
+    ours.set_status(DeploymentStatus.RESTARTING)
+    ours.set_status(DeploymentStatus.READY)
+    now[0] = 5000.0
+    assert ours.answered_at == 0.0 and watcher.check() == []
 
 
 def test_a_stuck_replica_someone_else_runs_is_paused_and_its_waiting_requests_move_on():

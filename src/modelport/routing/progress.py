@@ -6,8 +6,12 @@ prompt and the queue, so it is legitimate and left to the model's read timeout. 
 first event the replica owes a steady flow of tokens. The relay marks when it last
 started waiting on the replica for the next event (`waiting_since`; 0 while it is not
 waiting: before the first event, and while the client is still taking the previous one,
-since a slow client is not a stuck replica). The stall watch reads these marks once per
-interval; nothing here sets a timer per request or per chunk.
+since a slow client is not a stuck replica).
+
+A worker of ours also owes answers to its health probes (`Replica.answered_at`): when
+neither those nor any stream's bytes came for the stall timeout, it is stuck too
+(stopped, hung), whatever its requests were doing. The stall watch reads these marks a
+few times per second; nothing here sets a timer per request or per chunk.
 """
 
 from __future__ import annotations
@@ -79,6 +83,15 @@ def silence(streams: Iterable[StreamProgress], now: float, timeout: float) -> fl
             return None
         longest = max(longest, waited)
     return longest or None
+
+
+def last_sign_of_life(answered_at: float, streams: Iterable[StreamProgress]) -> float:
+    """When a worker last proved alive: its last answered health probe, or the last bytes
+    a stream got from it (the start of the stream's wait on it), whichever came later."""
+    last = answered_at
+    for stream in streams:
+        last = max(last, stream.waiting_since)
+    return last
 
 
 def stall_timeout(model: Any, server: Any) -> float:

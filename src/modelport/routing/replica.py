@@ -28,8 +28,11 @@ class DeploymentStatus(str, enum.Enum):
 FAILING = frozenset({DeploymentStatus.FAILED, DeploymentStatus.RESTARTING,
                      DeploymentStatus.UNRESPONSIVE})
 
+# A worker in these states still runs, so its silence is watched (routing.progress).
+_LIVE = frozenset({DeploymentStatus.READY, DeploymentStatus.UNRESPONSIVE})
+
 # What a follower process takes over from the primary's replica besides status and address.
-_MIRRORED = ("detail", "pid", "restarts", "retry_after_s", "last_error")
+_MIRRORED = ("detail", "pid", "restarts", "retry_after_s", "last_error", "answered_at")
 
 # Where a replica comes from.
 LOCAL = "local"  # a worker process this gateway starts and watches
@@ -71,6 +74,11 @@ class Replica:
     # and requests still waiting for their answer (or the start of their stream).
     streams: set = field(default_factory=set)
     pending: set = field(default_factory=set)
+    # time.monotonic() when a worker of ours last proved alive (it became ready, it
+    # answered a health probe); 0: not watched that way (not ours, not ready, or taken out
+    # for a stall). The stall watch reads it. Comparable across the gateway's processes
+    # (one system-wide monotonic clock), so followers take it over with the rest.
+    answered_at: float = 0.0
 
     @property
     def is_ours(self) -> bool:
@@ -82,6 +90,8 @@ class Replica:
         if detail and status in FAILING:
             self.last_error = detail
         self.ready_since = time.monotonic() if status is DeploymentStatus.READY else None
+        if status not in _LIVE:
+            self.answered_at = 0.0  # no worker to hear from until it is ready again
 
     # -- named transitions: the only ways code outside routing changes a replica --------
 
@@ -109,6 +119,15 @@ class Replica:
         """Running but not answering: out of rotation until it answers again."""
         self.set_status(DeploymentStatus.UNRESPONSIVE, detail)
         self.retry_after_s = retry_after_s
+
+    def answered(self, now: float) -> None:
+        """Its worker proved alive (became ready, answered a health probe)."""
+        self.answered_at = now
+
+    def stalled(self, detail: str) -> None:
+        """Taken out of rotation for a stall; judged again only once it is ready anew."""
+        self.set_status(DeploymentStatus.UNRESPONSIVE, detail)
+        self.answered_at = 0.0
 
     def row(self) -> dict[str, Any]:
         """What the primary process tells its followers of a worker it runs."""

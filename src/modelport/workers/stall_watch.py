@@ -1,15 +1,21 @@
-"""The stall watch: a replica whose answers stopped coming is stuck, even when it still
-answers its health checks (an engine loop that hangs while its HTTP server lives on).
+"""The stall watch: a replica whose answers stopped coming is stuck, whether it still
+answers its health checks (an engine loop that hangs while its HTTP server lives on) or
+not (a stopped or hung worker process).
 
-Once per `server.health_check_interval_s` it reads the progress marks the relay keeps for
-each started stream (routing.progress) on every replica of a local model. A replica whose
-streams have all waited `stall_timeout_s` (the model's, else
-`server.worker_stall_timeout_s`) or longer for their next bytes is taken out of rotation
-at once; its streams end with an error event and `[DONE]`, its requests still waiting
-for an answer go to another replica or end with a 504; a worker of ours is restarted by
-its supervisor (and is back once it answers its health checks), a replica someone else
-runs is paused like after any other failure (and other gateways are told, with
-`server.redis_url`).
+A few times per second (every `server.health_check_interval_s`, at most 0.5 s apart) it
+reads the progress marks of every replica of a local model (routing.progress). With
+`stall_timeout_s` the model's, else `server.worker_stall_timeout_s`, a replica is stuck
+when
+- its started streams have all waited `stall_timeout_s` or longer for their next bytes, or
+- it is a worker of ours that has neither answered a health probe nor sent a stream any
+  bytes for `stall_timeout_s` (never less than two health-check intervals, so a healthy
+  worker between two probes is not taken for a stuck one).
+A stuck replica is taken out of rotation at once: its streams end with a `replica_stalled`
+error event and `[DONE]`, its requests still waiting for an answer (or for the start of
+their stream) go to another replica or end with a 503; a worker of ours is killed with
+SIGKILL (which a stopped process cannot ignore) and restarted by its supervisor, back once
+it answers its health checks; a replica someone else runs is paused like after any other
+failure (and other gateways are told, with `server.redis_url`).
 
 Online models (engine: openai) are not watched: their `read_timeout` bounds every silence.
 """
@@ -22,14 +28,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from modelport.errors import UpstreamTimeoutError
+from modelport.errors import ReplicaStalledError
 from modelport.routing.deployments import REPLICA_PAUSE_S, Deployment, Replica
 from modelport.routing.failover import RoutingListener
-from modelport.routing.progress import silence, stall_timeout
+from modelport.routing.progress import last_sign_of_life, silence, stall_timeout
 from modelport.routing.registry import ModelRegistry
 from modelport.routing.replica import DeploymentStatus
 
 logger = logging.getLogger("modelport.supervisor")
+
+# The longest between two checks: a stall is acted on within this of its timeout.
+_CHECK_EVERY_S = 0.5
 
 
 class Restarter(Protocol):
@@ -61,7 +70,7 @@ class StallWatch:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._server().health_check_interval_s)
+            await asyncio.sleep(min(self._server().health_check_interval_s, _CHECK_EVERY_S))
             self.check()
 
     def check(self) -> list[Replica]:
@@ -72,23 +81,20 @@ class StallWatch:
             if not deployment.is_local:
                 continue
             timeout = stall_timeout(deployment.config, server)
+            # A healthy worker is heard from once per probe interval (plus the probe).
+            unheard_limit = max(timeout, 2 * server.health_check_interval_s)
             for replica in deployment.replicas:
-                if not replica.streams or replica.status is not DeploymentStatus.READY:
-                    continue
-                silent = silence(replica.streams, now, timeout)
-                if silent is not None:
-                    self._take_out(deployment, replica, silent, timeout, now)
+                why = _why_stuck(replica, now, timeout, unheard_limit)
+                if why is not None:
+                    self._take_out(deployment, replica, why, now)
                     stuck.append(replica)
         return stuck
 
-    def _take_out(self, deployment: Deployment, replica: Replica, silent: float,
-                  timeout: float, now: float) -> None:
+    def _take_out(self, deployment: Deployment, replica: Replica, why: str,
+                  now: float) -> None:
         streams, pending = len(replica.streams), len(replica.pending)
-        why = (f"stalled: its started answers got no bytes for {silent:.0f} s "
-               f"(stall_timeout_s: {timeout:g} s)")
         if replica.is_ours:
-            why += " while it answered its health checks"
-            replica.set_status(DeploymentStatus.UNRESPONSIVE, why + "; restarting it")
+            replica.stalled(why + "; restarting it")
             self.restarter.restart(replica, why)
         else:
             replica.pause(why, REPLICA_PAUSE_S, now)
@@ -96,12 +102,30 @@ class StallWatch:
                 self._listener.paused(deployment, replica, REPLICA_PAUSE_S, why)
         logger.error("replica %s: %s; taken out of rotation, ending its %d stream(s) and "
                      "%d waiting request(s)", replica.name, why, streams, pending)
-        error = UpstreamTimeoutError(
-            f"model '{deployment.name}' (replica {replica.name}) stopped sending: no bytes "
-            f"for {silent:.0f} s (stall_timeout_s); the replica was taken out of rotation",
-            code="replica_stalled", headers={"Retry-After": str(replica.retry_after_s)})
+        error = ReplicaStalledError(
+            f"model '{deployment.name}' (replica {replica.name}) stopped sending ({why}); "
+            "the replica was taken out of rotation",
+            headers={"Retry-After": str(replica.retry_after_s)})
         for stream in list(replica.streams):
             if stream.stop is not None:
                 stream.stop(error)
         for waiting in list(replica.pending):
             waiting.stop(error)
+
+
+def _why_stuck(replica: Replica, now: float, timeout: float,
+               unheard_limit: float) -> str | None:
+    """Why `replica` counts as stuck now, or None."""
+    if replica.streams and replica.status is DeploymentStatus.READY:
+        silent = silence(replica.streams, now, timeout)
+        if silent is not None:
+            heard = " while it answered its health checks" \
+                if replica.answered_at and now - replica.answered_at < timeout else ""
+            return (f"stalled: its started answers got no bytes for {silent:.0f} s "
+                    f"(stall_timeout_s: {timeout:g} s){heard}")
+    if replica.answered_at:  # a worker of ours, running
+        unheard = now - last_sign_of_life(replica.answered_at, replica.streams)
+        if unheard >= unheard_limit:
+            return (f"stalled: no answer to its health checks and no bytes on its streams "
+                    f"for {unheard:.1f} s (stall_timeout_s: {timeout:g} s)")
+    return None

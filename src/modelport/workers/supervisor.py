@@ -24,7 +24,6 @@ import orjson
 from modelport.config import Config, ModelConfig
 from modelport.config.cpus import share, usable_cpus
 from modelport.routing.deployments import Deployment, DeploymentStatus, Replica
-from modelport.routing.progress import stall_timeout
 from modelport.workers.lifetime import die_with_parent
 from modelport.workers.runner import WORKER_SPEC_ENV
 from modelport.workers.worker_auth import WORKER_SECRET_ENV
@@ -263,8 +262,9 @@ class WorkerSupervisor:
             return response.status != 401
 
     def restart(self, replica: Replica, why: str) -> bool:
-        """Kill a stuck worker now (it answers its health checks, but its answers stopped
-        coming); `_keep_running` starts it again and it is back once ready. False when
+        """Kill a stuck worker now (its answers stopped coming), with SIGKILL, which a
+        stopped or hung process cannot ignore; `_keep_running` starts it again and it is
+        back once ready. False when
         there is nothing to kill: no worker running, or this one is already being
         restarted (several gateway processes may see the same stall)."""
         worker = self._running.get(replica.name)
@@ -280,40 +280,32 @@ class WorkerSupervisor:
         _signal_group(worker.process, signal.SIGKILL)
         return True
 
-    async def _watch(self, deployment: Deployment, replica: Replica,
-                     worker: WorkerProcess) -> None:
+    async def _watch(self, replica: Replica, worker: WorkerProcess) -> None:
         """Probe a ready worker's /health: a running process is not a healthy one (a
-        stopped or hung worker would keep taking requests that then hang). Two failed
-        probes in a row take it out of rotation; one answer puts it back; no answer for
-        the model's stall timeout (`worker_stall_timeout_s`) kills it, and
-        `_keep_running` restarts it."""
+        stopped or hung worker would keep taking requests that then hang). Each answer is
+        marked on the replica; two failed probes in a row take it out of rotation, one
+        answer puts it back. A worker silent for its stall timeout is killed by the stall
+        watch (workers.stall_watch), which also ends its requests, and `_keep_running`
+        restarts it."""
         server = self.config.server
         url = replica.base_url.removesuffix("/v1") + "/health"
         timeout = aiohttp.ClientTimeout(total=min(server.health_check_interval_s, 10.0))
         failures = 0
-        silent_since: float | None = None
         while True:
             await asyncio.sleep(server.health_check_interval_s)
             if await self._answers_health(url, timeout):
+                replica.answered(time.monotonic())
                 if replica.status is DeploymentStatus.UNRESPONSIVE:
                     replica.set_status(DeploymentStatus.READY)
                     logger.info("replica %s: answering health checks again", replica.name)
-                failures, silent_since = 0, None
+                failures = 0
                 continue
             failures += 1
-            now = time.monotonic()
-            silent_since = silent_since or now
             if failures == 2 and replica.status is DeploymentStatus.READY:
                 replica.unresponsive("not answering health checks",
                                      retry_after_s=max(1, int(server.health_check_interval_s)))
                 logger.warning("replica %s: worker (pid %d) not answering health checks; "
                                "taken out of rotation", replica.name, worker.process.pid)
-            if now - silent_since >= stall_timeout(deployment.config, server):
-                logger.error("replica %s: worker (pid %d) silent for %.0f s "
-                             "(stall_timeout_s); killing it to restart it",
-                             replica.name, worker.process.pid, now - silent_since)
-                _signal_group(worker.process, signal.SIGKILL)
-                return
 
     async def _answers_health(self, url: str, timeout: aiohttp.ClientTimeout) -> bool:
         assert self._session is not None
@@ -336,10 +328,11 @@ class WorkerSupervisor:
                 return
             if await self._wait_ready(replica, worker):
                 replica.set_status(DeploymentStatus.READY)
+                replica.answered(time.monotonic())
                 logger.info("replica %s: ready in %.1f s (pid %d)", replica.name,
                             time.monotonic() - worker.started, worker.process.pid)
             became_ready = replica.status is DeploymentStatus.READY
-            watchdog = asyncio.create_task(self._watch(deployment, replica, worker)) \
+            watchdog = asyncio.create_task(self._watch(replica, worker)) \
                 if became_ready else None
             if watchdog is not None:
                 self._watchdogs[replica.name] = watchdog
@@ -383,6 +376,7 @@ def _last_error_line(lines: collections.deque[str]) -> str:
 
 async def _end_process(process: asyncio.subprocess.Process, grace_s: float) -> None:
     _signal_group(process, signal.SIGTERM)
+    _signal_group(process, signal.SIGCONT)  # a stopped worker handles SIGTERM only then
     try:
         await asyncio.wait_for(process.wait(), grace_s)
     except asyncio.TimeoutError:
