@@ -12,7 +12,8 @@ keys; every answer is exactly its max_tokens long (temperature 0, ignore_eos).
    for 16, 32, 64 and 128 tokens per request; reports each key's tokens (prompt + streamed
    answer) served inside the window and Jain's index over them (1.0: equal shares).
 
-`--reserved-slots N` also runs it with N of the 2 slots held back (the lane for people).
+`--reserved-slots N` also runs it with N of the 2 slots held back, `--lane-slots N` with N
+slots added beyond the 2 for keys below their share (the lane for people).
 `--without-scheduler SRC` runs the same against the modelport source tree at SRC (e.g. a
 `git worktree` of the commit before the scheduler), whose gateway sends everything to the
 worker's own first-come queue, and reports both.
@@ -89,9 +90,12 @@ def jain(values: list[float]) -> float:
     return sum(values) ** 2 / (len(values) * sum(v * v for v in values)) if any(values) else 0.0
 
 
-def start_gateway(source: str | None, workdir: Path, reserved: int = 0) -> ServeProcess:
-    # A tree without the scheduler knows neither setting (nor needs them: its worker queues).
+def start_gateway(source: str | None, workdir: Path, reserved: int = 0,
+                  lane: int = 0) -> ServeProcess:
+    # A tree without the scheduler knows none of these (nor needs them: its worker queues).
     queue = {} if source else {"queue_timeout_s": 900, "reserved_slots": reserved}
+    if lane:
+        queue["lane_slots"] = lane
     server = ServeProcess(
         [{"name": MODEL, "engine": "llamacpp", "path": SMOLLM2, "threads": 2,
           "context_length": 2048, "parallel": 2, "max_queue": 128, **queue}],
@@ -189,10 +193,10 @@ def _p(values: list[float]) -> dict[str, float]:
             "p99": round(percentile(values, 99) * 1000, 1)}
 
 
-def run(label: str, source: str | None, args, reserved: int = 0) -> dict:
+def run(label: str, source: str | None, args, reserved: int = 0, lane: int = 0) -> dict:
     workdir = Path(args.workdir) / label
     workdir.mkdir(parents=True, exist_ok=True)
-    server = start_gateway(source, workdir, reserved)
+    server = start_gateway(source, workdir, reserved, lane)
     try:
         result = {"noisy": asyncio.run(noisy_neighbour(server, args)),
                   "fair": asyncio.run(fair_share(server, args))}
@@ -215,6 +219,8 @@ def main() -> None:
                         help="also run a modelport tree without the scheduler")
     parser.add_argument("--reserved-slots", type=int, default=0,
                         help="also run with this many reserved slots")
+    parser.add_argument("--lane-slots", type=int, default=0,
+                        help="also run with this many lane slots beyond the 2")
     parser.add_argument("--workdir", default="/tmp/modelport-fairness")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -224,6 +230,9 @@ def main() -> None:
     if args.reserved_slots:
         results[f"with fair share, reserved_slots {args.reserved_slots}"] = run(
             "reserved", None, args, args.reserved_slots)
+    if args.lane_slots:
+        results[f"with fair share, lane_slots {args.lane_slots}"] = run(
+            "lane", None, args, lane=args.lane_slots)
     if args.without_scheduler:
         results["without (first come)"] = run("without", args.without_scheduler, args)
     rows = []
