@@ -11,61 +11,90 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from modelport.engines.embedding_plan import EncoderPlan
 
+# The one tensor every BertModel checkpoint has; what precedes it is the checkpoint's prefix
+# (`bert.` when saved from a model with a head).
+_WORD = "embeddings.word_embeddings.weight"
 
-class _Layer(nn.Module):
-    def __init__(self, hidden: int, heads: int, intermediate: int, eps: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)  # query, key and value in one matmul
-        self.attention_out = nn.Linear(hidden, hidden)
-        self.attention_norm = nn.LayerNorm(hidden, eps=eps)
-        self.up = nn.Linear(hidden, intermediate)
-        self.down = nn.Linear(intermediate, hidden)
-        self.out_norm = nn.LayerNorm(hidden, eps=eps)
-
-    def forward(self, x: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        batch, length, hidden = x.shape
-        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, hidden // self.heads) \
-            .permute(2, 0, 3, 1, 4)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
-        x = self.attention_norm(x + self.attention_out(
-            context.transpose(1, 2).reshape(batch, length, hidden)))
-        return self.out_norm(x + self.down(F.gelu(self.up(x))))
+Linear = tuple[torch.Tensor, torch.Tensor]  # (weight, bias); a LayerNorm's too
 
 
-class BertEncoder(nn.Module):
-    """Token ids and attention mask in, one pooled (and normalized) vector per row out."""
+@dataclass(frozen=True)
+class _Layer:
+    qkv: Linear  # query, key and value in one matmul
+    attention_out: Linear
+    attention_norm: Linear
+    up: Linear
+    down: Linear
+    out_norm: Linear
 
-    def __init__(self, config: dict[str, Any], pooling: str, normalize: bool) -> None:
-        super().__init__()
-        hidden, eps = config["hidden_size"], config.get("layer_norm_eps", 1e-12)
-        self.word = nn.Embedding(config["vocab_size"], hidden)
-        self.position = nn.Embedding(config["max_position_embeddings"], hidden)
+
+class BertEncoder:
+    """Token ids and attention mask in, one pooled (and normalized) vector per row out.
+
+    Plain tensors and torch.nn.functional rather than nn.Module layers: building modules
+    initialises every weight at random before the checkpoint's replace them, which took
+    longer than reading the checkpoint."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], config: dict[str, Any],
+                 pooling: str, normalize: bool) -> None:
+        prefix = next((name[:-len(_WORD)] for name in tensors if name.endswith(_WORD)), "")
+
+        def get(name: str) -> torch.Tensor:
+            return tensors[prefix + name].float()
+
+        def pair(name: str) -> Linear:
+            return get(f"{name}.weight"), get(f"{name}.bias")
+
+        self.hidden = config["hidden_size"]
+        self.heads = config["num_attention_heads"]
+        self.eps = config.get("layer_norm_eps", 1e-12)
+        self.word = get(_WORD)
+        self.position = get("embeddings.position_embeddings.weight")
         # Every input is one segment: token type 0, as sentence-transformers passes it.
-        self.token_type = nn.Parameter(torch.zeros(hidden))
-        self.embedding_norm = nn.LayerNorm(hidden, eps=eps)
-        self.layers = nn.ModuleList(
-            _Layer(hidden, config["num_attention_heads"], config["intermediate_size"], eps)
-            for _ in range(config["num_hidden_layers"]))
+        self.token_type = get("embeddings.token_type_embeddings.weight")[0]
+        self.embedding_norm = pair("embeddings.LayerNorm")
+        self.layers = []
+        for index in range(config["num_hidden_layers"]):
+            layer = f"encoder.layer.{index}."
+            qkv = [pair(f"{layer}attention.self.{name}") for name in ("query", "key", "value")]
+            self.layers.append(_Layer(
+                (torch.cat([w for w, _ in qkv]), torch.cat([b for _, b in qkv])),
+                pair(f"{layer}attention.output.dense"), pair(f"{layer}attention.output.LayerNorm"),
+                pair(f"{layer}intermediate.dense"), pair(f"{layer}output.dense"),
+                pair(f"{layer}output.LayerNorm")))
         self.pooling = pooling
         self.normalize = normalize
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.embedding_norm(self.word(input_ids) + self.position(positions) + self.token_type)
+        x = self._norm(F.embedding(input_ids, self.word) + self.position[positions]
+                       + self.token_type, self.embedding_norm)
         attend = mask.bool()[:, None, None, :]  # keys to attend to; padding is not one
         for layer in self.layers:
-            x = layer(x, attend)
+            x = self._layer(x, attend, layer)
         vectors = self._pool(x, mask)
         return F.normalize(vectors, p=2, dim=1) if self.normalize else vectors
+
+    def _norm(self, x: torch.Tensor, weights: Linear) -> torch.Tensor:
+        return F.layer_norm(x, (self.hidden,), weights[0], weights[1], self.eps)
+
+    def _layer(self, x: torch.Tensor, attend: torch.Tensor, layer: _Layer) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        q, k, v = F.linear(x, *layer.qkv).view(batch, length, 3, self.heads, hidden // self.heads) \
+            .permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attend)
+        x = self._norm(x + F.linear(context.transpose(1, 2).reshape(batch, length, hidden),
+                                    *layer.attention_out), layer.attention_norm)
+        return self._norm(x + F.linear(F.gelu(F.linear(x, *layer.up)), *layer.down),
+                          layer.out_norm)
 
     def _pool(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.pooling == "cls":
@@ -74,34 +103,6 @@ class BertEncoder(nn.Module):
         if self.pooling == "max":
             return x.masked_fill(weights == 0, float("-inf")).max(dim=1).values
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-
-
-def _bert_weights(tensors: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
-    """The checkpoint's BertModel names (with or without a `bert.` prefix) as BertEncoder's."""
-    prefix = next((name[:-len("embeddings.word_embeddings.weight")] for name in tensors
-                   if name.endswith("embeddings.word_embeddings.weight")), "")
-
-    def get(name: str) -> torch.Tensor:
-        return tensors[prefix + name]
-
-    weights = {
-        "word.weight": get("embeddings.word_embeddings.weight"),
-        "position.weight": get("embeddings.position_embeddings.weight"),
-        "token_type": get("embeddings.token_type_embeddings.weight")[0],
-        "embedding_norm.weight": get("embeddings.LayerNorm.weight"),
-        "embedding_norm.bias": get("embeddings.LayerNorm.bias"),
-    }
-    renamed = {"attention_out": "attention.output.dense", "attention_norm":
-               "attention.output.LayerNorm", "up": "intermediate.dense", "down": "output.dense",
-               "out_norm": "output.LayerNorm"}
-    for index in range(layers):
-        source = f"encoder.layer.{index}."
-        for part in ("weight", "bias"):
-            weights[f"layers.{index}.qkv.{part}"] = torch.cat([
-                get(f"{source}attention.self.{name}.{part}") for name in ("query", "key", "value")])
-            for ours, theirs in renamed.items():
-                weights[f"layers.{index}.{ours}.{part}"] = get(f"{source}{theirs}.{part}")
-    return weights
 
 
 class NativeTextEncoder:
@@ -120,10 +121,9 @@ class NativeTextEncoder:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.device = torch.device(device)
-        model = BertEncoder(config, plan.pooling, plan.normalize)
-        model.load_state_dict(_bert_weights(load_file(str(plan.folder / "model.safetensors")),
-                                            config["num_hidden_layers"]))
-        self.model = model.to(self.device).eval()
+        self.model = BertEncoder(load_file(str(plan.folder / "model.safetensors"),
+                                           device=str(self.device)),
+                                 config, plan.pooling, plan.normalize)
         self.dimensions = config["hidden_size"]
         self.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=False)
         self.pad_id = _pad_id(plan.folder, self.tokenizer, config)
