@@ -45,6 +45,7 @@ def test_loading_past_max_loaded_evicts_the_least_recently_used_idle_model():
         loader, supervisor, registry = setup(("a", "b", "c"), max_loaded=2)
         for name in ("a", "b"):
             await loader.ensure_loaded(registry.get(name))
+        await asyncio.sleep(0.1)  # b idle for a while: not "of similar age" to a
         registry.get("a").acquire()
         registry.get("a").release()  # a is now the more recently used
         await loader.ensure_loaded(registry.get("c"))

@@ -38,6 +38,7 @@ def _view(request: Request) -> dict:
 
 
 def _report(state: GatewayState) -> dict:
+    footprints = state.loader.footprints if state.loader is not None else None
     models = {
         d.name: {
             "status": d.status.value,
@@ -47,6 +48,8 @@ def _report(state: GatewayState) -> dict:
             "queue": d.queue.view(),
             "restarts": d.restarts,
             **({"worker": {"pid": d.pid, "url": d.base_url}} if d.is_local else {}),
+            **({"memory": footprints.model_view(d)}
+               if footprints is not None and d.is_local else {}),
             **({"detail": d.detail} if d.detail else {}),
             "replicas": d.view(),
         }
@@ -63,6 +66,9 @@ def _report(state: GatewayState) -> dict:
         "uptime_s": round(time.time() - state.started_at, 1),
         "models": models,
     }
+    if footprints is not None:
+        # Per device: its memory budget, what the loaded models count there, and which.
+        report["memory"] = footprints.devices_view(state.registry)
     if state.config.server.redis_url:
         # Key limits count per process (or are refused) while their Redis is away.
         report["redis"] = "degraded" if getattr(state.limiter, "degraded", False) else "ok"

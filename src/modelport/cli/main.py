@@ -330,7 +330,7 @@ def models(
     except ConnectionError as error:
         fail(error)
         return
-    Console().print(models_table(url, listing, health.get("models", {})))
+    Console().print(models_table(url, listing, health.get("models", {}), health.get("memory")))
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -76,7 +77,8 @@ def check_table(title: str, rows: list[CheckRow], base: Path | None = None) -> T
     return table
 
 
-def models_table(url: str, cards: list[dict], states: dict) -> Table:
+def models_table(url: str, cards: list[dict], states: dict,
+                 devices: dict | None = None) -> RenderableType:
     table = Table(title=f"models at {url}", title_justify="left")
     for column in ("model", "kind", "engine", "status"):
         table.add_column(column, overflow="fold")
@@ -97,13 +99,42 @@ def models_table(url: str, cards: list[dict], states: dict) -> Table:
             status.append(f"{queue['length']} queued (oldest {queue['oldest_wait_s']:.1f}s)")
         if live.get("restarts"):
             status.append(f"{live['restarts']} restarts")
+        memory = live.get("memory") or {}
+        if memory.get("resident") and any(memory.get("bytes", {}).values()):
+            status.append("holds " + _per_device(memory["bytes"]))
         replicas = live.get("replicas") or []
         if len(replicas) > 1:
             status += [_replica_line(replica) for replica in replicas]
         table.add_row(cell, Text(card.get("kind", "?")), Text(card.get("engine", "?")),
                       Text("\n".join(status)))
-    return table
+    memory = _devices_lines(devices or {})
+    return Group(table, memory) if memory is not None else table
 
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 1024:.0f} KiB"
+
+
+def _per_device(sizes: dict) -> str:
+    return ", ".join(f"{_size(size)} on {device}" for device, size in sizes.items() if size)
+
+
+def _devices_lines(devices: dict) -> Text | None:
+    """Memory per device, under the table (/health's `memory`): what the loaded models
+    count there, of its budget."""
+    lines = []
+    for device, entry in devices.items():
+        budget = entry.get("budget_bytes")
+        line = f"{device}: {_size(entry.get('used_bytes', 0))} held"
+        line += f" of {_size(budget)} (memory_budget)" if budget else " (no budget)"
+        if entry.get("models"):
+            line += " by " + ", ".join(entry["models"])
+        lines.append(line)
+    return Text("\n".join(lines)) if lines else None
 
 
 def _replica_line(replica: dict) -> str:

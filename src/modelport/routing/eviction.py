@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 # A model used this recently counts as used this long ago: two models used a moment ago
 # are still ordered by what reloading them costs.
-_MIN_IDLE_S = 0.1
+_MIN_IDLE_S = 0.001
 # A reload costs at least this much (a process to start), whatever a measure said.
 _MIN_RELOAD_S = 0.1
 

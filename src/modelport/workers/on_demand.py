@@ -178,15 +178,17 @@ class ModelLoader:
         needs = self.footprints.of(incoming)
         while True:
             now = time.monotonic()
-            residents = [self._resident(d) for d in self._deployments
-                         if d.is_local and d is not incoming and d.status in HOLDS_WORKER
-                         and d.status is not DeploymentStatus.UNLOADING]
-            plan = choose_evictions(incoming.name, needs, residents, server.max_loaded,
-                                    budgets, now, evict_busy=deadline is not None
-                                    and now >= deadline)
+            holding = [d for d in self._deployments
+                       if d.is_local and d is not incoming and d.status in HOLDS_WORKER
+                       and d.status is not DeploymentStatus.UNLOADING]
+            plan = choose_evictions(incoming.name, needs, [self._resident(d) for d in holding],
+                                    server.max_loaded, budgets, now,
+                                    evict_busy=deadline is not None and now >= deadline)
             if not plan.problem:
                 break
-            if deadline is None or not plan.busy_would_fit:
+            # A model still starting cannot go, but soon serves its requests and then can.
+            starting = any(d.status is DeploymentStatus.STARTING for d in holding)
+            if deadline is None or not (plan.busy_would_fit or starting):
                 raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
             # The models in the way serve their running and queued requests meanwhile
             # (a burst alternating between models does not swap at every request).
