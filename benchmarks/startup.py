@@ -3,10 +3,14 @@
 Three measurements, each the median of --runs fresh processes:
   serve     `modelport serve` with the built-in default models (on a free port) until
             /health/ready answers 200, plus each worker's own "ready in" from the log
-  worker    `modelport worker NAME` alone, from exec until its /health answers 200
-  phases    where the embedding worker's time goes, in a fresh interpreter each run:
-            importing torch, importing sentence_transformers, loading the model, the
-            first forward pass; and importing the gateway's CLI
+  worker    `modelport worker NAME` alone, from exec until its /health answers 200, and
+            the CPU time (user + system, all threads) it spent until then: what the
+            wall time would be on idle cores, where other work inflates the wall time
+  phases    where the embedding worker's time goes, in a fresh interpreter each run, on
+            the path the default model takes (modelport's own BERT encoder): importing
+            torch, importing tokenizers and safetensors, loading the model, the first
+            forward pass; then importing sentence_transformers, which that path avoids;
+            and importing the gateway's CLI
 
 Usage: .venv/bin/python benchmarks/startup.py [--runs 5]
 """
@@ -37,17 +41,25 @@ import json, sys, time
 marks = [("start", time.perf_counter())]
 import torch
 marks.append(("import torch", time.perf_counter()))
-import sentence_transformers
-marks.append(("import sentence_transformers", time.perf_counter()))
-from modelport.config.locations import resolve_location
+import tokenizers, safetensors.torch
+marks.append(("import tokenizers, safetensors", time.perf_counter()))
 from pathlib import Path
+from modelport.config import SentenceTransformersModel
+from modelport.config.locations import resolve_location
+from modelport.engines.text_encoders import open_encoder
 path = resolve_location(sys.argv[1], Path("."), "embed")
-model = sentence_transformers.SentenceTransformer(str(path), local_files_only=True)
-marks.append(("load the model", time.perf_counter()))
-model.encode(["warm up"])
+encoder = open_encoder(SentenceTransformersModel(name="embed", engine="sentence-transformers",
+                                                 path=sys.argv[1]), path)
+marks.append((f"load the model ({encoder.kind})", time.perf_counter()))
+ids = torch.tensor(encoder.token_ids(["warm up"]))
+with torch.inference_mode():
+    encoder.forward(ids, torch.ones_like(ids))
 marks.append(("first forward pass", time.perf_counter()))
+import sentence_transformers
+marks.append(("import sentence_transformers (after torch; not on this path)", time.perf_counter()))
 print(json.dumps([(name, at - marks[i][1]) for i, (name, at) in enumerate(marks[1:])]))
 """
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _median(values: list[float]) -> float:
@@ -76,7 +88,14 @@ def serve_once() -> dict:
     return {"ready_s": serve.ready_after_s, "workers": workers}
 
 
-def worker_once(config: Path, name: str) -> float:
+def _cpu_s(pid: int) -> float:
+    """User + system seconds of the process so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def worker_once(config: Path, name: str) -> tuple[float, float]:
+    """(wall, CPU) seconds from exec until the worker's /health answers."""
     port = free_port()
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -89,7 +108,7 @@ def worker_once(config: Path, name: str) -> float:
                 raise RuntimeError(f"worker {name} exited with {process.returncode}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return time.perf_counter() - started
+                    return time.perf_counter() - started, _cpu_s(process.pid)
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
@@ -138,8 +157,13 @@ def main() -> None:
                           "all": [round(s["ready_s"], 2) for s in serves]},
         "serve_worker_ready_s": {name: _median([s["workers"][name] for s in serves])
                                  for name in serves[0]["workers"]},
-        "worker_alone_s": {name: {"median": _median(times), "all": [round(t, 2) for t in times]}
-                           for name, times in workers.items()},
+        # The gateway's own part: from spawn until it starts the workers, plus the polling
+        # that notices the last one ready (serve's time less its slowest worker's).
+        "serve_gateway_s": _median([s["ready_s"] - max(s["workers"].values()) for s in serves]),
+        "worker_alone_s": {name: {"median": _median([wall for wall, _ in runs]),
+                                  "all": [round(wall, 2) for wall, _ in runs],
+                                  "cpu_median": _median([cpu for _, cpu in runs])}
+                           for name, runs in workers.items()},
         "embedding_phases_s": {name: _median([p[name] for p in phases]) for name in phases[0]},
         "gateway_cli_import_s": _median(imports),
     }
@@ -148,8 +172,10 @@ def main() -> None:
              " ".join(map(str, report["serve_ready_s"]["all"]))]]
     rows += [[f"  {name} (its worker, in serve)", seconds, ""]
              for name, seconds in report["serve_worker_ready_s"].items()]
-    rows += [[f"worker {name} alone", value["median"], " ".join(map(str, value["all"]))]
-             for name, value in report["worker_alone_s"].items()]
+    rows.append(["  gateway (serve less its slowest worker)", report["serve_gateway_s"], ""])
+    for name, value in report["worker_alone_s"].items():
+        rows.append([f"worker {name} alone", value["median"], " ".join(map(str, value["all"]))])
+        rows.append(["  its CPU time (user + system)", value["cpu_median"], ""])
     rows += [[f"  embedding: {name}", seconds, ""]
              for name, seconds in report["embedding_phases_s"].items()]
     rows.append(["import modelport.cli.main (new interpreter)", report["gateway_cli_import_s"], ""])

@@ -163,8 +163,11 @@ def test_startup_smoke():
     assert data["serve_ready_s"]["median"] > 0
     assert set(data["worker_alone_s"]) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
     assert set(data["serve_worker_ready_s"]) == {"smollm2-135m-instruct#0", "all-minilm-l6-v2#0"}
+    assert data["worker_alone_s"]["all-minilm-l6-v2"]["cpu_median"] > 0
     assert list(data["embedding_phases_s"]) == [
-        "import torch", "import sentence_transformers", "load the model", "first forward pass"]
+        "import torch", "import tokenizers, safetensors",
+        "load the model (modelport's BERT encoder)", "first forward pass",
+        "import sentence_transformers (after torch; not on this path)"]
 
 
 def test_chaos_smoke():
