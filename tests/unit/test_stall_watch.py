@@ -5,6 +5,7 @@ server: deployments and streams as plain values, a clock passed in)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -247,12 +248,16 @@ def test_the_supervisor_kills_a_stuck_worker_and_its_health_watchdog_lets_go():
         supervisor._running[ours.name] = WorkerProcess(process, ours.name)
         watchdog = asyncio.ensure_future(asyncio.sleep(60))
         supervisor._watchdogs[ours.name] = watchdog
+        asked = time.monotonic()
         first = supervisor.restart(ours, "stalled: no bytes for 31 s")
         # Seen again (another gateway process) before the worker is gone: killed once.
         second = supervisor.restart(ours, "stalled: no bytes for 32 s")
         code = await asyncio.wait_for(process.wait(), 5)
+        # A second later: time for every gateway process to end its own streams first.
+        took = time.monotonic() - asked
         await asyncio.sleep(0)
-        return (first, second), code, watchdog.cancelled(), supervisor._restart_reasons
-    restarted, code, watchdog_cancelled, reasons = asyncio.run(scenario())
+        return (first, second), code, took, watchdog.cancelled(), supervisor._restart_reasons
+    restarted, code, took, watchdog_cancelled, reasons = asyncio.run(scenario())
     assert restarted == (True, False) and code == -9 and watchdog_cancelled
+    assert 0.9 <= took < 3, took
     assert reasons == {"m#0": "stalled: no bytes for 31 s"}  # the restart's detail

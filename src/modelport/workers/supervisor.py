@@ -35,6 +35,11 @@ _BACKOFF_START_S = 1.0
 _BACKOFF_MAX_S = 30.0
 _STABLE_AFTER_S = 60.0
 _STOP_GRACE_S = 10.0
+# Between deciding to kill a stuck worker and the kill: every gateway process checks the
+# same progress marks at most 0.5 s apart (workers.stall_watch), so each ends the streams
+# it relays from the worker with `replica_stalled` before the kill would break them. The
+# wait counts toward the restart's back-off.
+_STALL_KILL_AFTER_S = 1.0
 # A path no server serves: our worker answers it 401 without its secret and something
 # else (404) with it; a server that answers both the same way is not the worker we started.
 _IDENTITY_PATH = "/v1/modelport-identity"
@@ -262,11 +267,11 @@ class WorkerSupervisor:
             return response.status != 401
 
     def restart(self, replica: Replica, why: str) -> bool:
-        """Kill a stuck worker now (its answers stopped coming), with SIGKILL, which a
-        stopped or hung process cannot ignore; `_keep_running` starts it again and it is
-        back once ready. False when
-        there is nothing to kill: no worker running, or this one is already being
-        restarted (several gateway processes may see the same stall)."""
+        """Kill a stuck worker (its answers stopped coming) in a second, with SIGKILL,
+        which a stopped or hung process cannot ignore; `_keep_running` starts it again
+        and it is back once ready. False when there is nothing to kill: no worker
+        running, or this one is already being restarted (several gateway processes may
+        see the same stall)."""
         worker = self._running.get(replica.name)
         if worker is None or worker.process.returncode is not None \
                 or replica.name in self._restart_reasons:
@@ -277,7 +282,8 @@ class WorkerSupervisor:
         self._restart_reasons[replica.name] = why
         logger.error("replica %s: worker (pid %d) %s; killing it to restart it",
                      replica.name, worker.process.pid, why)
-        _signal_group(worker.process, signal.SIGKILL)
+        asyncio.get_running_loop().call_later(_STALL_KILL_AFTER_S, _signal_group,
+                                              worker.process, signal.SIGKILL)
         return True
 
     async def _watch(self, replica: Replica, worker: WorkerProcess) -> None:
@@ -356,14 +362,15 @@ class WorkerSupervisor:
                 return
             if uptime > _STABLE_AFTER_S:
                 delay = _BACKOFF_START_S
+            wait = max(0.0, delay - _STALL_KILL_AFTER_S) if stalled else delay
             tail = "\n    ".join(list(worker.output_tail)[-15:])
             logger.warning("replica %s: worker exited with code %s after %.1f s; restarting "
                            "in %.0f s. Last output:\n    %s", replica.name, code, uptime,
-                           delay, tail)
+                           wait, tail)
             replica.worker_restarting(f"{stalled}; restarting" if stalled
                                       else f"worker exited with code {code}; restarting",
-                                      retry_after_s=max(1, int(delay) + 2))
-            await asyncio.sleep(delay)
+                                      retry_after_s=max(1, int(wait) + 2))
+            await asyncio.sleep(wait)
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
 
