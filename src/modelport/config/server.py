@@ -40,11 +40,13 @@ class ServerConfig(_Strict):
         "fails two probes in a row is taken out of rotation (503) until it answers again."
     )
     worker_stall_timeout_s: float = Field(
-        30.0, gt=0, description="A worker of ours that has not answered a health probe for "
-        "this long (hung, stopped, swapping) is killed and restarted; its requests then end "
-        "with an error instead of hanging. Also: a replica of a local model whose started "
-        "streams all got no bytes for this long is stuck (taken out of rotation, its "
-        "requests ended, restarted if ours); a model's `stall_timeout_s` overrides it."
+        10.0, gt=0, description="A replica of a local model is stuck when its started "
+        "streams all got no bytes for this long, or, for a worker of ours, when it has "
+        "neither answered a health probe nor sent any stream bytes for this long (hung, "
+        "stopped, swapping; never less than two health-check intervals). A stuck replica "
+        "is taken out of rotation at once: its streams end with a `replica_stalled` error "
+        "event, its requests waiting for an answer go to another replica (or get 503), and "
+        "a worker of ours is killed and restarted. A model's `stall_timeout_s` overrides it."
     )
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM or Ctrl-C, seconds requests in flight may take to "
