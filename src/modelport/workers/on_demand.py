@@ -36,6 +36,8 @@ logger = logging.getLogger("modelport.loader")
 
 _POLL_S = 0.05
 _SWEEP_S = 0.5
+# While a load waits for room (swap_max_wait_s), a model answered this recently is in use.
+_STILL_IN_USE_S = 0.5
 LOADABLE = (DeploymentStatus.UNLOADED, DeploymentStatus.FAILED)
 
 
@@ -181,13 +183,13 @@ class ModelLoader:
             holding = [d for d in self._deployments
                        if d.is_local and d is not incoming and d.status in HOLDS_WORKER
                        and d.status is not DeploymentStatus.UNLOADING]
-            plan = choose_evictions(incoming.name, needs, [self._resident(d) for d in holding],
-                                    server.max_loaded, budgets, now,
-                                    evict_busy=deadline is not None and now >= deadline)
+            residents = [self._resident(d, now, waits=deadline is not None) for d in holding]
+            plan = choose_evictions(incoming.name, needs, residents, server.max_loaded,
+                                    budgets, now, deadline is not None and now >= deadline)
             if not plan.problem:
                 break
-            # A model still starting cannot go, but soon serves its requests and then can.
-            starting = any(d.status is DeploymentStatus.STARTING for d in holding)
+            # A model still loading cannot go, but soon serves its requests and then can.
+            starting = any(self._arriving(d) for d in holding)
             if deadline is None or not (plan.busy_would_fit or starting):
                 raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
             # The models in the way serve their running and queued requests meanwhile
@@ -204,19 +206,33 @@ class ModelLoader:
         await asyncio.gather(*(asyncio.shield(t) for t in list(self._unloading.values())),
                              return_exceptions=True)
 
-    def _resident(self, deployment: Deployment) -> Resident:
+    def _resident(self, deployment: Deployment, now: float, waits: bool) -> Resident:
         if not deployment.on_demand:
             why = "load: always"
         elif deployment.config.pin:
             why = "pin: true"
         elif deployment.status is not DeploymentStatus.READY:
             why = f"{deployment.status.value}"
+        elif self._arriving(deployment):
+            # Ready, but its load's waiters have not taken their slots yet: unloading it
+            # now would leave them without the model they waited for.
+            why = f"{deployment.waiting} requests waiting for its load"
         else:
             why = ""
-        busy = (deployment.in_flight + deployment.in_flight_elsewhere + deployment.waiting
+        busy = (deployment.in_flight + deployment.in_flight_elsewhere
                 + deployment.queue.waiting)
+        if waits and now - deployment.last_used < _STILL_IN_USE_S:
+            # Answered a moment ago: a client's next request is likely on its way, and a
+            # load that may wait for this model should not take it in that gap.
+            busy = max(busy, 1)
         return Resident(deployment.name, deployment.last_used, self.footprints.of(deployment),
                         why, busy, self.footprints.reload_s(deployment))
+
+    def _arriving(self, deployment: Deployment) -> bool:
+        """Still loading, or loaded with requests that waited for it not yet started."""
+        return deployment.on_demand and not deployment.config.pin and (
+            deployment.status is DeploymentStatus.STARTING or self.is_loading(deployment)
+            or deployment.waiting > 0)
 
     def memory_bytes(self, deployment: Deployment) -> dict[str, int]:
         """What the model counts against server.memory_budget, per device."""
