@@ -384,3 +384,27 @@ def test_least_busy_counts_the_requests_of_every_process_on_each_worker():
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_follower_judges_workers_by_the_primarys_probe_answers_only_while_it_follows():
+    async def scenario() -> None:
+        primary, follower = two_processes()
+        chat = primary.registry.get("chat")
+        for replica in chat.replicas:
+            replica.set_status(DeploymentStatus.READY)
+            replica.answered(time.monotonic() - 100)  # a worker silent for 100 s
+        server = await connected(primary, follower)
+        mine = follower.registry.get("chat").replicas[0]
+        watch = next(s for s in follower.services if isinstance(s, StallWatch))
+        try:
+            # Taken over with the table (one monotonic clock for every process).
+            assert mine.answered_at == chat.replicas[0].answered_at
+            await server.stop()  # the primary cannot be followed from now on
+            await asyncio.sleep(0.7)
+            # Its answers are not heard meanwhile, so a healthy worker must not look stuck.
+            assert mine.answered_at == 0.0 and mine.status is DeploymentStatus.READY
+            assert watch.check() == []
+        finally:
+            await follower.lifecycle.stop()
+
+    asyncio.run(scenario())

@@ -134,6 +134,11 @@ class ReplicaMirror:
                 # The primary is busy or going away (then this process is stopped too), or
                 # the database is away for a while: the table stays as it was meanwhile.
                 apply_in_flight(self._state.registry, {})  # unknown now: route on our own
+                # The primary's probe answers stop coming too, which must not make its
+                # workers look stuck here (workers.stall_watch): they are not judged by them.
+                for deployment in self._state.registry:
+                    for replica in deployment.local_replicas:
+                        replica.answered(0.0)
                 if self._unanswered_since is None:
                     self._unanswered_since = time.monotonic()
                     logger.warning("could not follow the primary process: %s", error)
