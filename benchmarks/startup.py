@@ -3,6 +3,7 @@
 Three measurements, each the median of --runs fresh processes:
   serve     `modelport serve` with the built-in default models (on a free port) until
             /health/ready answers 200, plus each worker's own "ready in" from the log
+            and the CPU time the gateway and each worker had spent by then
   worker    `modelport worker NAME` alone, from exec until its /health answers 200, and
             the CPU time (user + system, all threads) it spent until then: what the
             wall time would be on idle cores, where other work inflates the wall time
@@ -76,22 +77,26 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(10)
 
 
-def serve_once() -> dict:
-    serve = ServeProcess(DEFAULT_CONFIG["models"])
-    try:
-        serve.start()
-        log = serve.log.read_text(errors="replace")
-    finally:
-        serve.stop()
-    workers = {name: float(seconds) for name, seconds in
-               re.findall(r"replica (\S+): ready in ([\d.]+) s", log)}
-    return {"ready_s": serve.ready_after_s, "workers": workers}
-
-
 def _cpu_s(pid: int) -> float:
     """User + system seconds of the process so far, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def serve_once() -> dict:
+    """serve's time to ready, each worker's "ready in" from the log, and the CPU time each
+    of its processes (the gateway, each worker) had spent when serve was ready."""
+    serve = ServeProcess(DEFAULT_CONFIG["models"])
+    try:
+        serve.start()
+        log = serve.log.read_text(errors="replace")
+        ready = re.findall(r"replica (\S+): ready in ([\d.]+) s \(pid (\d+)\)", log)
+        cpu = {"gateway": _cpu_s(serve.process.pid),
+               **{name: _cpu_s(int(pid)) for name, _, pid in ready}}
+    finally:
+        serve.stop()
+    return {"ready_s": serve.ready_after_s, "cpu_s": cpu,
+            "workers": {name: float(seconds) for name, seconds, _ in ready}}
 
 
 def worker_once(config: Path, name: str) -> tuple[float, float]:
@@ -157,6 +162,8 @@ def main() -> None:
                           "all": [round(s["ready_s"], 2) for s in serves]},
         "serve_worker_ready_s": {name: _median([s["workers"][name] for s in serves])
                                  for name in serves[0]["workers"]},
+        "serve_cpu_s": {name: _median([s["cpu_s"][name] for s in serves])
+                        for name in serves[0]["cpu_s"]},
         # The gateway's own part: from spawn until it starts the workers, plus the polling
         # that notices the last one ready (serve's time less its slowest worker's).
         "serve_gateway_s": _median([s["ready_s"] - max(s["workers"].values()) for s in serves]),
@@ -173,6 +180,8 @@ def main() -> None:
     rows += [[f"  {name} (its worker, in serve)", seconds, ""]
              for name, seconds in report["serve_worker_ready_s"].items()]
     rows.append(["  gateway (serve less its slowest worker)", report["serve_gateway_s"], ""])
+    rows += [[f"  CPU time of {name} until serve was ready", seconds, ""]
+             for name, seconds in report["serve_cpu_s"].items()]
     for name, value in report["worker_alone_s"].items():
         rows.append([f"worker {name} alone", value["median"], " ".join(map(str, value["all"]))])
         rows.append(["  its CPU time (user + system)", value["cpu_median"], ""])
