@@ -1,7 +1,8 @@
 """A model with `replicas: 2`: two real llama.cpp workers behind one name. Concurrent
 streams spread over both; a replica killed under load costs no request that had not yet
-started streaming and comes back; a stopped (SIGSTOP) replica is taken out of rotation
-while the other keeps answering."""
+started streaming and comes back; a stopped (SIGSTOP) replica is out of rotation within
+its stall timeout: its streams end with `replica_stalled`, no request waits longer than
+stall_timeout_s + 2 s, and a new worker answers within stall_timeout_s + 5 s."""
 
 from __future__ import annotations
 
