@@ -29,7 +29,7 @@ A model state:
     {"object": "model_state", "name": "smollm2", "state": "ready", "engine": "llamacpp",
      "load": "on_demand", "last_used": "2026-12-01T04:00:00+00:00" | null,
      "pid": 4242 | null, "memory_bytes": 181000000 | null (the worker's resident memory),
-     "file_bytes": 96000000 | null (what server.memory_budget counts), "in_flight": 0,
+     "file_bytes": 96000000 | null (its files), "in_flight": 0,
      "restarts": 0, "last_error": null | "worker exited with code 1; restarting"}
 
 `state` is one of starting, ready, unresponsive, restarting, failed, stopped, unloaded,
