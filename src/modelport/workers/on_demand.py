@@ -29,6 +29,7 @@ from modelport.errors import ModelNotFoundError, ModelNotReadyError
 from modelport.routing.deployments import HOLDS_WORKER, Deployment, DeploymentStatus
 from modelport.routing.eviction import Resident, choose_evictions
 from modelport.routing.registry import ModelRegistry
+from modelport.engines.gpus import gpu_memory_bytes
 from modelport.workers.footprints import Footprints
 from modelport.workers.supervisor import WorkerSupervisor
 
@@ -61,6 +62,8 @@ class ModelLoader:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_idle())
+        # Read the GPUs' sizes (nvidia-smi) off the event loop once, before a load needs them.
+        asyncio.get_running_loop().run_in_executor(None, gpu_memory_bytes)
 
     async def stop(self) -> None:
         tasks = [t for t in (self._sweeper, *self._loading.values()) if t is not None]
@@ -188,6 +191,9 @@ class ModelLoader:
                                     budgets, now, deadline is not None and now >= deadline)
             if not plan.problem:
                 break
+            if self._deployments.named(incoming.name) is not incoming:
+                raise ModelNotFoundError(f"model '{incoming.name}' was removed from the "
+                                         "config", param="model")
             # A model still loading cannot go, but soon serves its requests and then can.
             starting = any(self._arriving(d) for d in holding)
             if deadline is None or not (plan.busy_would_fit or starting):
