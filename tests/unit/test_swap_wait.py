@@ -143,3 +143,20 @@ def test_the_cheaper_to_reload_of_two_idle_models_goes_first():
         return supervisor.halted, loader.footprints.reload_s(registry.get("dear"))
     halted, dear_reload_s = asyncio.run(go())
     assert halted == ["cheap"] and dear_reload_s >= 0.4
+
+
+def test_the_time_a_model_in_the_way_spends_loading_does_not_count_as_its_turn():
+    async def go():
+        loader, _, registry = setup(supervisor=StandInSupervisor(load_s=0.6),
+                                    swap_max_wait_s=0.3)
+        a, b = registry.get("a"), registry.get("b")
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        loading_a = asyncio.ensure_future(loader.ensure_loaded(a))
+        await asyncio.sleep(0.05)  # a is loading when b asks for the room
+        await loader.ensure_loaded(b)
+        await loading_a
+        return clock() - started
+    # a's load (0.6 s), then a's 0.3 s to serve, then b's load (0.6 s); counting a's load
+    # as its turn would have unloaded a as soon as it was ready (1.2 s in all).
+    assert asyncio.run(go()) >= 1.45

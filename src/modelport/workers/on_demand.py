@@ -179,16 +179,19 @@ class ModelLoader:
             return
         wait_s = incoming.config.swap_max_wait_s
         wait_s = server.swap_max_wait_s if wait_s is None else wait_s
-        deadline = None if wait_s is None else time.monotonic() + wait_s
+        waits = wait_s is not None
+        # How long the models in the way have been serving while this load waited (the
+        # time one of them spends loading is not theirs to serve, and does not count).
+        served_s = 0.0
         needs = self.footprints.of(incoming)
         while True:
             now = time.monotonic()
             holding = [d for d in self._deployments
                        if d.is_local and d is not incoming and d.status in HOLDS_WORKER
                        and d.status is not DeploymentStatus.UNLOADING]
-            residents = [self._resident(d, now, waits=deadline is not None) for d in holding]
+            residents = [self._resident(d, now, waits) for d in holding]
             plan = choose_evictions(incoming.name, needs, residents, server.max_loaded,
-                                    budgets, now, deadline is not None and now >= deadline)
+                                    budgets, now, waits and served_s >= wait_s)
             if not plan.problem:
                 break
             if self._deployments.named(incoming.name) is not incoming:
@@ -196,11 +199,13 @@ class ModelLoader:
                                          "config", param="model")
             # A model still loading cannot go, but soon serves its requests and then can.
             starting = any(self._arriving(d) for d in holding)
-            if deadline is None or not (plan.busy_would_fit or starting):
+            if not waits or not (plan.busy_would_fit or starting):
                 raise NoRoomToLoadError(plan.problem, headers={"Retry-After": "5"})
             # The models in the way serve their running and queued requests meanwhile
             # (a burst alternating between models does not swap at every request).
             await asyncio.sleep(_POLL_S)
+            if not starting:
+                served_s += time.monotonic() - now
         by_name = {d.name: d for d in self._deployments}
         for name in plan.names:
             leaving = by_name[name]
