@@ -64,8 +64,8 @@ def _device(configured: str) -> str:
 def open_encoder(model: SentenceTransformersModel, path: Path) -> Any:
     """The encoder that serves the folder `path`, loaded and ready."""
     choice = encoder_choice(path)
+    logger.info("%s", choice.describe(model.name))
     if choice.plan is None:
-        logger.info("%s", choice.describe(model.name))
         return SentenceTransformersEncoder(model, path)
     from modelport.engines.bert_encoder import NativeTextEncoder
 
