@@ -121,6 +121,10 @@ def test_signed_in_with_the_master_key_both_default_models_are_ready(page):
     assert unload.is_enabled()
     assert chat.get_by_role("button", name=f"Load {CHAT}", exact=True).is_disabled()
     assert page.get_by_text("need a gateway with on-demand model control").is_hidden()
+    # What the loaded models hold, per device, under the table.
+    memory = page.locator("[data-memory=devices]")
+    memory.filter(has_text="cpu:").wait_for()
+    assert CHAT in memory.inner_text() and EMBED in memory.inner_text()
     shot(page, "models")
 
 

@@ -10,7 +10,9 @@
 
 Models (local workers) and the configuration, in api/admin_models.py:
 
-    GET    /admin/models                  {"object": "list", "data": [model state, ...]}
+    GET    /admin/models                  {"object": "list", "data": [model state, ...],
+                                          "memory": {device: {"budget_bytes",
+                                          "used_bytes", "models"}}}
     GET    /admin/models/{name}           one model state (name or alias)
     POST   /admin/models/{name}/load      start loading: 202 and its state ("starting"),
                                           200 when already ready; ?wait=true answers

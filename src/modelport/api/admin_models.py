@@ -82,8 +82,12 @@ class ModelRoutes:
         return local_deployment(self.state.registry, request.path_params["name"])
 
     async def list_models(self, request: Request) -> JSONResponse:
+        registry = self.state.registry
+        # Per device: its budget, what the loaded models hold there and which (the
+        # console's memory line; /health shows the same).
         return JSONResponse({"object": "list",
-                             "data": [model_view(self.state, d) for d in self.state.registry]})
+                             "data": [model_view(self.state, d) for d in registry],
+                             "memory": self.state.loader.footprints.devices_view(registry)})
 
     async def show(self, request: Request) -> JSONResponse:
         name = request.path_params["name"]

@@ -35,7 +35,9 @@ export function mount(root) {
   grid.querySelectorAll("thead th").forEach((th) => {
     if (CONTROL_ONLY.includes(th.textContent)) th.dataset.col = "control";
   });
-  root.append(updated, problem, status, controlNote, grid);
+  // Each device's memory against its budget (server.memory_budget), under the table.
+  const devices = h("p", { class: "muted", "data-memory": "devices" });
+  root.append(updated, problem, status, controlNote, grid, devices);
   const rows = new Map();
   let controls = session.admin ? "unknown" : "off"; // "on" once GET /admin/models answers
   let stopped = false;
@@ -100,6 +102,15 @@ export function mount(root) {
     buttons.restart.disabled = !on || BUSY.has(info.state) || info.state === "unloaded";
   }
 
+  function paintDevices(memory) {
+    const parts = Object.entries(memory).map(([device, use]) => {
+      const budget = use.budget_bytes ? ` of ${bytes(use.budget_bytes)}` : "";
+      const who = use.models.length ? ` (${use.models.join(", ")})` : "";
+      return `${device}: ${bytes(use.used_bytes)}${budget}${who}`;
+    });
+    devices.textContent = parts.length ? `Memory — ${parts.join(" · ")}` : "";
+  }
+
   async function controlled() {
     if (controls === "off") return null;
     try {
@@ -107,6 +118,7 @@ export function mount(root) {
       controls = "on";
       controlNote.hidden = true;
       grid.classList.remove("no-control");
+      paintDevices(listing.memory || {});
       return Object.fromEntries(listing.data.map((m) => [m.name, m]));
     } catch (error) {
       if (!(error instanceof ApiError) || error.status !== 404) throw error;
