@@ -15,8 +15,6 @@ import threading
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-import httpx
-
 from modelport.errors import ConfigError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -113,7 +111,9 @@ def pull(repo_id: str, models_dir: Path, filename: str | None = None,
             f"copy the model folder to {target.resolve()}; then name it in the config "
             f"as `path: {repo_id}`."
         )
-    # Imported here: huggingface_hub is heavy and only this command needs it.
+    # Imported here: huggingface_hub is heavy and only this command needs it; so is httpx,
+    # which `serve` would otherwise import on its start path (this module locates models).
+    import httpx
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (EntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
