@@ -2,14 +2,17 @@
 """Chaos: mixed load on one gateway while its Redis, its PostgreSQL, its model worker and
 the gateway itself are killed, stopped and restarted on a schedule.
 
-One gateway (virtual keys in PostgreSQL, limits in Redis) serves the real SmolLM2 model.
+One gateway (virtual keys in PostgreSQL, limits in Redis) serves the real SmolLM2 model
+on --replicas workers (2 by default: the SIGSTOPped one is the first; with 1 its requests
+have nowhere else to go and get 503 at once, as documented).
 CLIENTS threads send chat requests without pause, two thirds with a key whose limits
 (rpm, tpm, max_parallel, a monthly budget) are set high enough never to refuse, one third
 with a key whose total budget is small (it runs out during the run). Every CYCLE_S the
 schedule below runs once (--cycle-s shortens it, and each fault with it); --minutes sets
 the length of the run (15 by default).
 
-Reported: 5xx answers by cause (target 0), the small budget's overshoot (tokens in its
+Reported: 5xx answers by cause and by the fault they came during (target 0), the small
+budget's overshoot (tokens in its
 usage rows beyond its budget; target 0), usage rows lost (answers the clients received
 minus the rows stored; target: at most those of the last 100 ms before a kill -9), and
 for each fault the longest any request waited while it lasted.
@@ -63,7 +66,7 @@ class Answer:
 
 
 class Chaos:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replicas: int) -> None:
         self.workdir = workdir
         self.redis = RedisServer(workdir)
         self.postgres = PostgresServer().start()
@@ -71,7 +74,8 @@ class Chaos:
                                   "database_url": self.postgres.create_database("chaos"),
                                   "data_dir": str(workdir)},
                        "models": [{"name": "smollm2", "engine": "llamacpp", "path": SMOLLM2,
-                                   "context_length": 2048, "parallel": 8}]}
+                                   "context_length": 2048, "parallel": 8,
+                                   "replicas": replicas, "threads": 1}]}
         self.gateway = ModelportServer(self.config, workdir).start()
         self.port = self.gateway.port
         self.starts = 1
@@ -137,7 +141,7 @@ class Chaos:
 
     def worker_pid(self) -> int:
         health = httpx.get(self.gateway.url + "/health", timeout=10).json()
-        return health["models"]["smollm2"]["worker"]["pid"]
+        return health["models"]["smollm2"]["worker"]["pid"]  # the first replica's
 
     def close(self) -> None:
         self.gateway.stop()
@@ -155,11 +159,12 @@ def usage(chaos: Chaos) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=15.0)
+    parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--cycle-s", type=float, default=CYCLE_S,
                         help="length of one round of the schedule (its times scale with it)")
     args = parser.parse_args()
     scale = args.cycle_s / CYCLE_S
-    chaos = Chaos(Path(tempfile.mkdtemp(prefix="modelport-chaos-")))
+    chaos = Chaos(Path(tempfile.mkdtemp(prefix="modelport-chaos-")), args.replicas)
     try:
         limited, limited_id = chaos.key(rpm=1_000_000, tpm=100_000_000, max_parallel=64,
                                         budget_tokens=1_000_000_000, budget_period="month")
@@ -189,10 +194,19 @@ def main() -> None:
         chaos.close()
 
 
+def fault_of(chaos: Chaos, answer: Answer) -> str:
+    """The last fault begun before `answer` ended (its effects may outlast it), or
+    'no fault' before the first."""
+    begun = [fault for fault, began, _ in chaos.faults if began <= answer.ended]
+    return begun[-1] if begun else "no fault"
+
+
 def report(chaos: Chaos, stored: dict[str, dict], ids: dict[str, str], args) -> None:
     answers = chaos.answers
     server_errors = collections.Counter(f"{a.status} {a.code or '-'}" for a in answers
                                         if a.status >= 500)
+    by_fault = collections.Counter(f"{a.status} {a.code or '-'} during {fault_of(chaos, a)}"
+                                   for a in answers if a.status >= 500)
     no_answer = collections.Counter(a.code for a in answers if a.status == 0)
     received = collections.Counter(a.key for a in answers if a.status)
     lost = {name: received[name] - stored.get(key_id, {}).get("requests", 0)
@@ -210,7 +224,7 @@ def report(chaos: Chaos, stored: dict[str, dict], ids: dict[str, str], args) -> 
     print_table(f"chaos, {args.minutes:g} minutes, {len(chaos.faults)} faults", ["measure", "value"], [
         ["requests answered", sum(received.values())],
         ["5xx answers", sum(server_errors.values())],
-        *[[f"  5xx: {cause}", count] for cause, count in server_errors.most_common()],
+        *[[f"  5xx: {cause}", count] for cause, count in by_fault.most_common()],
         ["no answer (connection failed: the gateway was killed)", sum(no_answer.values())],
         [f"small budget: spent / budget ({SMALL_BUDGET})", f"{spent} / {SMALL_BUDGET}"],
         ["small budget: overshoot", max(0, spent - SMALL_BUDGET)],
@@ -219,7 +233,8 @@ def report(chaos: Chaos, stored: dict[str, dict], ids: dict[str, str], args) -> 
     ])
     path = write_result("chaos", {
         "minutes": args.minutes, "answered": sum(received.values()),
-        "server_errors": dict(server_errors), "no_answer": dict(no_answer),
+        "server_errors": dict(server_errors), "server_errors_during": dict(by_fault),
+        "replicas": args.replicas, "no_answer": dict(no_answer),
         "small_budget": {"budget": SMALL_BUDGET, "spent": spent}, "rows_lost": lost,
         "longest_wait_s": dict(longest), "faults": len(chaos.faults),
         "statuses": dict(collections.Counter(a.status for a in answers))})
