@@ -12,10 +12,10 @@ schedule below runs once (--cycle-s shortens it, and each fault with it); --minu
 the length of the run (15 by default).
 
 Reported: 5xx answers by cause and by the fault they came during (target 0), the small
-budget's overshoot (tokens in its
-usage rows beyond its budget; target 0), usage rows lost (answers the clients received
-minus the rows stored; target: at most those of the last 100 ms before a kill -9), and
-for each fault the longest any request waited while it lasted.
+budget's overshoot (tokens in its usage rows beyond its budget; target 0), usage rows lost
+(answers the clients received minus the rows stored; target: at most those of the last
+100 ms before a kill -9), and for each fault the longest any request waited while it
+lasted.
 """
 
 from __future__ import annotations
