@@ -4,6 +4,7 @@ folders the own encoder serves, and the fallback to sentence-transformers for th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -64,12 +65,22 @@ def _engine(folder: Path) -> EmbeddingEngine:
         name=EMBED, engine="sentence-transformers", path=str(folder), device="cpu"), folder)
 
 
-def _reference(folder: Path) -> np.ndarray:
-    """sentence-transformers' own vectors for TEXTS from the folder, one text at a time."""
+def _sentence_transformer(folder: Path):  # noqa: ANN202 - a SentenceTransformer
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
-    return np.stack([model.encode(text, convert_to_numpy=True) for text in TEXTS])
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+
+
+def _reference(folder: Path, model=None) -> np.ndarray:  # noqa: ANN001
+    """sentence-transformers' own vectors for TEXTS from the folder (its encode())."""
+    model = model or _sentence_transformer(folder)
+    return model.encode(TEXTS, convert_to_numpy=True)
+
+
+@pytest.fixture(scope="module")
+def minilm():  # noqa: ANN201 - (SentenceTransformer, its vectors for TEXTS)
+    model = _sentence_transformer(MINILM_DIR)
+    return model, _reference(MINILM_DIR, model)
 
 
 def _batched(engine: EmbeddingEngine) -> np.ndarray:
@@ -88,17 +99,14 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def test_minilm_is_served_by_the_own_encoder_with_sentence_transformers_vectors():
+def test_minilm_is_served_by_the_own_encoder_with_sentence_transformers_vectors(minilm):
     engine = _engine(MINILM_DIR)
     assert engine.encoder.kind == "modelport's BERT encoder"
-    from sentence_transformers import SentenceTransformer
-
-    reference = SentenceTransformer(str(MINILM_DIR), device="cpu", local_files_only=True)
+    reference, expected = minilm
     assert engine.encoder.token_ids(TEXTS) == reference.tokenizer(TEXTS)["input_ids"]
     assert (engine.dimensions, engine.max_tokens, engine.vocab_size, engine._pad_id) == \
         (384, 256, reference.tokenizer.vocab_size, reference.tokenizer.pad_token_id)
     assert (engine._prefix, engine._suffix) == ([101], [102])  # [CLS] ... [SEP]
-    expected = np.stack([reference.encode(text, convert_to_numpy=True) for text in TEXTS])
     ours = _batched(engine)
     assert _cosines(ours, expected).min() >= 0.999
     assert np.abs(ours - expected).max() < 1e-5
@@ -115,14 +123,14 @@ def test_other_pooling_modes_match_sentence_transformers(tmp_path, pooling, norm
     assert np.abs(ours - expected).max() < 1e-4 * np.abs(expected).max()
 
 
-def test_a_folder_the_own_encoder_cannot_serve_loads_sentence_transformers(tmp_path):
+def test_a_folder_the_own_encoder_cannot_serve_loads_sentence_transformers(tmp_path, minilm):
     folder = _folder(tmp_path, SQRT_LEN)
     choice = encoder_choice(folder)
     assert choice.plan is None and "pooling" in choice.reason
     engine = _engine(folder)
     assert engine.encoder.kind == "sentence-transformers"
-    ours, expected = _batched(engine), _reference(folder)
-    assert np.abs(ours - expected).max() < 1e-5
+    # Normalized, a sum over sqrt(length) is the normalized mean: MiniLM's own vectors.
+    assert np.abs(_batched(engine) - minilm[1]).max() < 1e-5
 
 
 @pytest.mark.parametrize("changes, reason", [
@@ -149,16 +157,28 @@ def test_unknown_modules_or_missing_files_mean_sentence_transformers(tmp_path):
     (folder / "modules.json").write_text(json.dumps(modules))
     assert "Transformer, Pooling, Dense, Normalize" in encoder_choice(folder).reason
     (folder / "modules.json").unlink()
-    assert encoder_choice(folder).reason == "no modules.json"
+    assert encoder_choice(folder).reason == "no modules.json (or not a list of modules)"
     other = _folder(tmp_path / "b")
     (other / "tokenizer.json").unlink()
     assert encoder_choice(other).reason == "the transformer folder has no tokenizer.json"
 
 
-def test_default_prompt_is_read_for_the_own_encoder(tmp_path):
+def test_the_default_prompt_is_prepended_as_sentence_transformers_does(tmp_path, minilm):
     folder = _folder(tmp_path, **{"config_sentence_transformers.json": {
         "prompts": {"query": "query: "}, "default_prompt_name": "query"}})
     assert encoder_choice(folder).plan.prompt == "query: "
+    engine = _engine(folder)
+
+    async def embed() -> np.ndarray:
+        await engine.start()
+        try:
+            return (await engine.embed(TEXTS[:3])).vectors
+        finally:
+            await engine.stop()
+
+    expected = _reference(folder)[:3]  # encode() prepends the default prompt itself
+    assert np.abs(asyncio.run(embed()) - expected).max() < 1e-5
+    assert np.abs(minilm[1][:3] - expected).max() > 1e-3  # the prompt changes the vectors
 
 
 def test_worker_does_not_import_sentence_transformers_nor_transformers_for_minilm():

@@ -119,8 +119,9 @@ def _bert_problem(folder: Path) -> str | None:
 def encoder_choice(path: Path) -> EncoderChoice:
     """Whether modelport's own encoder serves the folder `path`, from its JSON files."""
     modules = _read_json(path / "modules.json")
-    if not isinstance(modules, list) or not modules:
-        return _not_native("no modules.json")
+    if not isinstance(modules, list) or not modules or \
+            not all(isinstance(module, dict) for module in modules):
+        return _not_native("no modules.json (or not a list of modules)")
     names = [_class_name(module) for module in modules]
     if names not in ([_TRANSFORMER, _POOLING], [_TRANSFORMER, _POOLING, _NORMALIZE]):
         return _not_native(f"its modules are {', '.join(names)}; the own encoder serves "
@@ -139,9 +140,14 @@ def encoder_choice(path: Path) -> EncoderChoice:
     problem = _transformer_problem(settings)
     if problem:
         return _not_native(problem)
-    st_config = _read_json(path / "config_sentence_transformers.json") or {}
-    prompts = st_config.get("prompts") or {} if isinstance(st_config, dict) else {}
-    default = st_config.get("default_prompt_name") if isinstance(st_config, dict) else None
     return EncoderChoice(EncoderPlan(folder, pooling, len(names) == 3,
-                                     settings.get("max_seq_length"),
-                                     prompts.get(default, "") if default else ""), "")
+                                     settings.get("max_seq_length"), _default_prompt(path)), "")
+
+
+def _default_prompt(path: Path) -> str:
+    """The prompt sentence-transformers' encode() prepends when the model names a default."""
+    settings = _read_json(path / "config_sentence_transformers.json")
+    if not isinstance(settings, dict):
+        return ""
+    prompts, default = settings.get("prompts"), settings.get("default_prompt_name")
+    return prompts.get(default) or "" if isinstance(prompts, dict) and default else ""
