@@ -133,6 +133,24 @@ def test_a_folder_the_own_encoder_cannot_serve_loads_sentence_transformers(tmp_p
     assert np.abs(_batched(engine) - minilm[1]).max() < 1e-5
 
 
+def test_weights_the_own_encoder_cannot_read_load_sentence_transformers(tmp_path, minilm):
+    """JSON files of a BERT, weights under the old LayerNorm names (gamma, beta), which
+    transformers still reads: the engine falls back instead of failing to start."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder(tmp_path)
+    tensors = load_file(str(MINILM_DIR / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    save_file({name.replace("LayerNorm.weight", "LayerNorm.gamma")
+               .replace("LayerNorm.bias", "LayerNorm.beta"): tensor
+               for name, tensor in tensors.items()}, str(folder / "model.safetensors"),
+              metadata={"format": "pt"})
+    assert encoder_choice(folder).plan is not None  # the JSON files alone promise a BERT
+    engine = _engine(folder)
+    assert engine.encoder.kind == "sentence-transformers"
+    assert np.abs(_batched(engine) - minilm[1]).max() < 1e-5
+
+
 @pytest.mark.parametrize("changes, reason", [
     ({"config.json": {"model_type": "xlm-roberta"}}, "not a BERT"),
     ({"config.json": {"hidden_act": "gelu_new"}}, "hidden_act 'gelu_new'"),

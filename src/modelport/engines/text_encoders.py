@@ -65,8 +65,14 @@ def open_encoder(model: SentenceTransformersModel, path: Path) -> Any:
     """The encoder that serves the folder `path`, loaded and ready."""
     choice = encoder_choice(path)
     logger.info("%s", choice.describe(model.name))
-    if choice.plan is None:
-        return SentenceTransformersEncoder(model, path)
-    from modelport.engines.bert_encoder import NativeTextEncoder
+    if choice.plan is not None:
+        from modelport.engines.bert_encoder import NativeTextEncoder
 
-    return NativeTextEncoder(choice.plan, _device(model.device))
+        try:
+            return NativeTextEncoder(choice.plan, _device(model.device))
+        # The JSON files promised a BERT; weights under other names or a tokenizer file
+        # of another format are for sentence-transformers (and transformers) to read.
+        except Exception as error:  # noqa: BLE001
+            logger.warning("model '%s': the own BERT encoder cannot load %s (%r); loading "
+                           "sentence-transformers instead", model.name, path, error)
+    return SentenceTransformersEncoder(model, path)
