@@ -189,3 +189,27 @@ def test_vllm_engine_without_vllm_is_a_startup_error(tmp_path):
     result = run_cli("serve", "--config", str(config))
     assert result.returncode == 2
     assert "vllm" in result.stderr.lower() and "big" in result.stderr
+
+
+def test_a_request_sent_while_the_gateway_starts_waits_for_its_model(tmp_path):
+    # What a client of a gateway that was just restarted sees: no 503 while the model's
+    # worker starts, an answer once it is ready.
+    server = ModelportServer({"models": [{"name": "fresh", "engine": "llamacpp",
+                                          "path": default_models()[0]["path"],
+                                          "context_length": 512, "parallel": 1}]}, tmp_path)
+    server.start_process()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, server.log()
+            try:
+                health = httpx.get(server.url + "/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.01)
+        assert health["models"]["fresh"]["status"] == "starting"  # the port opens first
+        reply = httpx.post(server.base_url + "/chat/completions", timeout=60, json={
+            "model": "fresh", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi"}]})
+        assert reply.status_code == 200, reply.text
+    finally:
+        server.stop()

@@ -244,7 +244,9 @@ async def serve(request: Request, endpoint: Endpoint, data: dict[str, Any],
     if not requested.queue.try_take(ticket):
         await _unless_client_leaves(request, state.in_flight, requested.queue.wait(ticket))
     try:
-        if requested.on_demand and requested.status is not DeploymentStatus.READY:
+        status = requested.status
+        if status is not DeploymentStatus.READY and (
+                requested.on_demand or status is DeploymentStatus.STARTING):
             work = _load_then_serve(state.loader, requested, plan, answer, data,
                                     state.shared_routing)
         else:
