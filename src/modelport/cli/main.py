@@ -238,9 +238,8 @@ def check(
     report = validate_startup(cfg, selected or None, allow_public)
     rows: list[CheckRow] = []
     tool_notes: list[str] = []
-    # How each transformers model serves concurrent requests, and what encodes each
-    # embedding model's texts.
-    batch_notes: list[str] = []
+    batch_notes: list[str] = []  # how each transformers model serves concurrent requests
+    encoder_notes: list[str] = []  # what encodes each embedding model's texts
     for entry in cfg.models:
         missing = False
         if isinstance(entry, OpenAIUpstreamModel) and getattr(entry, "provider", None):
@@ -268,7 +267,7 @@ def check(
             batch_notes.append(folder_batch_support(entry, Path(location)).describe(
                 entry.name, entry.parallel))
         if entry.engine in EMBEDDING_ENGINES and not missing:
-            batch_notes.append(encoder_choice(Path(location)).describe(entry.name))
+            encoder_notes.append(encoder_choice(Path(location)).describe(entry.name))
         rows.append(CheckRow(entry.name, list(entry.aliases), entry.engine, location, where,
                              load_policy(entry), missing,
                              tools=None if support is None else support.can_call_tools))
@@ -281,6 +280,8 @@ def check(
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for note in batch_notes:
         Console().print(note, markup=False, highlight=False, soft_wrap=True)
+    for note in encoder_notes:  # wrapped: the default config has one, read at any width
+        Console().print(note, markup=False, highlight=False)
     from modelport.store.database import database_url, redacted
 
     url = redacted(database_url(cfg))

@@ -52,8 +52,8 @@ class EncoderChoice:
         if self.plan is not None:
             return (f"model '{model_name}': embeddings by modelport's own BERT encoder "
                     f"({self.plan.pooling} pooling"
-                    f"{', normalized' if self.plan.normalize else ''}; no sentence-transformers "
-                    "import, a faster start)")
+                    f"{', normalized' if self.plan.normalize else ''}; sentence-transformers "
+                    "is not loaded)")
         return f"model '{model_name}': embeddings by sentence-transformers ({self.reason})"
 
 
