@@ -350,3 +350,39 @@ def test_an_outage_divides_each_limit_by_the_gateways_last_seen(tmp_path, caplog
     assert degraded and admitted == 2  # 4 per minute, 2 gateways seen: 2 here
     said = [r.getMessage() for r in caplog.records if "is unreachable" in r.getMessage()]
     assert len(said) == 1 and "divided by the 2 gateway(s)" in said[0]
+
+
+def test_a_budget_counted_afresh_still_holds_what_requests_in_flight_reserved(tmp_path):
+    # Redis restarted empty, then Redis away: both times the budget is counted again from
+    # the usage rows, which do not hold the requests still running here.
+    redis = RedisServer(tmp_path)
+
+    async def no_rows(key_id, since):
+        return 0
+
+    async def scenario():
+        limiter = SharedKeyLimiter(RedisCounters(redis.url, prefix="afresh:"), no_rows,
+                                   clock=Clock())
+        await limiter.start()
+        key = Key(id="afresh", budget_tokens=100)
+        running = await limiter.admit(key, reserve=60)
+        import redis as redis_client
+
+        redis_client.Redis.from_url(redis.url).flushall()  # restarted empty
+        with pytest.raises(PermissionDeniedError) as after_restart:
+            await limiter.admit(key, reserve=60)
+        small = await limiter.admit(key, reserve=40)  # what is left fits
+        redis.stop()  # away: counted in this process
+        with pytest.raises(PermissionDeniedError) as in_outage:
+            await limiter.admit(key, reserve=10)
+        await running.settle(50)
+        await small.settle(40)
+        await limiter.close()
+        return after_restart.value, in_outage.value
+
+    try:
+        after_restart, in_outage = run(scenario())
+    finally:
+        redis.stop()
+    assert "has 40 left" in after_restart.message  # the 60 in flight still count
+    assert "spent: 100 used" in in_outage.message, in_outage.message

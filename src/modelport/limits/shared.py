@@ -84,6 +84,7 @@ class SharedAdmission:
         if self._settled:
             return
         self._settled = True
+        self._limiter._release(self)
         await self._limiter._settle(self, tokens or 0)
 
 
@@ -105,6 +106,8 @@ class SharedKeyLimiter:
         self._outage_since: float | None = None
         self._fallback: LocalKeyLimiter | None = None
         self._watch: asyncio.Task | None = None
+        # Per key: what this process's admitted, unsettled requests reserved of its budget.
+        self._in_flight: dict[str, int] = {}
 
     @property
     def degraded(self) -> bool:
@@ -153,6 +156,8 @@ class SharedKeyLimiter:
                 break
             await self._rebuild_budget(key, window, seconds_left)
         if outcome == outcomes.ADMITTED:
+            if window.has_budget and reserve:
+                self._in_flight[key.id] = self._in_flight.get(key.id, 0) + reserve
             return SharedAdmission(key, limits.raw_headers(key, minute_left, first, second),
                                    self, window, key.max_parallel is not None, reserve)
         raise _refusal(key, outcome, first, second, reserve, minute_left, seconds_left)
@@ -188,7 +193,7 @@ class SharedKeyLimiter:
             used = 0
             if self._tokens_used is not None:
                 assert window.budget_since is not None
-                used = await limits.used_before(self._tokens_used, key, window.budget_since)
+                used = await limits.used_before(self._used_here, key, window.budget_since)
             # A period that ends keeps its counter a little longer; "total" never ends.
             await self._counters.seed(name, used, int(seconds_left) + WINDOW_SLACK_S
                                       if seconds_left else 0)
@@ -199,6 +204,24 @@ class SharedKeyLimiter:
             raise
         finally:
             del self._seeding[name]
+
+    async def _used_here(self, key_id: str, since: dt.datetime) -> int:
+        """What the usage store says the key used, plus what this process's requests in
+        flight reserved: a budget counted afresh while they run (Redis restarted empty, or
+        counting in process during an outage) must not let others spend their tokens too.
+        Other gateways' requests in flight then are not known here."""
+        assert self._tokens_used is not None
+        return await self._tokens_used(key_id, since) + self._in_flight.get(key_id, 0)
+
+    def _release(self, admission: SharedAdmission) -> None:
+        if not (admission._window.has_budget and admission._reserved):
+            return
+        key_id = admission.key.id
+        left = self._in_flight.get(key_id, 0) - admission._reserved
+        if left > 0:
+            self._in_flight[key_id] = left
+        else:
+            self._in_flight.pop(key_id, None)
 
     async def _settle(self, admission: SharedAdmission, tokens: int) -> None:
         """The tokens count in the minute and budget period the request was admitted in.
@@ -222,8 +245,9 @@ class SharedKeyLimiter:
             self._fallback = None
             how = "requests of keys with limits are refused with 503 until it is back"
         else:
-            self._fallback = LocalKeyLimiter(self._tokens_used, self._clock,
-                                             share=self._gateways)
+            self._fallback = LocalKeyLimiter(
+                self._used_here if self._tokens_used is not None else None, self._clock,
+                share=self._gateways)
             how = (f"key limits count in this process, each divided by the {self._gateways} "
                    "gateway(s) last seen, until it is back")
         logger.warning("%s is unreachable (%s): %s", self._where, error, how)
