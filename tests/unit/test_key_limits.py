@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from modelport.errors import PermissionDeniedError
+from modelport.errors import ModelportError, PermissionDeniedError
 from modelport.limits.admission import KeyLimitError
 from modelport.limits.counters import RedisCounters
 from modelport.limits.local import LocalKeyLimiter
@@ -272,18 +272,61 @@ def test_a_burst_of_first_requests_asks_the_usage_store_once(make_limiter):
     assert asked == ["k1"]
 
 
-def test_a_usage_store_that_cannot_answer_leaves_the_budget_counting_from_now(make_limiter):
+def test_a_usage_store_that_cannot_answer_leaves_the_budget_counting_from_now():
+    # One gateway counting in process: nobody else spends its keys' budgets meanwhile.
     async def tokens_used(key_id, since):
         raise ConnectionError("database away")
 
     async def scenario():
-        limiter = make_limiter(tokens_used=tokens_used)
+        limiter = LocalKeyLimiter(tokens_used=tokens_used, clock=Clock())
         key = Key(budget_tokens=10, budget_period="month")
         await (await limiter.admit(key)).settle(10)
         with pytest.raises(KeyLimitError):
             await limiter.admit(key)
 
     run(scenario())
+
+
+def test_a_shared_budget_is_never_counted_from_zero_while_the_usage_store_is_away(tmp_path):
+    # Redis restarted empty while the database is away: counting from zero could spend a
+    # budget twice. The last count this gateway saw stands; a key never counted here
+    # waits (503) until the store answers.
+    redis = RedisServer(tmp_path)
+    store = {"away": False}
+
+    async def tokens_used(key_id, since):
+        if store["away"]:
+            raise ConnectionError("database away")
+        return 90
+
+    async def scenario():
+        import redis as redis_client
+
+        limiter = SharedKeyLimiter(RedisCounters(redis.url, prefix="away:"), tokens_used,
+                                   clock=Clock())
+        await limiter.start()
+        seen, unseen = Key(id="seen", budget_tokens=100), Key(id="unseen", budget_tokens=100)
+        await (await limiter.admit(seen, reserve=5)).settle(5)  # 95 of 100 counted
+        store["away"] = True
+        redis_client.Redis.from_url(redis.url).flushall()
+        with pytest.raises(PermissionDeniedError) as short:
+            await limiter.admit(seen, reserve=10)
+        with pytest.raises(ModelportError) as unknown:
+            await limiter.admit(unseen, reserve=10)
+        store["away"] = False
+        redis_client.Redis.from_url(redis.url).flushall()
+        back = await limiter.admit(unseen, reserve=10)  # the store answers: 90 + 10 fit
+        await back.settle(10)
+        await limiter.close()
+        return short.value, unknown.value
+
+    try:
+        short, unknown = run(scenario())
+    finally:
+        redis.stop()
+    assert "has 5 left" in short.message
+    assert unknown.status == 503 and unknown.code == "budget_unavailable"
+    assert unknown.headers["Retry-After"]
 
 
 def test_tokens_count_in_the_minute_the_request_was_admitted_in(make_limiter):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from modelport.errors import PermissionDeniedError, RateLimitError
+from modelport.errors import ModelportError, PermissionDeniedError, RateLimitError
 
 logger = logging.getLogger("modelport.gateway")
 
@@ -45,6 +45,15 @@ class LimitedKey(Protocol):
 # (key id, since) -> tokens the key used since then, from the usage store.
 TokensUsed = Callable[[str, dt.datetime], Awaitable[int]]
 RawHeaders = list[tuple[bytes, bytes]]  # as ASGI sends them
+
+
+class BudgetUnknownError(ModelportError):
+    """A key's budget must be counted afresh and nothing says what it used: its requests
+    wait (503, Retry-After) rather than spend a budget that may be gone."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "budget_unavailable"
 
 
 class KeyLimitError(RateLimitError):
@@ -125,6 +134,8 @@ async def used_before(tokens_used: TokensUsed, key: LimitedKey, since: dt.dateti
     (the database may be away: serving goes on, the budget counts from now)."""
     try:
         return await tokens_used(key.id, since)
+    except BudgetUnknownError:
+        raise
     except Exception as error:  # noqa: BLE001
         logger.warning("could not read the tokens key %s used this %s; its budget counts "
                        "from now: %s: %s", key.id, key.budget_period, type(error).__name__,

@@ -49,11 +49,13 @@ local function bump(name, amount, expiry)
   if redis.call('TTL', name) < 0 then redis.call('EXPIRE', name, expiry) end
   return after
 end
+local counted = -1
 if budget >= 0 then
   local value = redis.call('GET', KEYS[1])
   if not value then return {1, 0, 0} end
   local used = tonumber(value)
   local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+  counted = used + held
   if used >= budget then return {2, used, held} end
   if used + reserve > budget then return {3, used, held} end
   if used + held + reserve > budget then return {4, used, held} end
@@ -73,7 +75,7 @@ end
 if budget >= 0 and reserve > 0 then bump(KEYS[2], reserve, ARGV[7]) end
 if tpm >= 0 and reserve > 0 then tokens = bump(KEYS[3], reserve, ARGV[6]) end
 if rpm >= 0 then requests = bump(KEYS[4], 1, ARGV[6]) end
-return {0, requests, tokens}
+return {0, requests, tokens, counted}
 """
 
 # KEYS = budget used, budget held, tpm, parallel
@@ -142,7 +144,8 @@ class RedisCounters:
 
     async def admit(self, names: Names, reserve: int, budget: int, tpm: int, rpm: int,
                     parallel: int, minute_expiry_s: int, slot_expiry_s: int) -> list[int]:
-        """[outcome, count, count]: see ADMITTED and the refusals after it."""
+        """[outcome, count, count]: see ADMITTED and the refusals after it; ADMITTED adds
+        the budget's used and held tokens before this request (-1: no budget)."""
         keys = [names.budget_used, names.budget_held, names.tpm, names.rpm, names.parallel]
         args = [reserve, budget, tpm, rpm, parallel, minute_expiry_s, slot_expiry_s]
         return [int(n) for n in await self._bounded(self._admit(keys=keys, args=args))]

@@ -108,6 +108,10 @@ class SharedKeyLimiter:
         self._watch: asyncio.Task | None = None
         # Per key: what this process's admitted, unsettled requests reserved of its budget.
         self._in_flight: dict[str, int] = {}
+        # Per (key, start of its budget period): the budget's used and held tokens as last
+        # counted, what a count afresh falls back on while the usage store cannot answer.
+        self._last_counted: dict[tuple[str, dt.datetime], int] = {}
+        self._unknown: set[str] = set()  # keys refused for want of a count, said once
 
     @property
     def degraded(self) -> bool:
@@ -149,15 +153,17 @@ class SharedKeyLimiter:
         args = (key.budget_tokens, key.tpm, key.rpm, key.max_parallel)
         budget, tpm, rpm, parallel = (outcomes.NO_LIMIT if a is None else a for a in args)
         for _ in range(3):
-            outcome, first, second = await self._counters.admit(
+            outcome, first, second, *counted = await self._counters.admit(
                 window.names, reserve, budget, tpm, rpm, parallel, MINUTE_S + WINDOW_SLACK_S,
                 SLOT_EXPIRY_S)
             if outcome != outcomes.BUDGET_MISSING:
                 break
             await self._rebuild_budget(key, window, seconds_left)
         if outcome == outcomes.ADMITTED:
-            if window.has_budget and reserve:
-                self._in_flight[key.id] = self._in_flight.get(key.id, 0) + reserve
+            if window.has_budget:
+                self._remember(key.id, window.budget_since, counted[0] + reserve)
+                if reserve:
+                    self._in_flight[key.id] = self._in_flight.get(key.id, 0) + reserve
             return SharedAdmission(key, limits.raw_headers(key, minute_left, first, second),
                                    self, window, key.max_parallel is not None, reserve)
         raise _refusal(key, outcome, first, second, reserve, minute_left, seconds_left)
@@ -193,7 +199,7 @@ class SharedKeyLimiter:
             used = 0
             if self._tokens_used is not None:
                 assert window.budget_since is not None
-                used = await limits.used_before(self._used_here, key, window.budget_since)
+                used = await self._used_here(key.id, window.budget_since)
             # A period that ends keeps its counter a little longer; "total" never ends.
             await self._counters.seed(name, used, int(seconds_left) + WINDOW_SLACK_S
                                       if seconds_left else 0)
@@ -211,7 +217,35 @@ class SharedKeyLimiter:
         counting in process during an outage) must not let others spend their tokens too.
         Other gateways' requests in flight then are not known here."""
         assert self._tokens_used is not None
-        return await self._tokens_used(key_id, since) + self._in_flight.get(key_id, 0)
+        try:
+            used = await self._tokens_used(key_id, since) + self._in_flight.get(key_id, 0)
+        except Exception as error:  # noqa: BLE001
+            # Counting from zero could spend a budget twice: fall back on the last count
+            # seen here, else refuse until the store answers.
+            known = self._last_counted.get((key_id, since))
+            if known is None:
+                if key_id not in self._unknown:  # one line per key, not one per request
+                    self._unknown.add(key_id)
+                    logger.warning("could not read the tokens key %s used: its requests "
+                                   "wait until the usage store answers: %s: %s", key_id,
+                                   type(error).__name__, error)
+                raise limits.BudgetUnknownError(
+                    "this key's token budget cannot be counted now (its usage store does not "
+                    "answer); retry shortly", headers={"Retry-After": "2"}) from None
+            logger.warning("could not read the tokens key %s used: counting on from the "
+                           "%d last counted here: %s: %s", key_id, known,
+                           type(error).__name__, error)
+            return known
+        self._unknown.discard(key_id)
+        self._remember(key_id, since, used)
+        return used
+
+    def _remember(self, key_id: str, since: dt.datetime | None, counted: int) -> None:
+        if since is None:
+            return
+        if len(self._last_counted) > 100_000:
+            self._last_counted.clear()
+        self._last_counted[(key_id, since)] = counted
 
     def _release(self, admission: SharedAdmission) -> None:
         if not (admission._window.has_budget and admission._reserved):
